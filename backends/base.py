@@ -1,0 +1,165 @@
+"""The Backend protocol and the helpers that build OpenAI chunks and completions.
+
+A backend produces one stream of ``ChatCompletionChunk`` per request, always ending with a
+usage chunk (``choices == []``). ``stream_for_client`` drops that chunk unless the client
+asked for it; ``collect_completion`` folds the same stream into a non-streaming answer, so
+every engine implements generation once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from backends.errors import InternalError
+from backends.schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    FinishReason,
+    TokenLogprob,
+    Usage,
+)
+
+HealthStatus = Literal["ok", "loading", "unloaded", "error"]
+
+
+@dataclass(frozen=True)
+class Health:
+    status: HealthStatus
+    detail: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the router needs from an engine or an upstream.
+
+    ``load``/``unload`` are idempotent and do blocking work off the event loop. ``stream``
+    returns an async iterator; closing it (``aclose``) stops generation promptly. Methods raise
+    only ``backends.errors`` exceptions.
+    """
+
+    model: str
+    kind: str
+
+    @property
+    def loaded(self) -> bool: ...
+
+    async def load(self) -> None: ...
+
+    async def unload(self) -> None: ...
+
+    async def health(self) -> Health: ...
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion: ...
+
+    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{secrets.token_hex(12)}"
+
+
+@dataclass
+class ChunkBuilder:
+    """Builds the chunks of one response; all share ``id``, ``created`` and ``model``."""
+
+    model: str
+    id: str = field(default_factory=new_completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
+        )
+
+    def role(self, index: int = 0) -> ChatCompletionChunk:
+        delta = Delta(role="assistant", content="")
+        return self._chunk([ChunkChoice(index=index, delta=delta)])
+
+    def content(
+        self, text: str, index: int = 0, logprobs: list[TokenLogprob] | None = None
+    ) -> ChatCompletionChunk:
+        lp = ChoiceLogprobs(content=logprobs) if logprobs is not None else None
+        return self._chunk([ChunkChoice(index=index, delta=Delta(content=text), logprobs=lp)])
+
+    def finish(self, reason: FinishReason, index: int = 0) -> ChatCompletionChunk:
+        return self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> ChatCompletionChunk:
+        return self._chunk([], Usage.of(prompt_tokens, completion_tokens))
+
+
+async def stream_for_client(
+    chunks: AsyncIterator[ChatCompletionChunk], include_usage: bool
+) -> AsyncIterator[ChatCompletionChunk]:
+    """Relay ``chunks``, dropping the trailing usage chunk unless the client asked for it.
+    Closing this iterator closes ``chunks``."""
+    try:
+        async for chunk in chunks:
+            if chunk.usage is not None and not chunk.choices and not include_usage:
+                continue
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@dataclass
+class _ChoiceAccumulator:
+    text: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+
+
+async def collect_completion(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletion:
+    """Fold a backend's chunk stream (which ends with a usage chunk) into one completion."""
+    choices: dict[int, _ChoiceAccumulator] = {}
+    usage: Usage | None = None
+    first: ChatCompletionChunk | None = None
+    try:
+        async for chunk in chunks:
+            first = first or chunk
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                acc = choices.setdefault(choice.index, _ChoiceAccumulator())
+                if choice.delta.content:
+                    acc.text.append(choice.delta.content)
+                if choice.logprobs is not None and choice.logprobs.content is not None:
+                    acc.logprobs = (acc.logprobs or []) + choice.logprobs.content
+                if choice.finish_reason is not None:
+                    acc.finish_reason = choice.finish_reason
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if first is None or usage is None:
+        raise InternalError("backend stream ended without a usage chunk")
+    return ChatCompletion(
+        id=first.id,
+        created=first.created,
+        model=first.model,
+        system_fingerprint=first.system_fingerprint,
+        choices=[
+            Choice(
+                index=index,
+                message=AssistantMessage(content="".join(acc.text)),
+                finish_reason=acc.finish_reason,
+                logprobs=ChoiceLogprobs(content=acc.logprobs) if acc.logprobs is not None else None,
+            )
+            for index, acc in sorted(choices.items())
+        ],
+        usage=usage,
+    )

@@ -1,0 +1,1 @@
+"""llmgate's HTTP server: OpenAI-compatible routes over the engines in ``backends``."""

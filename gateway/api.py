@@ -1,0 +1,74 @@
+"""Thin route handlers: parse, resolve, delegate, format."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from backends.base import Backend
+from backends.errors import PermissionDeniedError
+from backends.schemas import ChatCompletionRequest, ModelList
+from gateway.routing import ModelRouter
+from gateway.sse import sse_response
+
+api = APIRouter()
+
+
+def get_router(request: Request) -> ModelRouter:
+    router: ModelRouter = request.app.state.router
+    return router
+
+
+def allowed_models(request: Request) -> list[str] | None:
+    allowed: list[str] | None = getattr(request.state, "allowed_models", None)
+    return allowed
+
+
+RouterDep = Annotated[ModelRouter, Depends(get_router)]
+AllowedDep = Annotated[list[str] | None, Depends(allowed_models)]
+
+
+def _resolve(router: ModelRouter, name: str, allowed: list[str] | None) -> Backend:
+    backend = router.resolve(name, allowed)
+    if not router.is_allowed(backend, allowed):
+        raise PermissionDeniedError(f"this API key may not use model '{name}'", param="model")
+    return backend
+
+
+@api.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, router: RouterDep, allowed: AllowedDep
+) -> Response:
+    backend = _resolve(router, body.model, allowed)
+    headers = {"x-llmgate-model": backend.model}
+    if body.stream:
+        return await sse_response(backend.stream(body), headers=headers)
+    completion = await backend.chat(body)
+    return Response(completion.model_dump_json(), media_type="application/json", headers=headers)
+
+
+@api.get("/v1/models")
+async def list_models(router: RouterDep, allowed: AllowedDep) -> Response:
+    models = ModelList(data=router.list_models(allowed))
+    return Response(models.model_dump_json(), media_type="application/json")
+
+
+@api.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, router: RouterDep, allowed: AllowedDep) -> Response:
+    return Response(router.card(model_id, allowed).model_dump_json(), media_type="application/json")
+
+
+@api.get("/health")
+async def health(router: RouterDep) -> JSONResponse:
+    states = await router.health()
+    ready = all(states[s.name].status == "ok" for s, _ in router.preloaded())
+    body: dict[str, Any] = {
+        "status": "ok" if ready else "unavailable",
+        "models": {
+            name: {"status": h.status, **({"detail": h.detail} if h.detail else {})}
+            for name, h in states.items()
+        },
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)

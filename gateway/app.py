@@ -1,0 +1,49 @@
+"""create_app(config) -> the FastAPI application. Everything runtime lives on ``app.state``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api import api
+from gateway.config import GatewayConfig
+from gateway.errors import install_exception_handlers
+from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
+from gateway.routing import BackendFactory, ModelRouter
+
+
+def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = None) -> FastAPI:
+    """Build the app; its lifespan builds the router, preloads models and closes them.
+
+    ``backend_factory`` replaces the engine registry (tests pass fakes here).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if backend_factory is None:
+            router = ModelRouter.from_settings(config.models, config.base_dir)
+        else:
+            router = ModelRouter.from_settings(config.models, config.base_dir, backend_factory)
+        app.state.router = router
+        try:
+            await router.start()
+            yield
+        finally:
+            await router.aclose()
+
+    app = FastAPI(
+        title="llmgate",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.config = config
+    install_exception_handlers(app)
+    app.include_router(api)
+    # Outermost last: auth runs first, then disconnect watching around the handlers.
+    app.add_middleware(CancelOnDisconnectMiddleware)
+    app.add_middleware(ApiKeyMiddleware, keys=config.server.keys())
+    return app

@@ -1,0 +1,184 @@
+"""``llmgate serve | models | chat`` (also ``python -m gateway ...``).
+
+Exit codes: 0 ok, 1 runtime failure (server could not reach ready, chat server unreachable),
+2 usage or configuration error (one line on stderr naming the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handler = {"serve": _serve, "models": _models, "chat": _chat}[args.command]
+    return int(handler(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmgate", description="Self-hosted LLM gateway")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible server")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--log-level", help="override server.log_level (debug, info, warning)")
+    models = sub.add_parser("models", help="list configured models (and, with --url, loaded)")
+    models.add_argument("--config", default=DEFAULT_CONFIG)
+    models.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8000/v1")
+    models.add_argument("--api-key", default=None)
+    chat = sub.add_parser("chat", help="multi-turn chat in the terminal against a server")
+    chat.add_argument("--url", default="http://127.0.0.1:8000/v1")
+    chat.add_argument("--model", default="default")
+    chat.add_argument("--api-key", default=None)
+    chat.add_argument("--system", default=None, help="system prompt")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    return parser
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"llmgate: config error: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    import uvicorn
+
+    from gateway.app import create_app
+
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    level = (args.log_level or config.server.log_level).lower()
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host=host,
+            port=port,
+            log_level=level,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.run()
+    return 0 if server.started else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    if args.url:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        try:
+            reply = httpx.get(f"{args.url.rstrip('/')}/models", headers=headers, timeout=10)
+        except httpx.HTTPError as exc:
+            print(f"llmgate: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 1
+        if reply.status_code != 200:
+            print(f"llmgate: {reply.status_code}: {reply.text}", file=sys.stderr)
+            return 1
+        for card in reply.json()["data"]:
+            aliases = ",".join(card.get("aliases", [])) or "-"
+            loaded = "loaded" if card.get("loaded") else "not loaded"
+            print(f"{card['id']:<24} {card.get('backend', '?'):<12} {aliases:<16} {loaded}")
+        return 0
+    config = _load(args.config)
+    if config is None:
+        return 2
+    for model in config.models:
+        aliases = ",".join(model.aliases) or "-"
+        where = getattr(model, "source", None) or getattr(model, "base_url", "")
+        print(f"{model.name:<24} {model.backend:<12} {aliases:<16} {where}")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    history: list[dict[str, Any]] = []
+    if args.system:
+        history.append({"role": "system", "content": args.system})
+    print(f"chatting with '{args.model}' at {args.url} — /reset clears, /exit or Ctrl-D quits")
+    with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=None) as client:
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            if not line:
+                continue
+            if line in {"/exit", "/quit"}:
+                return 0
+            if line == "/reset":
+                history = history[:1] if args.system else []
+                continue
+            history.append({"role": "user", "content": line})
+            try:
+                answer = _chat_turn(client, args, history)
+            except httpx.HTTPError as exc:
+                print(f"\nllmgate: cannot reach {args.url}: {exc}", file=sys.stderr)
+                history.pop()
+                continue
+            except RuntimeError as exc:
+                print(f"\nerror: {exc}", file=sys.stderr)
+                history.pop()
+                continue
+            history.append({"role": "assistant", "content": answer})
+
+
+def _chat_turn(client: Any, args: argparse.Namespace, history: list[dict[str, Any]]) -> str:
+    body = {
+        "model": args.model,
+        "messages": history,
+        "stream": True,
+        "max_tokens": args.max_tokens,
+    }
+    parts: list[str] = []
+    print("assistant> ", end="", flush=True)
+    with client.stream("POST", "/chat/completions", json=body) as reply:
+        if reply.status_code != 200:
+            reply.read()
+            raise RuntimeError(_error_message(reply.text))
+        for line in reply.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                break
+            event = json.loads(data)
+            if "error" in event:
+                raise RuntimeError(event["error"].get("message", "stream failed"))
+            for choice in event.get("choices", []):
+                text = choice.get("delta", {}).get("content")
+                if text:
+                    parts.append(text)
+                    print(text, end="", flush=True)
+    print()
+    return "".join(parts)
+
+
+def _error_message(text: str) -> str:
+    try:
+        return str(json.loads(text)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return text

@@ -1,0 +1,171 @@
+"""config.yaml: typed, strictly validated, with ``${ENV}`` references.
+
+``load_config(path)`` returns a ``GatewayConfig`` or raises ``ConfigError`` whose message is
+one line naming the file, the model entry and the key (unknown keys, wrong types, duplicate
+names or aliases, missing model files, unset environment variables). Tests and library users
+build ``GatewayConfig`` directly in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from backends import backend_kinds
+from backends.settings import BackendSettings, LlamaCppSettings
+from backends.sources import describe_missing
+
+SETTINGS_BY_BACKEND: dict[str, type[BackendSettings]] = {"llama_cpp": LlamaCppSettings}
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message is one line naming the key."""
+
+
+class ApiKey(BaseModel):
+    """An API key, optionally limited to some models (public names or aliases)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key: str = Field(min_length=1)
+    models: list[str] | None = None
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: list[str | ApiKey] = Field(default_factory=list)
+    log_level: str = "info"
+
+    def keys(self) -> list[ApiKey]:
+        return [k if isinstance(k, ApiKey) else ApiKey(key=k) for k in self.api_keys]
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    models: list[BackendSettings] = Field(min_length=1)
+    base_dir: Path | None = Field(
+        default=None, description="relative model paths resolve against this (the file's dir)"
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GatewayConfig:
+        seen: dict[str, str] = {}
+        for index, model in enumerate(self.models):
+            for name in [model.name, *model.aliases]:
+                if name in seen:
+                    raise ValueError(
+                        f"models[{index}] ({model.name}): name or alias '{name}' is already "
+                        f"used by {seen[name]}"
+                    )
+                seen[name] = f"models[{[m.name for m in self.models].index(model.name)}]"
+        for key in self.server.keys():
+            for name in key.models or []:
+                if name not in seen:
+                    raise ValueError(f"server.api_keys: model '{name}' is not configured")
+        return self
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> GatewayConfig:
+    """Validate an already-parsed YAML/JSON document; see ``load_config``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'server' and 'models'")
+    raw = _substitute_env(raw, "")
+    unknown = sorted(set(raw) - {"server", "models"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key '{unknown[0]}'")
+    entries = raw.get("models")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{source}: 'models' must be a non-empty list of model entries")
+    models = [_parse_model(i, entry, source) for i, entry in enumerate(entries)]
+    try:
+        server = ServerSettings.model_validate(raw.get("server") or {})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: server: {_first_error(exc)}") from None
+    try:
+        config = GatewayConfig(server=server, models=models, base_dir=base_dir)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    for index, model in enumerate(config.models):
+        problem = describe_missing(getattr(model, "source", ""), base_dir)
+        if getattr(model, "source", None) is not None and problem:
+            raise ConfigError(f"{source}: models[{index}] ({model.name}): source: {problem}")
+    return config
+
+
+def _parse_model(index: int, entry: Any, source: str) -> BackendSettings:
+    where = f"{source}: models[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    name = entry.get("name")
+    if isinstance(name, str):
+        where += f" ({name})"
+    kind = entry.get("backend")
+    settings_cls = SETTINGS_BY_BACKEND.get(kind) if isinstance(kind, str) else None
+    if settings_cls is None:
+        raise ConfigError(
+            f"{where}: backend: {kind!r} is not a backend; expected one of "
+            f"{', '.join(backend_kinds())}"
+        )
+    try:
+        return settings_cls.model_validate(entry)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    given = error.get("input")
+    shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
+    return f"{key}: {error['msg']}{shown}" if key else f"{error['msg']}{shown}"
+
+
+def _substitute_env(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = os.environ.get(name)
+            if found is None:
+                if default is None:
+                    raise ConfigError(
+                        f"{where}: environment variable {name} is not set "
+                        f"(referenced as ${{{name}}})"
+                    )
+                return default
+            return found
+
+        return _ENV_REF.sub(replace, value)
+    return value

@@ -1,0 +1,100 @@
+"""The one place where errors become HTTP responses in the OpenAI envelope."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backends.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+)
+
+log = logging.getLogger(__name__)
+
+# pydantic puts union-member and validator names into ``loc``; they are not fields.
+_NOT_A_FIELD = re.compile(r"[\[\]()\-, ]|^(str|int|float|bool|list|dict|none|function-\w+)$")
+
+
+def error_response(exc: GatewayError) -> JSONResponse:
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers())
+
+
+def param_from_loc(loc: tuple[Any, ...]) -> str | None:
+    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``."""
+    parts: list[str] = []
+    for item in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(item, int):
+            if not parts:
+                break
+            parts[-1] += f"[{item}]"
+        elif isinstance(item, str) and not _NOT_A_FIELD.search(item):
+            parts.append(item)
+        else:
+            break
+    return ".".join(parts) or None
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequestError:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequestError("invalid request body")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        return InvalidRequestError(f"request body is not valid JSON: {detail}".rstrip(": "))
+    loc = tuple(first.get("loc", ()))
+    param = param_from_loc(loc)
+    if loc in {("body",), ()}:
+        if first.get("type") == "missing":
+            return InvalidRequestError("request body is missing: send a JSON object")
+        return InvalidRequestError(f"request body must be a JSON object: {first.get('msg')}")
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        message = "required field is missing"
+    return InvalidRequestError(f"{param}: {message}" if param else message, param=param)
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    async def on_gateway_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        if exc.status >= 500:
+            log.warning("%s: %s", type(exc).__name__, exc.message)
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        error: GatewayError
+        if exc.status_code == 404:
+            error = NotFoundError(f"no route {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            error = MethodNotAllowedError(
+                f"method {request.method} is not allowed on {request.url.path}"
+            )
+        elif exc.status_code < 500:
+            error = InvalidRequestError(str(exc.detail))
+        else:
+            error = InternalError("internal server error")
+        return error_response(error)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(InternalError("internal server error"))
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
