@@ -1,0 +1,122 @@
+"""config.yaml validation: each problem is one line naming the key and the model entry."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import ConfigError, load_config
+
+GOOD = """
+server:
+  port: 9000
+  api_keys: ["${TEST_KEY}", {key: other, models: [default]}]
+models:
+  - name: tiny
+    aliases: [default]
+    backend: llama_cpp
+    source: tiny.gguf
+    n_ctx: 512
+"""
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    return tmp_path
+
+
+def write(folder: Path, text: str) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_config_loads_with_env_and_relative_source(config_dir, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "from-env")
+    config = load_config(write(config_dir, GOOD))
+    assert config.server.port == 9000
+    assert [k.key for k in config.server.keys()] == ["from-env", "other"]
+    assert config.models[0].n_ctx == 512
+    assert config.base_dir == config_dir.resolve()
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    [
+        (("n_ctx: 512", "n_ctx: 512\n    n_gpu_layer: 3"), "models[0] (tiny): unknown key 'n_gpu_layer'"),
+        (("n_ctx: 512", "n_ctx: lots"), "models[0] (tiny): n_ctx: Input should be a valid integer"),
+        (("backend: llama_cpp", "backend: vllm"), "models[0] (tiny): backend: 'vllm' is not a backend"),
+        (("source: tiny.gguf", "source: missing.gguf"), "models[0] (tiny): source: file not found"),
+        (("source: tiny.gguf", "source: package:no_such_pkg/x.gguf"), "Python package 'no_such_pkg' is not installed"),
+        (("port: 9000", "port: 99999"), "server: port: Input should be less than or equal to 65535"),
+        (("port: 9000", "port: 9000\n  tls: true"), "server: unknown key 'tls'"),
+        (("\nmodels:", "\nextras: 1\nmodels:"), "unknown top-level key 'extras'"),
+        (("  - name: tiny", "  - just-a-string\n  - name: tiny"), "models[0]: expected a mapping, got str"),
+    ],
+)
+def test_bad_config_names_the_key(config_dir, monkeypatch, mutation, expected):
+    monkeypatch.setenv("TEST_KEY", "k")
+    old, new = mutation
+    with pytest.raises(ConfigError) as info:
+        load_config(write(config_dir, GOOD.replace(old, new, 1)))
+    message = str(info.value)
+    assert "\n" not in message
+    assert expected in message
+
+
+def test_duplicate_name_or_alias_is_rejected(config_dir, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    text = GOOD + "  - {name: other, aliases: [default], backend: llama_cpp, source: tiny.gguf}\n"
+    with pytest.raises(ConfigError, match=r"models\[1\] \(other\): name or alias 'default'"):
+        load_config(write(config_dir, text))
+
+
+def test_missing_env_var_is_named(config_dir, monkeypatch):
+    monkeypatch.delenv("TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"server.api_keys\[0\]: environment variable TEST_KEY"):
+        load_config(write(config_dir, GOOD))
+
+
+def test_env_default_syntax(config_dir, monkeypatch):
+    monkeypatch.delenv("TEST_KEY", raising=False)
+    config = load_config(write(config_dir, GOOD.replace("${TEST_KEY}", "${TEST_KEY:-fallback}")))
+    assert config.server.keys()[0].key == "fallback"
+
+
+def test_api_key_for_unknown_model_is_rejected(config_dir, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    with pytest.raises(ConfigError, match="model 'ghost' is not configured"):
+        load_config(write(config_dir, GOOD.replace("models: [default]", "models: [ghost]")))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "models: [\n"))
+
+
+def test_serve_with_bad_config_exits_2_with_one_line(config_dir, capsys, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    path = write(config_dir, GOOD.replace("n_ctx: 512", "n_ctx: -1"))
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "models[0] (tiny): n_ctx" in err
+
+
+def test_models_command_lists_configured_models(config_dir, capsys, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    assert main(["models", "--config", str(write(config_dir, GOOD))]) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "llama_cpp" in out and "default" in out
+
+
+def test_committed_default_config_is_valid():
+    config = load_config(Path(__file__).parents[2] / "config.yaml")
+    first = config.models[0]
+    assert (first.name, first.aliases, first.backend) == ("smollm2", ["default"], "llama_cpp")

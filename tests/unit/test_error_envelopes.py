@@ -1,0 +1,164 @@
+"""DESIGN.md §6: every error has the four-key envelope and the right status."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ContextLengthExceededError,
+    QueueFullError,
+    UnsupportedParameterError,
+    UpstreamError,
+)
+from tests.fakes import FakeScript
+
+pytestmark = pytest.mark.anyio
+
+GOOD = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def assert_envelope(reply, status: int, type_: str, code: str | None, param: str | None = None):
+    assert reply.status_code == status, reply.text
+    body = reply.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == type_
+    assert body["error"]["code"] == code
+    assert body["error"]["param"] == param
+    assert body["error"]["message"]
+
+
+async def test_malformed_json_is_400_not_422(app_client):
+    async with app_client() as (client, _):
+        reply = await client.post(
+            "/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}
+        )
+    assert_envelope(reply, 400, "invalid_request_error", "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "alpha"}, "messages"),
+        ({"model": "alpha", "messages": []}, "messages"),
+        ({"model": "alpha", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"model": "alpha", "messages": [{"role": "user"}]}, "messages[0]"),
+        ({**GOOD, "temperature": 5}, "temperature"),
+        ({**GOOD, "temperature": "hot"}, "temperature"),
+        ({**GOOD, "max_tokens": 0}, "max_tokens"),
+        ({**GOOD, "n": 1000}, "n"),
+        ({**GOOD, "top_p": 0}, "top_p"),
+        ({**GOOD, "logit_bias": {"abc": 1}}, "logit_bias"),
+        ({**GOOD, "logit_bias": {"5": 500}}, "logit_bias.5"),
+        ({**GOOD, "top_logprobs": 3}, None),
+        ({**GOOD, "stream": "yes please"}, "stream"),
+        ({**GOOD, "response_format": {"type": "xml"}}, "response_format.type"),
+        ({**GOOD, "messages": "hello"}, "messages"),
+    ],
+)
+async def test_schema_violation_is_400_naming_the_field(app_client, body, param):
+    async with app_client() as (client, _):
+        reply = await client.post("/v1/chat/completions", json=body)
+    assert_envelope(reply, 400, "invalid_request_error", "invalid_request", param)
+
+
+@pytest.mark.parametrize("raw", [b"", b"[]", b"42", b"null", b'"text"', b"\xff\xfe", b"{" * 5000])
+async def test_body_of_any_shape_is_a_400(app_client, raw):
+    async with app_client() as (client, _):
+        reply = await client.post(
+            "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+        )
+    assert reply.status_code == 400
+    assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_unknown_fields_are_ignored(app_client):
+    async with app_client() as (client, _):
+        reply = await client.post("/v1/chat/completions", json={**GOOD, "vendor_extra": {"x": 1}})
+    assert reply.status_code == 200
+
+
+async def test_unknown_model_is_404_with_param(app_client):
+    async with app_client() as (client, _):
+        reply = await client.post("/v1/chat/completions", json={**GOOD, "model": "gpt-9"})
+    assert_envelope(reply, 404, "invalid_request_error", "model_not_found", "model")
+    assert "gpt-9" in reply.json()["error"]["message"]
+
+
+async def test_unknown_route_is_404_and_wrong_method_is_405(app_client):
+    async with app_client() as (client, _):
+        missing = await client.get("/v1/nothing-here")
+        wrong = await client.get("/v1/chat/completions")
+    assert_envelope(missing, 404, "invalid_request_error", None)
+    assert_envelope(wrong, 405, "invalid_request_error", None)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "type_", "code", "param", "retry_after"),
+    [
+        (ContextLengthExceededError("too long", param="messages"), 400, "invalid_request_error",
+         "context_length_exceeded", "messages", None),
+        (UnsupportedParameterError("no tools", param="tools"), 400, "invalid_request_error",
+         "unsupported_parameter", "tools", None),
+        (QueueFullError("busy", retry_after=1), 429, "rate_limit_error", "queue_full", None, "1"),
+        (UpstreamError("bad upstream"), 502, "api_error", "upstream_error", None, None),
+        (BackendUnavailableError("down", retry_after=5), 503, "api_error", "backend_unavailable",
+         None, "5"),
+        (BackendTimeoutError("slow"), 504, "api_error", "backend_timeout", None, None),
+    ],
+)
+async def test_backend_errors_map_to_status_and_envelope(
+    app_client, error, status, type_, code, param, retry_after
+):
+    scripts = {"alpha": FakeScript(fail_before_first=error)}
+    async with app_client(scripts=scripts) as (client, _):
+        for stream in (False, True):
+            reply = await client.post("/v1/chat/completions", json={**GOOD, "stream": stream})
+            assert_envelope(reply, status, type_, code, param)
+            assert reply.headers.get("retry-after") == retry_after
+
+
+async def test_a_bug_is_a_generic_500_and_the_server_keeps_serving(app_client):
+    scripts = {"alpha": FakeScript(fail_before_first=KeyError("internal detail"))}
+    async with app_client(scripts=scripts) as (client, _):
+        reply = await client.post("/v1/chat/completions", json=GOOD)
+        assert_envelope(reply, 500, "api_error", "internal_error")
+        assert "internal detail" not in reply.text
+        again = await client.post("/v1/chat/completions", json={**GOOD, "model": "beta"})
+    assert again.status_code == 200
+
+
+async def test_missing_or_wrong_api_key_is_401(app_client):
+    async with app_client(api_keys=["sekret"]) as (client, _):
+        none = await client.post("/v1/chat/completions", json=GOOD)
+        wrong = await client.post(
+            "/v1/chat/completions", json=GOOD, headers={"Authorization": "Bearer nope"}
+        )
+        models = await client.get("/v1/models")
+        ok = await client.post(
+            "/v1/chat/completions", json=GOOD, headers={"Authorization": "Bearer sekret"}
+        )
+        health = await client.get("/health")
+    for reply in (none, wrong, models):
+        assert_envelope(reply, 401, "authentication_error", "invalid_api_key")
+    assert ok.status_code == 200
+    assert health.status_code == 200
+
+
+async def test_key_not_allowed_this_model_is_403_and_hidden_from_list(app_client):
+    keys = [{"key": "k1", "models": ["beta"]}]
+    from gateway.config import ApiKey
+
+    async with app_client(api_keys=[ApiKey(**k) for k in keys]) as (client, _):
+        auth = {"Authorization": "Bearer k1"}
+        denied = await client.post("/v1/chat/completions", json=GOOD, headers=auth)
+        allowed = await client.post(
+            "/v1/chat/completions", json={**GOOD, "model": "beta"}, headers=auth
+        )
+        listed = await client.get("/v1/models", headers=auth)
+    assert_envelope(denied, 403, "permission_error", "model_not_allowed", "model")
+    assert allowed.status_code == 200
+    assert [m["id"] for m in listed.json()["data"]] == ["beta"]
