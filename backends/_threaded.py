@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -82,7 +82,7 @@ class SerialWorker:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, fn)
 
-    async def stream(self, produce: Callable[[StopSignal], Iterator[T]]) -> AsyncIterator[T]:
+    async def stream(self, produce: Callable[[StopSignal], Iterator[T]]) -> AsyncGenerator[T, None]:
         """Yield what ``produce`` yields on the worker thread; see the module docstring."""
         await self._acquire_turn()
         lock = self._lock()

@@ -92,7 +92,7 @@ class NotFoundError(GatewayError):
 
     status = 404
     error_type = "invalid_request_error"
-    default_code = None
+    default_code: ClassVar[str | None] = None
 
 
 class ModelNotFoundError(NotFoundError):
@@ -109,7 +109,7 @@ class MethodNotAllowedError(GatewayError):
 
     status = 405
     error_type = "invalid_request_error"
-    default_code = None
+    default_code: ClassVar[str | None] = None
 
 
 class RateLimitError(GatewayError):

@@ -163,7 +163,9 @@ class LlamaCppEngine:
                 self._stats.requests_cancelled += 1
                 return
             seed = None if plan.seed is None else plan.seed + index
-            reason, count = yield from self._decode(prompt, budget, plan, index, seed, grammar, stop)
+            reason, count = yield from self._decode(
+                prompt, budget, plan, index, seed, grammar, stop
+            )
             total += count
             if reason is None:
                 self._stats.requests_cancelled += 1

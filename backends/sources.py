@@ -36,8 +36,7 @@ class Source:
             parts = text.removeprefix("hf:").strip("/").split("/")
             if len(parts) < 2 or not all(parts):
                 raise SourceError(f"expected hf:<org>/<repo>[/<file>], got {text!r}")
-            file = "/".join(parts[2:]) or None
-            return cls("hf", "/".join(parts[:2]), file)
+            return cls("hf", "/".join(parts[:2]), "/".join(parts[2:]) or None)
         if not text:
             raise SourceError("source is empty")
         return cls("path", text)
@@ -110,15 +109,26 @@ def _download_from_hub(model: str, source: Source) -> Path:
             f"model '{model}': source hf:{source.location} needs huggingface_hub "
             "(pip install huggingface_hub), or point source at a local file"
         ) from exc
-    try:
+
+    def fetch(local_only: bool) -> Path:
         if source.file is not None:
-            return Path(huggingface_hub.hf_hub_download(source.location, source.file))
-        return Path(huggingface_hub.snapshot_download(source.location))
+            return Path(
+                huggingface_hub.hf_hub_download(
+                    source.location, source.file, local_files_only=local_only
+                )
+            )
+        return Path(huggingface_hub.snapshot_download(source.location, local_files_only=local_only))
+
+    try:
+        return fetch(local_only=True)  # already in the HF cache: no network round trip
+    except Exception:
+        pass
+    try:
+        return fetch(local_only=False)
     except Exception as exc:  # network, auth, missing repo: all mean "not available here"
         target = f"{source.location}/{source.file}" if source.file else source.location
         raise BackendUnavailableError(
             f"model '{model}': could not fetch hf:{target} from the Hugging Face Hub "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). "
-            "Offline? Download it elsewhere and set `source:` to the local path, "
-            "or pre-fill the HF cache (HF_HOME)."
+            f"({type(exc).__name__}). Offline? Download it on a connected machine and set "
+            "this model's `source:` to the local path, or pre-fill the HF cache (HF_HOME)."
         ) from exc

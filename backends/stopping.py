@@ -23,9 +23,7 @@ class StopSequenceMatcher:
         if not self._stops:
             return text, False
         buffer = self._held + text
-        first = min(
-            (i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1
-        )
+        first = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
         if first >= 0:
             self._held = ""
             return buffer[:first], True

@@ -45,5 +45,5 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     app.include_router(api)
     # Outermost last: auth runs first, then disconnect watching around the handlers.
     app.add_middleware(CancelOnDisconnectMiddleware)
-    app.add_middleware(ApiKeyMiddleware, keys=config.server.keys())
+    app.add_middleware(ApiKeyMiddleware, keys=config.server.api_key_entries())
     return app

@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 runtime failure (server could not reach ready, chat server u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -78,7 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=5,
         )
     )
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
+        server.run()
     return 0 if server.started else 1
 
 

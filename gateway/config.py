@@ -44,7 +44,7 @@ class ServerSettings(BaseModel):
     api_keys: list[str | ApiKey] = Field(default_factory=list)
     log_level: str = "info"
 
-    def keys(self) -> list[ApiKey]:
+    def api_key_entries(self) -> list[ApiKey]:
         return [k if isinstance(k, ApiKey) else ApiKey(key=k) for k in self.api_keys]
 
 
@@ -67,7 +67,7 @@ class GatewayConfig(BaseModel):
                         f"used by {seen[name]}"
                     )
                 seen[name] = f"models[{[m.name for m in self.models].index(model.name)}]"
-        for key in self.server.keys():
+        for key in self.server.api_key_entries():
             for name in key.models or []:
                 if name not in seen:
                     raise ValueError(f"server.api_keys: model '{name}' is not configured")
@@ -89,7 +89,9 @@ def load_config(path: str | Path) -> GatewayConfig:
     return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
 
 
-def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> GatewayConfig:
+def parse_config(
+    raw: Any, *, source: str = "config", base_dir: Path | None = None
+) -> GatewayConfig:
     """Validate an already-parsed YAML/JSON document; see ``load_config``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with 'server' and 'models'")
@@ -108,7 +110,9 @@ def parse_config(raw: Any, *, source: str = "config", base_dir: Path | None = No
     try:
         config = GatewayConfig(server=server, models=models, base_dir=base_dir)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(
+            f"{source}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
+        ) from None
     for index, model in enumerate(config.models):
         problem = describe_missing(getattr(model, "source", ""), base_dir)
         if getattr(model, "source", None) is not None and problem:
@@ -150,7 +154,9 @@ def _first_error(exc: ValidationError) -> str:
 
 def _substitute_env(value: Any, where: str) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: _substitute_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_substitute_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:

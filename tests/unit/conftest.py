@@ -20,7 +20,9 @@ def fake_entry(name: str, aliases: list[str] | None = None, **extra: object) -> 
     )
 
 
-AppClient = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, dict[str, FakeBackend]]]]
+AppClient = Callable[
+    ..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, dict[str, FakeBackend]]]
+]
 
 
 @pytest.fixture

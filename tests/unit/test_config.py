@@ -39,7 +39,7 @@ def test_good_config_loads_with_env_and_relative_source(config_dir, monkeypatch)
     monkeypatch.setenv("TEST_KEY", "from-env")
     config = load_config(write(config_dir, GOOD))
     assert config.server.port == 9000
-    assert [k.key for k in config.server.keys()] == ["from-env", "other"]
+    assert [k.key for k in config.server.api_key_entries()] == ["from-env", "other"]
     assert config.models[0].n_ctx == 512
     assert config.base_dir == config_dir.resolve()
 
@@ -47,15 +47,30 @@ def test_good_config_loads_with_env_and_relative_source(config_dir, monkeypatch)
 @pytest.mark.parametrize(
     ("mutation", "expected"),
     [
-        (("n_ctx: 512", "n_ctx: 512\n    n_gpu_layer: 3"), "models[0] (tiny): unknown key 'n_gpu_layer'"),
+        (
+            ("n_ctx: 512", "n_ctx: 512\n    n_gpu_layer: 3"),
+            "models[0] (tiny): unknown key 'n_gpu_layer'",
+        ),
         (("n_ctx: 512", "n_ctx: lots"), "models[0] (tiny): n_ctx: Input should be a valid integer"),
-        (("backend: llama_cpp", "backend: vllm"), "models[0] (tiny): backend: 'vllm' is not a backend"),
+        (
+            ("backend: llama_cpp", "backend: vllm"),
+            "models[0] (tiny): backend: 'vllm' is not a backend",
+        ),
         (("source: tiny.gguf", "source: missing.gguf"), "models[0] (tiny): source: file not found"),
-        (("source: tiny.gguf", "source: package:no_such_pkg/x.gguf"), "Python package 'no_such_pkg' is not installed"),
-        (("port: 9000", "port: 99999"), "server: port: Input should be less than or equal to 65535"),
+        (
+            ("source: tiny.gguf", "source: package:no_such_pkg/x.gguf"),
+            "Python package 'no_such_pkg' is not installed",
+        ),
+        (
+            ("port: 9000", "port: 99999"),
+            "server: port: Input should be less than or equal to 65535",
+        ),
         (("port: 9000", "port: 9000\n  tls: true"), "server: unknown key 'tls'"),
         (("\nmodels:", "\nextras: 1\nmodels:"), "unknown top-level key 'extras'"),
-        (("  - name: tiny", "  - just-a-string\n  - name: tiny"), "models[0]: expected a mapping, got str"),
+        (
+            ("  - name: tiny", "  - just-a-string\n  - name: tiny"),
+            "models[0]: expected a mapping, got str",
+        ),
     ],
 )
 def test_bad_config_names_the_key(config_dir, monkeypatch, mutation, expected):
@@ -84,7 +99,7 @@ def test_missing_env_var_is_named(config_dir, monkeypatch):
 def test_env_default_syntax(config_dir, monkeypatch):
     monkeypatch.delenv("TEST_KEY", raising=False)
     config = load_config(write(config_dir, GOOD.replace("${TEST_KEY}", "${TEST_KEY:-fallback}")))
-    assert config.server.keys()[0].key == "fallback"
+    assert config.server.api_key_entries()[0].key == "fallback"
 
 
 def test_api_key_for_unknown_model_is_rejected(config_dir, monkeypatch):

@@ -33,7 +33,9 @@ def assert_envelope(reply, status: int, type_: str, code: str | None, param: str
 async def test_malformed_json_is_400_not_422(app_client):
     async with app_client() as (client, _):
         reply = await client.post(
-            "/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}
+            "/v1/chat/completions",
+            content=b'{"model": ',
+            headers={"content-type": "application/json"},
         )
     assert_envelope(reply, 400, "invalid_request_error", "invalid_request")
 
@@ -99,14 +101,32 @@ async def test_unknown_route_is_404_and_wrong_method_is_405(app_client):
 @pytest.mark.parametrize(
     ("error", "status", "type_", "code", "param", "retry_after"),
     [
-        (ContextLengthExceededError("too long", param="messages"), 400, "invalid_request_error",
-         "context_length_exceeded", "messages", None),
-        (UnsupportedParameterError("no tools", param="tools"), 400, "invalid_request_error",
-         "unsupported_parameter", "tools", None),
+        (
+            ContextLengthExceededError("too long", param="messages"),
+            400,
+            "invalid_request_error",
+            "context_length_exceeded",
+            "messages",
+            None,
+        ),
+        (
+            UnsupportedParameterError("no tools", param="tools"),
+            400,
+            "invalid_request_error",
+            "unsupported_parameter",
+            "tools",
+            None,
+        ),
         (QueueFullError("busy", retry_after=1), 429, "rate_limit_error", "queue_full", None, "1"),
         (UpstreamError("bad upstream"), 502, "api_error", "upstream_error", None, None),
-        (BackendUnavailableError("down", retry_after=5), 503, "api_error", "backend_unavailable",
-         None, "5"),
+        (
+            BackendUnavailableError("down", retry_after=5),
+            503,
+            "api_error",
+            "backend_unavailable",
+            None,
+            "5",
+        ),
         (BackendTimeoutError("slow"), 504, "api_error", "backend_timeout", None, None),
     ],
 )

@@ -26,7 +26,10 @@ def plan(**fields):
 def test_defaults_follow_llama_cpp_server():
     p = plan()
     assert (p.temperature, p.top_p, p.top_k, p.min_p) == (
-        DEFAULT_TEMPERATURE, DEFAULT_TOP_P, DEFAULT_TOP_K, DEFAULT_MIN_P
+        DEFAULT_TEMPERATURE,
+        DEFAULT_TOP_P,
+        DEFAULT_TOP_K,
+        DEFAULT_MIN_P,
     )
     assert p.seed == 11  # the model's default seed
     assert p.n == 1 and p.max_new_tokens is None and p.stops == []
@@ -52,11 +55,20 @@ def test_defaults_follow_llama_cpp_server():
         ({"logprobs": True, "top_logprobs": 2}, "top_logprobs", 2),
         ({"response_format": {"type": "json_object"}}, "json_object", True),
         (
-            {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}},
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "a", "schema": {"type": "object"}},
+                }
+            },
             "json_schema",
             {"type": "object"},
         ),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"}, "n", 1),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"},
+            "n",
+            1,
+        ),
         ({"user": "someone"}, "n", 1),
     ],
 )
@@ -68,10 +80,16 @@ def test_messages_are_flattened_and_developer_is_system():
     p = plan(
         messages=[
             {"role": "developer", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
         ]
     )
-    assert p.messages == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ab"}]
+    assert p.messages == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "ab"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -80,12 +98,29 @@ def test_messages_are_flattened_and_developer_is_system():
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),
         (
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ]
+            },
             "messages[0].content",
         ),
         (
-            {"messages": [{"role": "assistant", "content": None, "tool_calls": [
-                {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{}"},
+                            }
+                        ],
+                    }
+                ]
+            },
             "messages[0].tool_calls",
         ),
     ],

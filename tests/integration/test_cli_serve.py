@@ -1,0 +1,107 @@
+"""The README's server command, as a real process: `python -m gateway serve` on the committed
+config.yaml serves the embedded model; a bad config exits 2 with one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_default_config_answers_and_stops_cleanly():
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            str(ROOT / "config.yaml"),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready:
+                break
+            time.sleep(0.1)
+        assert ready, "server did not become ready"
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            timeout=60,
+            json={
+                "model": "default",
+                "temperature": 0,
+                "messages": [
+                    {"role": "user", "content": "Name the capital city of France in one word."}
+                ],
+            },
+        )
+        assert "Paris" in reply.json()["choices"][0]["message"]["content"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text(
+        (ROOT / "config.yaml").read_text().replace("n_ctx: 2048", "n_ctx: 2048\n    gpu: yes")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(bad)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"llmgate: config error: {bad}: models[0] (smollm2): unknown key 'gpu'"
+    ]
+
+
+def test_importing_the_app_does_not_import_engines():
+    code = (
+        "import sys, gateway.app, gateway.cli; "
+        "print([m for m in ('llama_cpp', 'torch', 'transformers') if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "[]", done.stderr
