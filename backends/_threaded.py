@@ -97,8 +97,9 @@ class SerialWorker:
                 stop.set()
 
         def run() -> None:
+            items = produce(stop)
             try:
-                for item in produce(stop):
+                for item in items:
                     post(_ITEM, item)
                     if stop.is_set():
                         break
@@ -106,6 +107,10 @@ class SerialWorker:
                 post(_ERROR, exc)
             else:
                 post(_DONE, None)
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:  # run the producer's cleanup now, on this thread
+                    close()
 
         try:
             future = loop.run_in_executor(self._executor, run)

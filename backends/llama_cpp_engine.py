@@ -83,7 +83,7 @@ class EngineStats:
     prefill_tokens: int = 0
     requests_started: int = 0
     requests_finished: int = 0
-    requests_cancelled: int = 0
+    requests_cancelled: int = 0  # ended early: client gone (or the engine failed)
 
 
 class LlamaCppEngine:
@@ -156,23 +156,29 @@ class LlamaCppEngine:
                 )
         grammar = self._grammar(plan)
         self._stats.requests_started += 1
+        finished = False
         total = 0
-        for index in range(plan.n):
-            yield Started(index)
-            if not self._prefill(prompt, stop):
+        try:
+            for index in range(plan.n):
+                yield Started(index)
+                if not self._prefill(prompt, stop):
+                    return
+                seed = None if plan.seed is None else plan.seed + index
+                reason, count = yield from self._decode(
+                    prompt, budget, plan, index, seed, grammar, stop
+                )
+                total += count
+                if reason is None:
+                    return
+                yield Finished(index, reason)
+            finished = True
+            yield Counted(len(prompt), total)
+        finally:
+            # Also reached when the consumer closes this generator (GeneratorExit).
+            if finished:
+                self._stats.requests_finished += 1
+            else:
                 self._stats.requests_cancelled += 1
-                return
-            seed = None if plan.seed is None else plan.seed + index
-            reason, count = yield from self._decode(
-                prompt, budget, plan, index, seed, grammar, stop
-            )
-            total += count
-            if reason is None:
-                self._stats.requests_cancelled += 1
-                return
-            yield Finished(index, reason)
-        self._stats.requests_finished += 1
-        yield Counted(len(prompt), total)
 
     def _budget(self, prompt_len: int, requested: int | None) -> int:
         if requested is not None and prompt_len + requested > self.n_ctx:

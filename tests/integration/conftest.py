@@ -118,6 +118,14 @@ def server(tiny_gguf: Path, smollm2_available: None) -> Iterator[RunningServer]:
                 max_queue=1,
             ),
             LlamaCppSettings(
+                name="smollm2-slow-prefill",
+                backend="llama_cpp",
+                source=SMOLLM2_SOURCE,
+                n_ctx=2048,
+                n_threads=1,
+                n_batch=16,
+            ),
+            LlamaCppSettings(
                 name="tiny-lazy",
                 backend="llama_cpp",
                 source=str(tiny_gguf),

@@ -45,7 +45,7 @@ def test_stream_disconnect_stops_generation_within_a_few_tokens(server):
                 if n >= 20:
                     break
         at_close = stats.tokens_generated
-    assert wait_until(lambda: stats.requests_cancelled == cancelled + 1, 5)
+    assert wait_until(lambda: stats.requests_cancelled == cancelled + 1, 5), (stats, at_close)
     stopped_at = stats.tokens_generated
     time.sleep(0.3)
     assert stats.tokens_generated == stopped_at  # it really stopped
@@ -59,7 +59,7 @@ def test_non_stream_disconnect_stops_generation(server):
     assert wait_until(lambda: stats.tokens_generated > started + 5, 10)
     sock.close()
     at_close = stats.tokens_generated
-    assert wait_until(lambda: stats.requests_cancelled == cancelled + 1, 5)
+    assert wait_until(lambda: stats.requests_cancelled == cancelled + 1, 5), (stats, at_close)
     assert stats.tokens_generated - at_close <= 5
     assert stats.tokens_generated - started < 900
 
@@ -94,7 +94,7 @@ def test_full_queue_is_429_and_queued_cancel_never_starts(server):
     ):
         next(running.iter_lines())  # the engine is busy with this one now
         waiting = raw_request(server.port, {**LONG, "model": "smollm2-q1"})
-        assert wait_until(lambda: backend._worker.waiting == 1, 5)
+        assert wait_until(lambda: backend._worker.waiting == 1, 5), "never queued"
 
         t0 = time.perf_counter()
         full = client.post("/v1/chat/completions", json={**LONG, "model": "smollm2-q1"})
@@ -104,10 +104,10 @@ def test_full_queue_is_429_and_queued_cancel_never_starts(server):
         assert int(full.headers["retry-after"]) >= 1
 
         waiting.close()  # cancelled while queued
-        assert wait_until(lambda: backend._worker.waiting == 0, 5)
+        assert wait_until(lambda: backend._worker.waiting == 0, 5), "still queued"
     assert results["rejected_in_ms"] < 1000
     # The running stream was closed too; only it ever started.
-    assert wait_until(lambda: stats.requests_cancelled >= 1, 5)
+    assert wait_until(lambda: stats.requests_cancelled >= 1, 5), stats
     time.sleep(0.2)
     assert stats.requests_started == started_before + 1
 
@@ -131,3 +131,26 @@ def test_one_request_never_cuts_off_another(server):
     for t in threads:
         t.join(60)
     assert outputs == {i: ("length", 40) for i in range(3)}
+
+
+def test_disconnect_during_prefill_stops_before_the_prompt_is_done(server):
+    """Prompts are evaluated in n_batch slices (16 here) with a stop check between them."""
+    stats = server.backend("smollm2-slow-prefill").stats
+    prefilled, generated = stats.prefill_tokens, stats.tokens_generated
+    prompt = " ".join(f"item{i}" for i in range(300))  # ~1200 tokens
+    sock = raw_request(
+        server.port,
+        {
+            "model": "smollm2-slow-prefill",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": prompt}],
+        },
+    )
+    assert wait_until(lambda: stats.prefill_tokens > prefilled + 64, 20)
+    sock.close()
+    assert wait_until(lambda: stats.requests_cancelled == 1, 10)
+    evaluated = stats.prefill_tokens - prefilled
+    time.sleep(0.2)
+    assert stats.prefill_tokens - prefilled == evaluated
+    assert evaluated < 1000
+    assert stats.tokens_generated == generated
