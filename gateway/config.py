@@ -66,7 +66,7 @@ class GatewayConfig(BaseModel):
                         f"models[{index}] ({model.name}): name or alias '{name}' is already "
                         f"used by {seen[name]}"
                     )
-                seen[name] = f"models[{[m.name for m in self.models].index(model.name)}]"
+                seen[name] = f"models[{index}] ({model.name})"
         for key in self.server.api_key_entries():
             for name in key.models or []:
                 if name not in seen:
@@ -114,8 +114,8 @@ def parse_config(
             f"{source}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
         ) from None
     for index, model in enumerate(config.models):
-        problem = describe_missing(getattr(model, "source", ""), base_dir)
-        if getattr(model, "source", None) is not None and problem:
+        problem = describe_missing(model.source, base_dir)
+        if problem:
             raise ConfigError(f"{source}: models[{index}] ({model.name}): source: {problem}")
     return config
 

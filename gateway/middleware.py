@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -103,7 +102,7 @@ class CancelOnDisconnectMiddleware:
             reader.cancel()
 
 
-def _uncancel() -> Any:
+def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         while task.cancelling():
