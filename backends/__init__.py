@@ -15,6 +15,8 @@ from backends.settings import BackendSettings
 # backend kind -> "module:Class"
 _REGISTRY: dict[str, str] = {
     "llama_cpp": "backends.llama_cpp:LlamaCppBackend",
+    "ollama": "backends.ollama:OllamaBackend",
+    "openai": "backends.openai_compat:OpenAICompatBackend",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -38,6 +39,36 @@ class Health:
     detail: str | None = None
 
 
+@dataclass
+class ServedBy:
+    """Who served a request, for the response headers: set by the gateway per request (see
+    ``served_by``), filled in by the backend that answered (the upstream replica, if any)."""
+
+    model: str | None = None
+    replica: str | None = None
+
+
+served_by: ContextVar[ServedBy | None] = ContextVar("served_by", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedChunk:
+    """A chat.completion.chunk already encoded as JSON in the client's terms: an upstream's
+    bytes relayed without a decode/validate/encode round trip."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedCompletion:
+    """A whole chat.completion already encoded as JSON in the client's terms (relayed)."""
+
+    data: bytes
+
+
+StreamItem = ChatCompletionChunk | EncodedChunk
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the router needs from an engine or an upstream.
@@ -59,9 +90,9 @@ class Backend(Protocol):
 
     async def health(self) -> Health: ...
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion: ...
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion | EncodedCompletion: ...
 
-    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]: ...
+    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamItem]: ...
 
     async def aclose(self) -> None: ...
 

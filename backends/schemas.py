@@ -112,7 +112,11 @@ class ResponseFormat(_Request):
 
 class ChatCompletionRequest(_Request):
     """``POST /v1/chat/completions``. Every field here is either honoured by the engine or
-    rejected by it with ``UnsupportedParameterError``; unknown fields are ignored."""
+    rejected by it with ``UnsupportedParameterError``. Unknown fields are kept (``model_extra``)
+    so that an OpenAI-compatible upstream receives vendor extras; in-process engines ignore
+    them."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)

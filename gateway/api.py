@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from backends.base import Backend
+from backends.base import Backend, EncodedCompletion
 from backends.errors import PermissionDeniedError
 from backends.schemas import ChatCompletionRequest, ModelList
+from gateway import dispatch
 from gateway.routing import ModelRouter
 from gateway.sse import sse_response
 
@@ -30,23 +31,28 @@ RouterDep = Annotated[ModelRouter, Depends(get_router)]
 AllowedDep = Annotated[list[str] | None, Depends(allowed_models)]
 
 
-def _resolve(router: ModelRouter, name: str, allowed: list[str] | None) -> Backend:
+def _chain(router: ModelRouter, name: str, allowed: list[str] | None) -> list[Backend]:
     backend = router.resolve(name, allowed)
     if not router.is_allowed(backend, allowed):
         raise PermissionDeniedError(f"this API key may not use model '{name}'", param="model")
-    return backend
+    return router.chain(backend, allowed)
 
 
 @api.post("/v1/chat/completions")
 async def chat_completions(
     body: ChatCompletionRequest, router: RouterDep, allowed: AllowedDep
 ) -> Response:
-    backend = _resolve(router, body.model, allowed)
-    headers = {"x-llmgate-model": backend.model}
+    chain = _chain(router, body.model, allowed)
     if body.stream:
-        return await sse_response(backend.stream(body), headers=headers)
-    completion = await backend.chat(body)
-    return Response(completion.model_dump_json(), media_type="application/json", headers=headers)
+        first, chunks, served = await dispatch.open_stream(chain, body)
+        return await sse_response(first, chunks, headers=served.headers())
+    completion, served = await dispatch.complete(chain, body)
+    data = (
+        completion.data
+        if isinstance(completion, EncodedCompletion)
+        else (completion.model_dump_json().encode())
+    )
+    return Response(data, media_type="application/json", headers=served.headers())
 
 
 @api.get("/v1/models")

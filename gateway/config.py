@@ -17,10 +17,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backends import backend_kinds
-from backends.settings import BackendSettings, LlamaCppSettings
+from backends.settings import (
+    BackendSettings,
+    LlamaCppSettings,
+    OllamaSettings,
+    OpenAICompatSettings,
+)
 from backends.sources import describe_missing
 
-SETTINGS_BY_BACKEND: dict[str, type[BackendSettings]] = {"llama_cpp": LlamaCppSettings}
+SETTINGS_BY_BACKEND: dict[str, type[BackendSettings]] = {
+    "llama_cpp": LlamaCppSettings,
+    "ollama": OllamaSettings,
+    "openai": OpenAICompatSettings,
+}
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -67,6 +76,18 @@ class GatewayConfig(BaseModel):
                         f"used by {seen[name]}"
                     )
                 seen[name] = f"models[{index}] ({model.name})"
+        for index, model in enumerate(self.models):
+            for fallback in model.fallbacks:
+                if fallback not in seen:
+                    raise ValueError(
+                        f"models[{index}] ({model.name}): fallbacks: model '{fallback}' is not "
+                        "configured"
+                    )
+                if fallback in (model.name, *model.aliases):
+                    raise ValueError(
+                        f"models[{index}] ({model.name}): fallbacks: a model cannot fall back "
+                        "to itself"
+                    )
         for key in self.server.api_key_entries():
             for name in key.models or []:
                 if name not in seen:
@@ -114,7 +135,7 @@ def parse_config(
             f"{source}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
         ) from None
     for index, model in enumerate(config.models):
-        problem = describe_missing(model.source, base_dir)
+        problem = describe_missing(model.source, base_dir) if hasattr(model, "source") else None
         if problem:
             raise ConfigError(f"{source}: models[{index}] ({model.name}): source: {problem}")
     return config

@@ -45,6 +45,16 @@ class ModelRouter:
             raise ModelNotFoundError(f"model '{name}' not found{hint}")
         return backend
 
+    def chain(self, backend: Backend, allowed: Iterable[str] | None = None) -> list[Backend]:
+        """``backend`` then its configured fallbacks (those this key may use), no repeats."""
+        settings = next(s for s, b in self._entries if b is backend)
+        chain = [backend]
+        for name in settings.fallbacks:
+            fallback = self._by_name[name]
+            if fallback not in chain and self.is_allowed(fallback, allowed):
+                chain.append(fallback)
+        return chain
+
     def public_names(self, allowed: Iterable[str] | None = None) -> list[str]:
         names = [settings.name for settings, _ in self._entries]
         if allowed is None:

@@ -14,15 +14,17 @@ from collections.abc import AsyncIterator
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
+from backends.base import EncodedChunk, StreamItem
 from backends.errors import GatewayError, InternalError
-from backends.schemas import ChatCompletionChunk
 
 log = logging.getLogger(__name__)
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
-def frame(chunk: ChatCompletionChunk) -> bytes:
+def frame(chunk: StreamItem) -> bytes:
+    if isinstance(chunk, EncodedChunk):
+        return b"data: " + chunk.data + b"\n\n"
     return b"data: " + chunk.model_dump_json().encode() + b"\n\n"
 
 
@@ -31,16 +33,12 @@ def error_frame(error: GatewayError) -> bytes:
 
 
 async def sse_response(
-    chunks: AsyncIterator[ChatCompletionChunk], headers: dict[str, str] | None = None
+    first: StreamItem | None,
+    chunks: AsyncIterator[StreamItem],
+    headers: dict[str, str] | None = None,
 ) -> Response:
-    """Await the first chunk (errors propagate to the exception handler), then stream."""
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await _close(chunks)
-        raise
+    """Stream ``first`` (already awaited by the caller, so early errors kept their status) and
+    then the rest of ``chunks``."""
 
     async def frames() -> AsyncIterator[bytes]:
         try:
@@ -61,7 +59,7 @@ async def sse_response(
     return EventSourceResponse(frames(), headers=headers, ping=0, sep="\n")
 
 
-async def _close(chunks: AsyncIterator[ChatCompletionChunk]) -> None:
+async def _close(chunks: AsyncIterator[StreamItem]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -135,3 +136,54 @@ def test_committed_default_config_is_valid():
     config = load_config(Path(__file__).parents[2] / "config.yaml")
     first = config.models[0]
     assert (first.name, first.aliases, first.backend) == ("smollm2", ["default"], "llama_cpp")
+
+
+UPSTREAMS = """
+models:
+  - name: llama3
+    backend: ollama
+    base_url: [http://127.0.0.1:11434, http://127.0.0.1:11435/]
+    upstream_model: llama3:8b
+    num_ctx: 8192
+    keep_alive: 10m
+    fallbacks: [tiny]
+    timeouts: {connect: 2, first_byte: 30}
+  - name: vllm
+    backend: openai
+    base_url: http://127.0.0.1:8001/v1
+    api_key: ${VLLM_KEY}
+  - name: tiny
+    backend: llama_cpp
+    source: tiny.gguf
+"""
+
+
+def test_upstream_entries_load(config_dir, monkeypatch):
+    monkeypatch.setenv("VLLM_KEY", "k")
+    config = load_config(write(config_dir, UPSTREAMS))
+    llama3, vllm, _ = config.models
+    assert llama3.base_url == ["http://127.0.0.1:11434", "http://127.0.0.1:11435"]
+    assert llama3.remote_model == "llama3:8b" and llama3.fallbacks == ["tiny"]
+    assert llama3.timeouts.connect == 2 and llama3.timeouts.idle == 60
+    assert vllm.base_url == ["http://127.0.0.1:8001/v1"] and vllm.api_key == "k"
+    assert vllm.remote_model == "vllm"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("fallbacks: [tiny]", "fallbacks: [ghost]", "fallbacks: model 'ghost' is not configured"),
+        ("fallbacks: [tiny]", "fallbacks: [llama3]", "cannot fall back to itself"),
+        ("base_url: http://127.0.0.1:8001/v1", "base_url: localhost:8001", "not an http(s) URL"),
+        (
+            "timeouts: {connect: 2, first_byte: 30}",
+            "timeouts: {conect: 2}",
+            "unknown key 'timeouts.conect'",
+        ),
+        ("num_ctx: 8192", "n_ctx: 8192", "models[0] (llama3): unknown key 'n_ctx'"),
+    ],
+)
+def test_bad_upstream_entries_name_the_key(config_dir, monkeypatch, old, new, expected):
+    monkeypatch.setenv("VLLM_KEY", "k")
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(config_dir, UPSTREAMS.replace(old, new)))
