@@ -26,11 +26,15 @@ from backends.schemas import (
     ChunkChoice,
     Delta,
     FinishReason,
+    MessageToolCall,
     TokenLogprob,
+    ToolCallDelta,
+    ToolCallFunction,
     Usage,
 )
 
-HealthStatus = Literal["ok", "loading", "unloaded", "error"]
+# "degraded": an upstream is unreachable; the gateway still serves (fallbacks, other models).
+HealthStatus = Literal["ok", "degraded", "loading", "unloaded", "error"]
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,40 @@ async def stream_for_client(
 
 
 @dataclass
+class _ToolCallAccumulator:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _ChoiceAccumulator:
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
+    tool_calls: dict[int, _ToolCallAccumulator] = field(default_factory=dict)
+
+    def add_tool_calls(self, deltas: list[ToolCallDelta]) -> None:
+        for delta in deltas:
+            call = self.tool_calls.setdefault(delta.index, _ToolCallAccumulator())
+            call.id = delta.id or call.id
+            if delta.function is not None:
+                call.name = delta.function.name or call.name
+                if delta.function.arguments:
+                    call.arguments.append(delta.function.arguments)
+
+    def message(self) -> AssistantMessage:
+        calls = [
+            MessageToolCall(
+                id=call.id,
+                function=ToolCallFunction(name=call.name, arguments="".join(call.arguments)),
+            )
+            for _, call in sorted(self.tool_calls.items())
+        ]
+        text = "".join(self.text)
+        return AssistantMessage(
+            content=text if text or not calls else None, tool_calls=calls or None
+        )
 
 
 async def collect_completion(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletion:
@@ -168,6 +202,8 @@ async def collect_completion(chunks: AsyncIterator[ChatCompletionChunk]) -> Chat
                 acc = choices.setdefault(choice.index, _ChoiceAccumulator())
                 if choice.delta.content:
                     acc.text.append(choice.delta.content)
+                if choice.delta.tool_calls:
+                    acc.add_tool_calls(choice.delta.tool_calls)
                 if choice.logprobs is not None and choice.logprobs.content is not None:
                     acc.logprobs = (acc.logprobs or []) + choice.logprobs.content
                 if choice.finish_reason is not None:
@@ -186,7 +222,7 @@ async def collect_completion(chunks: AsyncIterator[ChatCompletionChunk]) -> Chat
         choices=[
             Choice(
                 index=index,
-                message=AssistantMessage(content="".join(acc.text)),
+                message=acc.message(),
                 finish_reason=acc.finish_reason,
                 logprobs=ChoiceLogprobs(content=acc.logprobs) if acc.logprobs is not None else None,
             )

@@ -275,7 +275,7 @@ class OllamaBackend:
             return Health("unloaded")
         if self.client.pool.any_available():
             return Health("ok")
-        return Health("error", "no upstream replica is available")
+        return Health("degraded", "no upstream replica is available")
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         return await collect_completion(self._generate(request))

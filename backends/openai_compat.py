@@ -135,7 +135,7 @@ class OpenAICompatBackend:
             return Health("unloaded")
         if self.client.pool.any_available():
             return Health("ok")
-        return Health("error", "no upstream replica is available")
+        return Health("degraded", "no upstream replica is available")
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -145,7 +145,7 @@ class OpenAICompatBackend:
         body["stream"] = False
         if not self.client.started:
             await self.load()
-        _, data = await self.client.request_json(
+        data = await self.client.request_json(
             "/chat/completions", body, Deadline(self.settings.timeouts.total)
         )
         data["model"] = request.model

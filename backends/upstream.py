@@ -34,6 +34,7 @@ from backends.settings import UpstreamSettings
 log = logging.getLogger(__name__)
 
 E = TypeVar("E")
+R = TypeVar("R")
 
 # Failures that say "this replica is unwell or overloaded": try another one.
 RETRYABLE = (BackendUnavailableError, BackendTimeoutError, UpstreamError, RateLimitError)
@@ -233,7 +234,7 @@ class UpstreamClient:
 
     async def request_json(
         self, path: str, body: dict[str, Any], deadline: Deadline
-    ) -> tuple[Replica, dict[str, Any]]:
+    ) -> dict[str, Any]:
         """A non-streaming POST, retried on another replica on a retryable failure."""
 
         async def attempt(replica: Replica) -> dict[str, Any]:
@@ -294,7 +295,7 @@ class UpstreamClient:
 
         return await self._with_replicas(attempt)
 
-    async def _with_replicas(self, attempt: Callable[[Replica], Awaitable[Any]]) -> Any:
+    async def _with_replicas(self, attempt: Callable[[Replica], Awaitable[R]]) -> R:
         if self._in_flight >= self.settings.max_in_flight:
             raise QueueFullError(
                 f"model '{self.settings.name}' has {self._in_flight} requests in flight "
@@ -337,18 +338,41 @@ async def map_transport_errors(model: str, work: Awaitable[E]) -> E:
         return await work
     except GatewayError:
         raise
-    except TimeoutError as exc:
-        raise BackendTimeoutError(f"model '{model}': the upstream did not answer in time") from exc
-    except httpx.TimeoutException as exc:
-        raise BackendTimeoutError(f"model '{model}': the upstream timed out") from exc
-    except (httpx.ConnectError, httpx.UnsupportedProtocol, ConnectionError) as exc:
-        raise BackendUnavailableError(
+    except (TimeoutError, httpx.HTTPError, OSError) as exc:
+        raise transport_error(model, exc) from exc
+
+
+def transport_error(model: str, exc: BaseException) -> GatewayError:
+    """Classify a transport failure by its root cause. (httpx-aiohttp reports a refused
+    connection as ``ConnectTimeout``, so the exception's type alone is not enough.)"""
+    causes = _cause_chain(exc)
+    if any(isinstance(c, ConnectionRefusedError | httpx.ConnectError) for c in causes) or any(
+        type(c).__name__ in {"ClientConnectorError", "ClientConnectorDNSError"} for c in causes
+    ):
+        return BackendUnavailableError(
             f"model '{model}': cannot connect to the upstream ({exc})", retry_after=5
-        ) from exc
-    except (httpx.HTTPError, OSError) as exc:
-        raise UpstreamError(
-            f"model '{model}': the upstream connection failed ({type(exc).__name__})"
-        ) from exc
+        )
+    if any(isinstance(c, TimeoutError | httpx.TimeoutException) for c in causes):
+        return BackendTimeoutError(f"model '{model}': the upstream did not answer in time")
+    if isinstance(exc, ConnectionError | httpx.UnsupportedProtocol):
+        return BackendUnavailableError(
+            f"model '{model}': cannot connect to the upstream ({exc})", retry_after=5
+        )
+    return UpstreamError(f"model '{model}': the upstream connection failed ({type(exc).__name__})")
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    # aiohttp's ClientConnectorError wraps the OSError in .os_error
+    for cause in list(chain):
+        os_error = getattr(cause, "os_error", None)
+        if isinstance(os_error, OSError):
+            chain.append(os_error)
+    return chain
 
 
 async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline, idle: float) -> E:
@@ -358,16 +382,17 @@ async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline, i
             return await anext(events)
     except StopAsyncIteration:
         raise
-    except TimeoutError as exc:
-        raise BackendTimeoutError(
-            f"model '{model}': the upstream stalled mid-stream (idle or total deadline)"
-        ) from exc
     except GatewayError:
         raise
-    except (httpx.HTTPError, OSError) as exc:
-        raise UpstreamError(
-            f"model '{model}': the upstream connection broke mid-stream ({type(exc).__name__})"
-        ) from exc
+    except (TimeoutError, httpx.HTTPError, OSError) as exc:
+        error = transport_error(model, exc)
+        if isinstance(error, BackendTimeoutError):
+            error = BackendTimeoutError(
+                f"model '{model}': the upstream stalled mid-stream (idle or total deadline)"
+            )
+        elif not isinstance(error, UpstreamError):
+            error = UpstreamError(f"model '{model}': the upstream connection broke mid-stream")
+        raise error from exc
 
 
 def _make_client(settings: UpstreamSettings) -> httpx.AsyncClient:

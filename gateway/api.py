@@ -69,9 +69,11 @@ async def retrieve_model(model_id: str, router: RouterDep, allowed: AllowedDep) 
 @api.get("/health")
 async def health(router: RouterDep) -> JSONResponse:
     states = await router.health()
-    ready = all(states[s.name].status == "ok" for s, _ in router.preloaded())
+    preloaded = [states[s.name].status for s, _ in router.preloaded()]
+    ready = all(status in ("ok", "degraded") for status in preloaded)
+    status = "unavailable" if not ready else "degraded" if "degraded" in preloaded else "ok"
     body: dict[str, Any] = {
-        "status": "ok" if ready else "unavailable",
+        "status": status,
         "models": {
             name: {"status": h.status, **({"detail": h.detail} if h.detail else {})}
             for name, h in states.items()

@@ -142,9 +142,7 @@ def test_eight_concurrent_streams_all_complete(server):
             return await asyncio.gather(*(one(client, i) for i in range(8)))
 
     results = asyncio.run(run())
-    assert all(
-        usage == 32 and finish == "length" and pieces > 0 for pieces, usage, finish in results
-    )
+    assert all(u == 32 and f == "length" and p > 0 for p, u, f in results), results
 
 
 def test_sdk_raises_typed_errors(client):
