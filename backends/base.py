@@ -15,12 +15,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from backends.errors import InternalError
+from backends.errors import InternalError, UnsupportedParameterError
 from backends.schemas import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     ChoiceLogprobs,
     ChunkChoice,
@@ -99,6 +100,22 @@ class Backend(Protocol):
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamItem]: ...
 
     async def aclose(self) -> None: ...
+
+
+def text_content(index: int, message: ChatMessage, backend: str) -> str:
+    """A message's content as one string (text parts concatenated, as OpenAI does); a
+    non-text part raises ``UnsupportedParameterError`` naming ``messages[index].content``."""
+    texts: list[str] = []
+    for part in message.text_parts():
+        text = getattr(part, "text", None)
+        if part.type != "text" or text is None:
+            raise UnsupportedParameterError(
+                f"content parts of type '{part.type}' are not supported by the {backend} "
+                "backend (text only)",
+                param=f"messages[{index}].content",
+            )
+        texts.append(text)
+    return "".join(texts)
 
 
 def new_completion_id() -> str:

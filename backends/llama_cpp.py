@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from backends._threaded import SerialWorker
-from backends.base import ChunkBuilder, Health, collect_completion, stream_for_client
+from backends.base import (
+    ChunkBuilder,
+    Health,
+    collect_completion,
+    stream_for_client,
+    text_content,
+)
 from backends.errors import (
     BackendUnavailableError,
     GatewayError,
@@ -30,7 +36,12 @@ from backends.llama_cpp_engine import (
     Piece,
     Started,
 )
-from backends.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from backends.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+)
 from backends.settings import LlamaCppSettings
 from backends.sources import resolve_source
 
@@ -88,24 +99,14 @@ def plan_generation(request: ChatCompletionRequest, settings: LlamaCppSettings) 
     )
 
 
-def _message_dict(index: int, message: Any) -> dict[str, Any]:
-    texts: list[str] = []
-    for part in message.text_parts():
-        text = getattr(part, "text", None)
-        if part.type != "text" or text is None:
-            raise UnsupportedParameterError(
-                f"content parts of type '{part.type}' are not supported by the llama_cpp "
-                "backend (text only)",
-                param=f"messages[{index}].content",
-            )
-        texts.append(text)
+def _message_dict(index: int, message: ChatMessage) -> dict[str, Any]:
     if message.tool_calls:
         raise UnsupportedParameterError(
             "assistant tool_calls in the history are not supported by the llama_cpp backend",
             param=f"messages[{index}].tool_calls",
         )
     role = "system" if message.role == "developer" else message.role
-    result: dict[str, Any] = {"role": role, "content": "".join(texts)}
+    result: dict[str, Any] = {"role": role, "content": text_content(index, message, "llama_cpp")}
     if message.name:
         result["name"] = message.name
     if message.tool_call_id:

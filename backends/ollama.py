@@ -19,10 +19,10 @@ import httpx
 
 from backends.base import (
     ChunkBuilder,
-    Health,
     StreamItem,
     collect_completion,
     stream_for_client,
+    text_content,
 )
 from backends.errors import (
     BackendUnavailableError,
@@ -46,7 +46,7 @@ from backends.schemas import (
     ToolCallFunctionDelta,
 )
 from backends.settings import OllamaSettings
-from backends.upstream import Deadline, UpstreamClient, next_event
+from backends.upstream import Deadline, UpstreamClient, UpstreamLifecycle, next_event
 
 
 def to_ollama_request(
@@ -100,17 +100,8 @@ def to_ollama_request(
 
 
 def _ollama_message(index: int, message: ChatMessage) -> dict[str, Any]:
-    texts: list[str] = []
-    for part in message.text_parts():
-        text = getattr(part, "text", None)
-        if part.type != "text" or text is None:
-            raise UnsupportedParameterError(
-                f"content parts of type '{part.type}' are not supported by the ollama backend",
-                param=f"messages[{index}].content",
-            )
-        texts.append(text)
     role = "system" if message.role == "developer" else message.role
-    result: dict[str, Any] = {"role": role, "content": "".join(texts)}
+    result: dict[str, Any] = {"role": role, "content": text_content(index, message, "ollama")}
     if message.tool_calls:
         calls = []
         for call in message.tool_calls:
@@ -242,7 +233,7 @@ async def ndjson_lines(response: httpx.Response) -> AsyncIterator[dict[str, Any]
         yield value
 
 
-class OllamaBackend:
+class OllamaBackend(UpstreamLifecycle):
     """A model served by one or more Ollama replicas.
 
     Raises ``BackendUnavailableError`` (all replicas down), ``BackendTimeoutError``,
@@ -260,31 +251,11 @@ class OllamaBackend:
     def _map_status(self, status: int, body: bytes) -> GatewayError:
         return ollama_error(status, body, self.model, self.settings.remote_model)
 
-    @property
-    def loaded(self) -> bool:
-        return self.client.started
-
-    async def load(self) -> None:
-        await self.client.start()
-
-    async def unload(self) -> None:
-        await self.client.aclose()
-
-    async def health(self) -> Health:
-        if not self.client.started:
-            return Health("unloaded")
-        if self.client.pool.any_available():
-            return Health("ok")
-        return Health("degraded", "no upstream replica is available")
-
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         return await collect_completion(self._generate(request))
 
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamItem]:
         return stream_for_client(self._generate(request), request.include_usage)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def _generate(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         body = to_ollama_request(request, self.settings, stream=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from backends.base import EncodedChunk, EncodedCompletion, Health, StreamItem
+from backends.base import EncodedChunk, EncodedCompletion, StreamItem
 from backends.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -26,7 +26,7 @@ from backends.errors import (
 )
 from backends.schemas import ChatCompletionRequest
 from backends.settings import OpenAICompatSettings
-from backends.upstream import Deadline, UpstreamClient, next_event
+from backends.upstream import Deadline, UpstreamClient, UpstreamLifecycle, next_event
 
 _DONE = b"[DONE]"
 
@@ -107,7 +107,7 @@ async def sse_payloads(response: httpx.Response) -> AsyncIterator[bytes]:
         yield payload
 
 
-class OpenAICompatBackend:
+class OpenAICompatBackend(UpstreamLifecycle):
     """A model served by one or more OpenAI-compatible replicas (see the module docstring)."""
 
     kind = "openai"
@@ -119,26 +119,6 @@ class OpenAICompatBackend:
 
     def _map_status(self, status: int, body: bytes) -> GatewayError:
         return openai_error(status, body, self.model)
-
-    @property
-    def loaded(self) -> bool:
-        return self.client.started
-
-    async def load(self) -> None:
-        await self.client.start()
-
-    async def unload(self) -> None:
-        await self.client.aclose()
-
-    async def health(self) -> Health:
-        if not self.client.started:
-            return Health("unloaded")
-        if self.client.pool.any_available():
-            return Health("ok")
-        return Health("degraded", "no upstream replica is available")
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def chat(self, request: ChatCompletionRequest) -> EncodedCompletion:
         body = to_upstream_body(request, self.settings.remote_model)

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from backends.base import served_by
+from backends.base import Health, served_by
 from backends.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
@@ -411,3 +411,32 @@ def _make_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     except ImportError:  # plain httpx works too, at 3-5x the CPU per request
         return httpx.AsyncClient(limits=limits, timeout=timeout)
     return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
+
+
+class UpstreamLifecycle:
+    """Lifecycle and health shared by the upstream backends: ``load`` starts the pooled client
+    and health checks (it never fails on an unreachable upstream: that is a request-time 503
+    or a fallback), ``unload``/``aclose`` stop them. Subclasses set ``self.client``."""
+
+    model: str
+    client: UpstreamClient
+
+    @property
+    def loaded(self) -> bool:
+        return self.client.started
+
+    async def load(self) -> None:
+        await self.client.start()
+
+    async def unload(self) -> None:
+        await self.client.aclose()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def health(self) -> Health:
+        if not self.client.started:
+            return Health("unloaded")
+        if self.client.pool.any_available():
+            return Health("ok")
+        return Health("degraded", "no upstream replica is available")
