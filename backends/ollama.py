@@ -274,7 +274,7 @@ class OllamaBackend(UpstreamLifecycle):
                 if line.get("done"):
                     break
                 try:
-                    line = await next_event(upstream, self.model, deadline, timeouts.idle)
+                    line = await next_event(upstream, self.model, deadline)
                 except StopAsyncIteration:
                     raise UpstreamError(
                         f"model '{self.model}': upstream ollama ended the stream early"

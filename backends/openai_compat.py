@@ -149,7 +149,7 @@ class OpenAICompatBackend(UpstreamLifecycle):
                 if request.include_usage or b'"choices":[]' not in payload:
                     yield EncodedChunk(rewrite(payload))
                 try:
-                    payload = await next_event(upstream, self.model, deadline, timeouts.idle)
+                    payload = await next_event(upstream, self.model, deadline)
                 except StopAsyncIteration:
                     raise UpstreamError(
                         f"model '{self.model}': the upstream ended the stream without [DONE]"

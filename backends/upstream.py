@@ -265,8 +265,18 @@ class UpstreamClient:
 
         async def attempt(replica: Replica) -> UpstreamStream[E]:
             client = self._require_client()
+            timeouts = self.settings.timeouts
             request = client.build_request(
-                "POST", replica.url + path, json=body, headers=self.headers()
+                "POST",
+                replica.url + path,
+                json=body,
+                headers=self.headers(),
+                timeout=httpx.Timeout(
+                    connect=timeouts.connect,
+                    read=timeouts.idle,  # the idle deadline between chunks
+                    write=timeouts.connect,
+                    pool=timeouts.first_byte,
+                ),
             )
             response: httpx.Response | None = None
             try:
@@ -375,24 +385,26 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline, idle: float) -> E:
-    """The next event of an open stream within the idle and total deadlines."""
+async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline) -> E:
+    """The next event of an open stream. The idle deadline is the transport's read timeout
+    (set per request in ``open_stream``), so no timer is armed per chunk; the total deadline
+    is checked as each event arrives."""
     try:
-        async with asyncio.timeout(deadline.window(idle)):
-            return await anext(events)
-    except StopAsyncIteration:
-        raise
-    except GatewayError:
+        event = await anext(events)
+    except (StopAsyncIteration, GatewayError):
         raise
     except (TimeoutError, httpx.HTTPError, OSError) as exc:
         error = transport_error(model, exc)
         if isinstance(error, BackendTimeoutError):
             error = BackendTimeoutError(
-                f"model '{model}': the upstream stalled mid-stream (idle or total deadline)"
+                f"model '{model}': the upstream stalled mid-stream (idle deadline)"
             )
         elif not isinstance(error, UpstreamError):
             error = UpstreamError(f"model '{model}': the upstream connection broke mid-stream")
         raise error from exc
+    if deadline.window(float("inf")) <= 0:
+        raise BackendTimeoutError(f"model '{model}': the request passed its total deadline")
+    return event
 
 
 def _make_client(settings: UpstreamSettings) -> httpx.AsyncClient:

@@ -17,12 +17,13 @@ from gateway.sse import sse_response
 api = APIRouter()
 
 
-def get_router(request: Request) -> ModelRouter:
+# Dependencies are `async def`: FastAPI would run a plain `def` in a worker thread per call.
+async def get_router(request: Request) -> ModelRouter:
     router: ModelRouter = request.app.state.router
     return router
 
 
-def allowed_models(request: Request) -> list[str] | None:
+async def allowed_models(request: Request) -> list[str] | None:
     allowed: list[str] | None = getattr(request.state, "allowed_models", None)
     return allowed
 
