@@ -110,7 +110,8 @@ class LlamaCppEngine:
         }
         if settings.n_threads is not None:
             kwargs["n_threads"] = settings.n_threads
-            kwargs["n_threads_batch"] = settings.n_threads
+        if settings.n_threads_batch is not None:
+            kwargs["n_threads_batch"] = settings.n_threads_batch
         if settings.flash_attn:
             kwargs["flash_attn"] = True
         if settings.chat_format is not None:

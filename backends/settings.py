@@ -59,7 +59,12 @@ class LlamaCppSettings(ModelSettings):
     )
     n_ctx: int = Field(default=2048, ge=16)
     n_gpu_layers: int = Field(default=0, ge=-1, description="-1 = all layers on the GPU")
-    n_threads: int | None = Field(default=None, ge=1, description="default: llama.cpp's choice")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="decode threads; default: half the cores"
+    )
+    n_threads_batch: int | None = Field(
+        default=None, ge=1, description="prompt-evaluation threads; default: all the cores"
+    )
     n_batch: int = Field(default=512, ge=1)
     flash_attn: bool = False
     chat_format: str | None = Field(
