@@ -32,7 +32,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-UPSTREAM = r'''
+UPSTREAM = r"""
 import json, sys, time
 from aiohttp import web
 
@@ -74,7 +74,7 @@ app = web.Application()
 app.router.add_post("/v1/chat/completions", chat)
 app.router.add_get("/v1/models", models)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
-'''
+"""
 
 
 def free_port() -> int:
@@ -118,9 +118,13 @@ class Result:
 
 
 async def load(url: str, stream: bool, concurrency: int, total: int) -> Result:
-    body = json.dumps({
-        "model": "bench", "messages": [{"role": "user", "content": "hi"}], "stream": stream,
-    }).encode()
+    body = json.dumps(
+        {
+            "model": "bench",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": stream,
+        }
+    ).encode()
     headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
     chunks = 0
@@ -170,8 +174,9 @@ async def scenario(name, direct_url, gateway_url, gateway_pid, stream, concurren
 
 async def main(args: argparse.Namespace) -> list[dict]:
     upstream_port, gateway_port = free_port(), free_port()
-    upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(upstream_port),
-                                 str(args.chunks)])
+    upstream = subprocess.Popen(
+        [sys.executable, "-c", UPSTREAM, str(upstream_port), str(args.chunks)]
+    )
     config = Path(tempfile.mkdtemp()) / "config.yaml"
     config.write_text(
         "server: {log_level: warning}\n"
@@ -183,9 +188,20 @@ async def main(args: argparse.Namespace) -> list[dict]:
         "    health_check_interval: 0\n"
     )
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config),
-         "--port", str(gateway_port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(gateway_port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         await wait_ready(f"http://127.0.0.1:{upstream_port}/v1/models")
@@ -218,7 +234,8 @@ def report(rows: list[dict]) -> str:
     for r in rows:
         per_chunk = (
             f"{(r['gateway_cpu_ms_per_req'] - base) * 1000 / r['chunks_per_req']:.1f}"
-            if r["chunks_per_req"] else "–"
+            if r["chunks_per_req"]
+            else "–"
         )
         lines.append(
             f"| {r['scenario']} | {r['direct_p50_ms']:.2f} | {r['gateway_p50_ms']:.2f} "
