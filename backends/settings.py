@@ -26,7 +26,6 @@ class ModelSettings(BaseModel):
         default=True,
         description="load at server start (true) or on the first request (false)",
     )
-    max_queue: int = Field(default=32, ge=0, description="requests allowed to wait; more: 429")
     fallbacks: list[str] = Field(
         default_factory=list,
         description="models that serve instead when this one is unavailable or overloaded "
@@ -74,6 +73,7 @@ class LlamaCppSettings(ModelSettings):
         default=None, description="a Jinja chat template overriding the GGUF's own"
     )
     seed: int | None = Field(default=None, description="default seed for requests without one")
+    max_queue: int = Field(default=32, ge=0, description="requests allowed to wait; more: 429")
 
 
 class UpstreamTimeouts(BaseModel):

@@ -181,6 +181,8 @@ def test_upstream_entries_load(config_dir, monkeypatch):
             "unknown key 'timeouts.conect'",
         ),
         ("num_ctx: 8192", "n_ctx: 8192", "models[0] (llama3): unknown key 'n_ctx'"),
+        # upstreams cap concurrency with max_in_flight; an in-process queue key is refused
+        ("num_ctx: 8192", "max_queue: 3", "models[0] (llama3): unknown key 'max_queue'"),
     ],
 )
 def test_bad_upstream_entries_name_the_key(config_dir, monkeypatch, old, new, expected):
