@@ -46,7 +46,7 @@ from backends.schemas import (
     ToolCallFunctionDelta,
 )
 from backends.settings import OllamaSettings
-from backends.upstream import Deadline, UpstreamClient, UpstreamLifecycle, next_event
+from backends.upstream import Deadline, UpstreamBackend, next_event
 
 
 def to_ollama_request(
@@ -171,8 +171,7 @@ class OllamaChunker:
     usage: tuple[int, int] | None = field(default=None)
 
     def feed(self, line: dict[str, Any]) -> list[ChatCompletionChunk]:
-        if "error" in line:
-            raise UpstreamError(f"upstream ollama failed mid-stream: {line['error']}")
+        """Chunks for one line (error lines never get here: ``ndjson_lines`` raises on them)."""
         out: list[ChatCompletionChunk] = []
         message = line.get("message") or {}
         content = message.get("content")
@@ -217,6 +216,8 @@ class OllamaChunker:
 
 
 async def ndjson_lines(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's NDJSON lines; an ``{"error": ...}`` line (Ollama sends them inside a 200
+    stream) raises ``UpstreamError`` — before the first line, that is retryable."""
     async for raw in response.aiter_lines():
         if not raw.strip():
             continue
@@ -233,7 +234,7 @@ async def ndjson_lines(response: httpx.Response) -> AsyncIterator[dict[str, Any]
         yield value
 
 
-class OllamaBackend(UpstreamLifecycle):
+class OllamaBackend(UpstreamBackend):
     """A model served by one or more Ollama replicas.
 
     Raises ``BackendUnavailableError`` (all replicas down), ``BackendTimeoutError``,
@@ -242,13 +243,13 @@ class OllamaBackend(UpstreamLifecycle):
     """
 
     kind = "ollama"
+    health_path = "/api/version"
 
     def __init__(self, settings: OllamaSettings, base_dir: Path | None = None) -> None:
-        self.model = settings.name
+        super().__init__(settings, base_dir)
         self.settings = settings
-        self.client = UpstreamClient(settings, "/api/version", self._map_status)
 
-    def _map_status(self, status: int, body: bytes) -> GatewayError:
+    def map_status(self, status: int, body: bytes) -> GatewayError:
         return ollama_error(status, body, self.model, self.settings.remote_model)
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:

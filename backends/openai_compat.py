@@ -26,7 +26,7 @@ from backends.errors import (
 )
 from backends.schemas import ChatCompletionRequest
 from backends.settings import OpenAICompatSettings
-from backends.upstream import Deadline, UpstreamClient, UpstreamLifecycle, next_event
+from backends.upstream import Deadline, UpstreamBackend, next_event
 
 _DONE = b"[DONE]"
 
@@ -101,23 +101,23 @@ async def sse_payloads(response: httpx.Response) -> AsyncIterator[bytes]:
         if not line.startswith("data:"):
             continue  # comments (": ping"), event names, blank separators
         payload = line[5:].strip().encode()
-        if payload.startswith(b'{"error"') or payload.startswith(b'{"error'):
+        if payload.startswith(b'{"error"'):
             message, _, _ = _parse_envelope(payload)
             raise UpstreamError(f"the upstream failed mid-stream: {message}")
         yield payload
 
 
-class OpenAICompatBackend(UpstreamLifecycle):
+class OpenAICompatBackend(UpstreamBackend):
     """A model served by one or more OpenAI-compatible replicas (see the module docstring)."""
 
     kind = "openai"
+    health_path = "/models"
 
     def __init__(self, settings: OpenAICompatSettings, base_dir: Path | None = None) -> None:
-        self.model = settings.name
+        super().__init__(settings, base_dir)
         self.settings = settings
-        self.client = UpstreamClient(settings, "/models", self._map_status)
 
-    def _map_status(self, status: int, body: bytes) -> GatewayError:
+    def map_status(self, status: int, body: bytes) -> GatewayError:
         return openai_error(status, body, self.model)
 
     async def chat(self, request: ChatCompletionRequest) -> EncodedCompletion:

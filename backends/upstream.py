@@ -1,7 +1,6 @@
-"""What every upstream backend (Ollama, OpenAI-compatible) shares: a pool of replicas with
-least-busy choice, cool-down and active health checks; one pooled HTTP client (httpx over
-aiohttp) per upstream; deadlines; and retry on another replica while nothing has reached the
-client yet.
+"""What every upstream backend (Ollama, OpenAI-compatible) shares: one pooled HTTP client
+(httpx over aiohttp) per upstream over its replicas (``backends.replicas``), active health
+checks, deadlines, and retry on another replica while nothing has reached the client yet.
 
 ``UpstreamClient.open_stream`` is the one entry point: it picks a replica, sends the request,
 and returns an ``UpstreamStream`` whose first event has already arrived. Failures before that
@@ -16,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -29,7 +29,9 @@ from backends.errors import (
     RateLimitError,
     UpstreamError,
 )
+from backends.replicas import Replica, ReplicaPool
 from backends.settings import UpstreamSettings
+from backends.transport_errors import map_transport_errors, transport_error
 
 log = logging.getLogger(__name__)
 
@@ -38,76 +40,6 @@ R = TypeVar("R")
 
 # Failures that say "this replica is unwell or overloaded": try another one.
 RETRYABLE = (BackendUnavailableError, BackendTimeoutError, UpstreamError, RateLimitError)
-
-
-@dataclass
-class Replica:
-    url: str
-    in_flight: int = 0
-    consecutive_failures: int = 0
-    cooldown_until: float = 0.0
-    healthy: bool = True
-    served: int = 0
-
-    def available(self, now: float) -> bool:
-        return self.healthy and now >= self.cooldown_until
-
-
-@dataclass
-class ReplicaPool:
-    """Least-busy choice among replicas that are healthy and not cooling down.
-
-    ``failure_threshold`` consecutive failures put a replica in cool-down for ``cooldown``
-    seconds; a success or a passing health check brings it back.
-    """
-
-    urls: list[str]
-    failure_threshold: int = 3
-    cooldown: float = 30.0
-    clock: Callable[[], float] = time.monotonic
-    replicas: list[Replica] = field(init=False)
-    _turn: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        self.replicas = [Replica(url) for url in self.urls]
-
-    def choose(self, exclude: set[str] | None = None) -> Replica | None:
-        now = self.clock()
-        candidates = [
-            r for r in self.replicas if r.available(now) and r.url not in (exclude or set())
-        ]
-        if not candidates:
-            return None
-        least = min(r.in_flight for r in candidates)
-        tied = [r for r in candidates if r.in_flight == least]
-        self._turn += 1
-        return tied[self._turn % len(tied)]
-
-    def record_success(self, replica: Replica) -> None:
-        replica.consecutive_failures = 0
-        replica.cooldown_until = 0.0
-        replica.healthy = True
-        replica.served += 1
-
-    def record_failure(self, replica: Replica) -> None:
-        replica.consecutive_failures += 1
-        if replica.consecutive_failures >= self.failure_threshold:
-            replica.cooldown_until = self.clock() + self.cooldown
-            log.warning(
-                "replica %s failed %d times in a row: cooling down %.0fs",
-                replica.url,
-                replica.consecutive_failures,
-                self.cooldown,
-            )
-
-    def record_health(self, replica: Replica, ok: bool) -> None:
-        replica.healthy = ok
-        if ok and replica.cooldown_until and self.clock() >= replica.cooldown_until:
-            replica.consecutive_failures = 0
-
-    def any_available(self) -> bool:
-        now = self.clock()
-        return any(r.available(now) for r in self.replicas)
 
 
 @dataclass
@@ -342,49 +274,6 @@ class UpstreamClient:
         )
 
 
-async def map_transport_errors(model: str, work: Awaitable[E]) -> E:
-    """Await ``work``, turning transport failures into the error tree (raised ``from`` them)."""
-    try:
-        return await work
-    except GatewayError:
-        raise
-    except (TimeoutError, httpx.HTTPError, OSError) as exc:
-        raise transport_error(model, exc) from exc
-
-
-def transport_error(model: str, exc: BaseException) -> GatewayError:
-    """Classify a transport failure by its root cause. (httpx-aiohttp reports a refused
-    connection as ``ConnectTimeout``, so the exception's type alone is not enough.)"""
-    causes = _cause_chain(exc)
-    if any(isinstance(c, ConnectionRefusedError | httpx.ConnectError) for c in causes) or any(
-        type(c).__name__ in {"ClientConnectorError", "ClientConnectorDNSError"} for c in causes
-    ):
-        return BackendUnavailableError(
-            f"model '{model}': cannot connect to the upstream ({exc})", retry_after=5
-        )
-    if any(isinstance(c, TimeoutError | httpx.TimeoutException) for c in causes):
-        return BackendTimeoutError(f"model '{model}': the upstream did not answer in time")
-    if isinstance(exc, ConnectionError | httpx.UnsupportedProtocol):
-        return BackendUnavailableError(
-            f"model '{model}': cannot connect to the upstream ({exc})", retry_after=5
-        )
-    return UpstreamError(f"model '{model}': the upstream connection failed ({type(exc).__name__})")
-
-
-def _cause_chain(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    # aiohttp's ClientConnectorError wraps the OSError in .os_error
-    for cause in list(chain):
-        os_error = getattr(cause, "os_error", None)
-        if isinstance(os_error, OSError):
-            chain.append(os_error)
-    return chain
-
-
 async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline) -> E:
     """The next event of an open stream. The idle deadline is the transport's read timeout
     (set per request in ``open_stream``), so no timer is armed per chunk; the total deadline
@@ -425,13 +314,21 @@ def _make_client(settings: UpstreamSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
 
 
-class UpstreamLifecycle:
-    """Lifecycle and health shared by the upstream backends: ``load`` starts the pooled client
-    and health checks (it never fails on an unreachable upstream: that is a request-time 503
-    or a fallback), ``unload``/``aclose`` stop them. Subclasses set ``self.client``."""
+class UpstreamBackend:
+    """What the upstream backends share: construction, lifecycle and health. ``load`` starts
+    the pooled client and health checks (it never fails on an unreachable upstream: that is a
+    request-time 503 or a fallback); ``unload``/``aclose`` stop them. Subclasses set
+    ``health_path`` and map upstream error replies in ``map_status``."""
 
-    model: str
-    client: UpstreamClient
+    kind: str
+    health_path: str
+
+    def __init__(self, settings: UpstreamSettings, base_dir: Path | None = None) -> None:
+        self.model = settings.name
+        self.client = UpstreamClient(settings, self.health_path, self.map_status)
+
+    def map_status(self, status: int, body: bytes) -> GatewayError:
+        raise NotImplementedError
 
     @property
     def loaded(self) -> bool:

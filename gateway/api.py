@@ -46,7 +46,7 @@ async def chat_completions(
     chain = _chain(router, body.model, allowed)
     if body.stream:
         first, chunks, served = await dispatch.open_stream(chain, body)
-        return await sse_response(first, chunks, headers=served.headers())
+        return sse_response(first, chunks, headers=served.headers())
     completion, served = await dispatch.complete(chain, body)
     data = (
         completion.data

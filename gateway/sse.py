@@ -38,7 +38,7 @@ def error_frame(error: GatewayError) -> bytes:
     return b"data: " + json.dumps(error.to_body()).encode() + b"\n\n"
 
 
-async def sse_response(
+def sse_response(
     first: StreamItem | None,
     chunks: AsyncIterator[StreamItem],
     headers: dict[str, str] | None = None,

@@ -89,50 +89,18 @@ def smollm2_available() -> None:
 
 @pytest.fixture(scope="session")
 def server(tiny_gguf: Path, smollm2_available: None) -> Iterator[RunningServer]:
+    def llama(name: str, source: str, **options: object) -> LlamaCppSettings:
+        return LlamaCppSettings(
+            name=name, backend="llama_cpp", source=source, n_threads=1, **options
+        )
+
     config = GatewayConfig(
         models=[
-            LlamaCppSettings(
-                name="smollm2",
-                aliases=["default"],
-                backend="llama_cpp",
-                source=SMOLLM2_SOURCE,
-                n_ctx=2048,
-                n_threads=1,
-            ),
-            LlamaCppSettings(
-                name="tiny", backend="llama_cpp", source=str(tiny_gguf), n_ctx=2048, n_threads=1
-            ),
-            LlamaCppSettings(
-                name="tiny-q1",
-                backend="llama_cpp",
-                source=str(tiny_gguf),
-                n_ctx=256,
-                n_threads=1,
-                max_queue=1,
-            ),
-            LlamaCppSettings(
-                name="smollm2-q1",
-                backend="llama_cpp",
-                source=SMOLLM2_SOURCE,
-                n_ctx=1024,
-                n_threads=1,
-                max_queue=1,
-            ),
-            LlamaCppSettings(
-                name="smollm2-slow-prefill",
-                backend="llama_cpp",
-                source=SMOLLM2_SOURCE,
-                n_ctx=2048,
-                n_threads=1,
-                n_batch=16,
-            ),
-            LlamaCppSettings(
-                name="tiny-lazy",
-                backend="llama_cpp",
-                source=str(tiny_gguf),
-                preload=False,
-                n_threads=1,
-            ),
+            llama("smollm2", SMOLLM2_SOURCE, aliases=["default"]),
+            llama("tiny", str(tiny_gguf)),
+            llama("smollm2-q1", SMOLLM2_SOURCE, n_ctx=1024, max_queue=1),
+            llama("smollm2-slow-prefill", SMOLLM2_SOURCE, n_batch=16),
+            llama("tiny-lazy", str(tiny_gguf), preload=False),
         ]
     )
     app = create_app(config)

@@ -416,7 +416,7 @@ def test_failing_replica_is_retried_on_the_other_then_cooled_down(gateway, ollam
         ollama_a[0].faults.clear()
 
 
-def test_least_busy_spreads_load_over_replicas(gateway, ollama_a, ollama_b):
+def test_equally_idle_replicas_take_turns(gateway, ollama_a, ollama_b):
     with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
         served = [
             http.post("/v1/chat/completions", json={"model": "llama3", "messages": HI}).headers[

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from backends.base import ChunkBuilder
@@ -16,7 +17,7 @@ from backends.errors import (
     UnsupportedParameterError,
     UpstreamError,
 )
-from backends.ollama import OllamaChunker, ollama_error, to_ollama_request
+from backends.ollama import OllamaChunker, ndjson_lines, ollama_error, to_ollama_request
 from backends.schemas import ChatCompletionRequest
 from backends.settings import OllamaSettings
 
@@ -217,6 +218,17 @@ def test_chunker_turns_tool_call_objects_into_indexed_string_arguments():
     assert done[-1].choices[0].finish_reason == "tool_calls"
 
 
-def test_chunker_error_line_raises_upstream_error():
+@pytest.mark.anyio
+async def test_error_line_inside_a_200_stream_raises_upstream_error():
+    body = b'{"message": {"content": "a"}, "done": false}\n\n{"error": "boom"}\n'
+    lines = ndjson_lines(httpx.Response(200, content=body))
+    assert (await anext(lines))["message"]["content"] == "a"
     with pytest.raises(UpstreamError, match="boom"):
-        OllamaChunker(ChunkBuilder(model="m")).feed({"error": "boom"})
+        await anext(lines)
+
+
+@pytest.mark.anyio
+async def test_a_line_that_is_not_json_raises_upstream_error():
+    lines = ndjson_lines(httpx.Response(200, content=b"<html>\n"))
+    with pytest.raises(UpstreamError, match="not JSON"):
+        await anext(lines)
