@@ -15,6 +15,7 @@ from backends.settings import BackendSettings
 # backend kind -> "module:Class"
 _REGISTRY: dict[str, str] = {
     "llama_cpp": "backends.llama_cpp:LlamaCppBackend",
+    "transformers": "backends.transformers:TransformersBackend",
     "ollama": "backends.ollama:OllamaBackend",
     "openai": "backends.openai_compat:OpenAICompatBackend",
 }

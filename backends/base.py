@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from backends.errors import InternalError, UnsupportedParameterError
 from backends.schemas import (
@@ -116,6 +116,42 @@ def text_content(index: int, message: ChatMessage, backend: str) -> str:
             )
         texts.append(text)
     return "".join(texts)
+
+
+def plain_messages(messages: list[ChatMessage], backend: str) -> list[dict[str, Any]]:
+    """The chat history as the plain dicts chat templates take (``developer`` becomes
+    ``system``); content parts other than text and assistant ``tool_calls`` raise
+    ``UnsupportedParameterError`` naming the message."""
+    plain: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        if message.tool_calls:
+            raise UnsupportedParameterError(
+                f"assistant tool_calls in the history are not supported by the {backend} backend",
+                param=f"messages[{index}].tool_calls",
+            )
+        role = "system" if message.role == "developer" else message.role
+        item: dict[str, Any] = {"role": role, "content": text_content(index, message, backend)}
+        if message.name:
+            item["name"] = message.name
+        if message.tool_call_id:
+            item["tool_call_id"] = message.tool_call_id
+        plain.append(item)
+    return plain
+
+
+def refuse_tools(request: ChatCompletionRequest, backend: str) -> None:
+    """Raise ``UnsupportedParameterError`` if ``request`` needs tool calling."""
+    if request.tools and request.tool_choice != "none":
+        raise UnsupportedParameterError(
+            f"model '{request.model}' ({backend} backend) does not support tool calling; "
+            "remove 'tools' or set tool_choice to 'none'",
+            param="tools",
+        )
+    if isinstance(request.tool_choice, dict) or request.tool_choice == "required":
+        raise UnsupportedParameterError(
+            f"model '{request.model}' ({backend} backend) does not support tool calling",
+            param="tool_choice",
+        )
 
 
 def new_completion_id() -> str:

@@ -18,29 +18,21 @@ from backends.base import (
     ChunkBuilder,
     Health,
     collect_completion,
+    plain_messages,
+    refuse_tools,
     stream_for_client,
-    text_content,
 )
 from backends.errors import (
     BackendUnavailableError,
     GatewayError,
     InternalError,
-    UnsupportedParameterError,
 )
-from backends.llama_cpp_engine import (
-    Counted,
-    EngineStats,
-    Finished,
-    GenerationPlan,
-    LlamaCppEngine,
-    Piece,
-    Started,
-)
+from backends.events import events_to_chunks
+from backends.llama_cpp_engine import EngineStats, GenerationPlan, LlamaCppEngine
 from backends.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatMessage,
 )
 from backends.settings import LlamaCppSettings
 from backends.sources import resolve_source
@@ -57,18 +49,8 @@ DEFAULT_MIN_P = 0.05
 def plan_generation(request: ChatCompletionRequest, settings: LlamaCppSettings) -> GenerationPlan:
     """Translate ``request`` for llama.cpp; raise ``UnsupportedParameterError`` for what it
     cannot do (tool calling, non-text content)."""
-    if request.tools and request.tool_choice != "none":
-        raise UnsupportedParameterError(
-            f"model '{request.model}' (llama_cpp backend) does not support tool calling; "
-            "remove 'tools' or set tool_choice to 'none'",
-            param="tools",
-        )
-    if isinstance(request.tool_choice, dict) or request.tool_choice == "required":
-        raise UnsupportedParameterError(
-            f"model '{request.model}' (llama_cpp backend) does not support tool calling",
-            param="tool_choice",
-        )
-    messages = [_message_dict(i, m) for i, m in enumerate(request.messages)]
+    refuse_tools(request, "llama_cpp")
+    messages = plain_messages(request.messages, "llama_cpp")
     json_schema: dict[str, Any] | None = None
     json_object = False
     if request.response_format is not None:
@@ -97,21 +79,6 @@ def plan_generation(request: ChatCompletionRequest, settings: LlamaCppSettings) 
         json_schema=json_schema,
         json_object=json_object,
     )
-
-
-def _message_dict(index: int, message: ChatMessage) -> dict[str, Any]:
-    if message.tool_calls:
-        raise UnsupportedParameterError(
-            "assistant tool_calls in the history are not supported by the llama_cpp backend",
-            param=f"messages[{index}].tool_calls",
-        )
-    role = "system" if message.role == "developer" else message.role
-    result: dict[str, Any] = {"role": role, "content": text_content(index, message, "llama_cpp")}
-    if message.name:
-        result["name"] = message.name
-    if message.tool_call_id:
-        result["tool_call_id"] = message.tool_call_id
-    return result
 
 
 class LlamaCppBackend:
@@ -198,19 +165,10 @@ class LlamaCppBackend:
             raise BackendUnavailableError(f"model '{self.model}' is not loaded", retry_after=5)
         events = self._worker.stream(lambda stop: engine.generate(plan, stop))
         try:
-            async for event in events:
-                if isinstance(event, Piece):
-                    yield chunks.content(event.text, event.index, event.logprobs)
-                elif isinstance(event, Started):
-                    yield chunks.role(event.index)
-                elif isinstance(event, Finished):
-                    yield chunks.finish(event.reason, event.index)
-                elif isinstance(event, Counted):
-                    yield chunks.usage(event.prompt_tokens, event.completion_tokens)
+            async for chunk in events_to_chunks(events, chunks):
+                yield chunk
         except GatewayError:
             raise
         except Exception as exc:
             log.exception("llama.cpp engine failed for model %s", self.model)
             raise InternalError("the engine failed while generating") from exc
-        finally:
-            await events.aclose()

@@ -21,6 +21,7 @@ from typing import Any
 
 from backends._threaded import StopSignal
 from backends.errors import ContextLengthExceededError, InvalidRequestError
+from backends.events import Counted, Event, Finished, Piece, Started
 from backends.schemas import FinishReason, TokenLogprob, TopLogprob
 from backends.settings import LlamaCppSettings
 from backends.stopping import StopSequenceMatcher
@@ -46,33 +47,6 @@ class GenerationPlan:
     top_logprobs: int
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
-
-
-@dataclass(frozen=True)
-class Started:
-    index: int
-
-
-@dataclass(frozen=True)
-class Piece:
-    index: int
-    text: str
-    logprobs: list[TokenLogprob] | None
-
-
-@dataclass(frozen=True)
-class Finished:
-    index: int
-    reason: FinishReason
-
-
-@dataclass(frozen=True)
-class Counted:
-    prompt_tokens: int
-    completion_tokens: int
-
-
-Event = Started | Piece | Finished | Counted
 
 
 @dataclass

@@ -305,8 +305,11 @@ class ChatCompletionChunk(_Response):
 
 
 class ModelCard(_Response):
-    """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded`` are llmgate extras
-    (OpenAI clients ignore unknown keys)."""
+    """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``parent`` are
+    llmgate extras (OpenAI clients ignore unknown keys). ``parent`` names the base model of a
+    LoRA adapter (as vLLM reports it)."""
+
+    _omit_if_none = frozenset({"parent"})
 
     id: str
     object: Literal["model"] = "model"
@@ -315,6 +318,7 @@ class ModelCard(_Response):
     aliases: list[str] = Field(default_factory=list)
     backend: str
     loaded: bool
+    parent: str | None = None
 
 
 class ModelList(_Response):

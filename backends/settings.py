@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
+def check_model_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid model name (letters, digits and . _ : / @ + -)")
+    return value
+
+
 class ModelSettings(BaseModel):
     """Keys every model entry has, whatever its backend."""
 
@@ -35,18 +41,18 @@ class ModelSettings(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid model name (letters, digits and . _ : / @ + -)"
-            )
-        return value
+        return check_model_name(value)
 
     @field_validator("aliases")
     @classmethod
     def _valid_aliases(cls, values: list[str]) -> list[str]:
         for value in values:
-            cls._valid_name(value)
+            check_model_name(value)
         return values
+
+    def public_names(self) -> list[str]:
+        """Every name a client may send for this entry (and what it derives, e.g. adapters)."""
+        return [self.name, *self.aliases]
 
 
 class LlamaCppSettings(ModelSettings):
@@ -74,6 +80,72 @@ class LlamaCppSettings(ModelSettings):
     )
     seed: int | None = Field(default=None, description="default seed for requests without one")
     max_queue: int = Field(default=32, ge=0, description="requests allowed to wait; more: 429")
+
+
+class AdapterSettings(BaseModel):
+    """A peft (LoRA) adapter served as its own public model over its entry's base model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    source: str = Field(description="an adapter folder, or hf:<org>/<repo>")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_model_name(value)
+
+
+class TransformersSettings(ModelSettings):
+    """A Hugging Face model served in-process by ``transformers``, batching concurrent requests."""
+
+    backend: Literal["transformers"]
+    source: str = Field(
+        description="a model folder, a .gguf file (converted once to a cached folder), "
+        "package:<pkg>/<file>, or hf:<org>/<repo>[/<file>.gguf]"
+    )
+    device: str = Field(
+        default="auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps"
+    )
+    device_map: Literal["auto"] | None = Field(
+        default=None, description="auto: spread the layers over every visible GPU (accelerate)"
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto: bfloat16 where the device runs it fast, else float32"
+    )
+    attn_implementation: str | None = Field(
+        default=None, description="sdpa | eager | flash_attention_2 ...; default: transformers'"
+    )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for torch; default: half the cores (the HTTP side needs one)",
+    )
+    trust_remote_code: bool = False
+    chat_template: str | None = Field(
+        default=None, description="a Jinja chat template for models that ship none"
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="context window; default: the model's own"
+    )
+    max_batch_size: int = Field(default=16, ge=1, description="sequences decoded together")
+    max_queue: int = Field(default=64, ge=0, description="requests allowed to wait; more: 429")
+    seed: int | None = Field(default=None, description="default seed for requests without one")
+    cache_dir: str | None = Field(
+        default=None,
+        description="where converted GGUFs are kept; default: $LLMGATE_CACHE_DIR or "
+        "~/.cache/llmgate",
+    )
+    adapters: list[AdapterSettings] = Field(default_factory=list)
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not a device (auto, cpu, cuda, cuda:N, mps)")
+        return value
+
+    def public_names(self) -> list[str]:
+        return [*super().public_names(), *(a.name for a in self.adapters)]
 
 
 class UpstreamTimeouts(BaseModel):
@@ -144,4 +216,4 @@ class OpenAICompatSettings(UpstreamSettings):
     backend: Literal["openai"]
 
 
-BackendSettings = LlamaCppSettings | OllamaSettings | OpenAICompatSettings
+BackendSettings = LlamaCppSettings | TransformersSettings | OllamaSettings | OpenAICompatSettings

@@ -70,7 +70,7 @@ async def retrieve_model(model_id: str, router: RouterDep, allowed: AllowedDep) 
 @api.get("/health")
 async def health(router: RouterDep) -> JSONResponse:
     states = await router.health()
-    preloaded = [states[s.name].status for s, _ in router.preloaded()]
+    preloaded = [states[route.name].status for route in router.preloaded()]
     ready = all(status in ("ok", "degraded") for status in preloaded)
     status = "unavailable" if not ready else "degraded" if "degraded" in preloaded else "ok"
     body: dict[str, Any] = {

@@ -22,11 +22,13 @@ from backends.settings import (
     LlamaCppSettings,
     OllamaSettings,
     OpenAICompatSettings,
+    TransformersSettings,
 )
 from backends.sources import describe_missing
 
 SETTINGS_BY_BACKEND: dict[str, type[BackendSettings]] = {
     "llama_cpp": LlamaCppSettings,
+    "transformers": TransformersSettings,
     "ollama": OllamaSettings,
     "openai": OpenAICompatSettings,
 }
@@ -69,7 +71,7 @@ class GatewayConfig(BaseModel):
     def _unique_names(self) -> GatewayConfig:
         seen: dict[str, str] = {}
         for index, model in enumerate(self.models):
-            for name in [model.name, *model.aliases]:
+            for name in model.public_names():
                 if name in seen:
                     raise ValueError(
                         f"models[{index}] ({model.name}): name or alias '{name}' is already "
@@ -135,9 +137,16 @@ def parse_config(
             f"{source}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
         ) from None
     for index, model in enumerate(config.models):
-        problem = describe_missing(model.source, base_dir) if hasattr(model, "source") else None
-        if problem:
-            raise ConfigError(f"{source}: models[{index}] ({model.name}): source: {problem}")
+        where = f"{source}: models[{index}] ({model.name})"
+        if isinstance(model, LlamaCppSettings | TransformersSettings):
+            problem = describe_missing(model.source, base_dir)
+            if problem:
+                raise ConfigError(f"{where}: source: {problem}")
+        if isinstance(model, TransformersSettings):
+            for i, adapter in enumerate(model.adapters):
+                problem = describe_missing(adapter.source, base_dir)
+                if problem:
+                    raise ConfigError(f"{where}: adapters[{i}] ({adapter.name}): source: {problem}")
     return config
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from backends import create_backend
 from backends.base import Backend, Health
@@ -17,16 +19,53 @@ log = logging.getLogger(__name__)
 BackendFactory = Callable[[BackendSettings, Path | None], Backend]
 
 
+@runtime_checkable
+class HasVariants(Protocol):
+    """A backend whose engine also serves other public models (LoRA adapters over its
+    weights); each variant is a ``Backend`` whose ``model`` is its public name."""
+
+    def variants(self) -> list[Backend]: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """One public model: its names, what serves it, and whether this route owns the
+    backend's lifecycle (a variant's lifecycle belongs to its parent)."""
+
+    name: str
+    aliases: tuple[str, ...]
+    fallbacks: tuple[str, ...]
+    preload: bool
+    kind: str
+    backend: Backend
+    parent: str | None = None
+
+    @classmethod
+    def of(cls, settings: BackendSettings, backend: Backend) -> list[Route]:
+        own = cls(
+            settings.name,
+            tuple(settings.aliases),
+            tuple(settings.fallbacks),
+            settings.preload,
+            settings.backend,
+            backend,
+        )
+        variants = backend.variants() if isinstance(backend, HasVariants) else []
+        return [own] + [
+            cls(v.model, (), (), False, settings.backend, v, parent=settings.name) for v in variants
+        ]
+
+
 class ModelRouter:
     """Resolves the ``model`` a client sends to a backend. Unknown names raise
     ``ModelNotFoundError`` (404); there is never a silent default."""
 
     def __init__(self, entries: Iterable[tuple[BackendSettings, Backend]]) -> None:
-        self._entries = list(entries)
+        self._routes = [route for s, b in entries for route in Route.of(s, b)]
         self._by_name: dict[str, Backend] = {}
-        for settings, backend in self._entries:
-            for name in [settings.name, *settings.aliases]:
-                self._by_name[name] = backend
+        for route in self._routes:
+            for name in [route.name, *route.aliases]:
+                self._by_name[name] = route.backend
 
     @classmethod
     def from_settings(
@@ -47,20 +86,20 @@ class ModelRouter:
 
     def chain(self, backend: Backend, allowed: Iterable[str] | None = None) -> list[Backend]:
         """``backend`` then its configured fallbacks (those this key may use), no repeats."""
-        settings = next(s for s, b in self._entries if b is backend)
+        route = next(r for r in self._routes if r.backend is backend)
         chain = [backend]
-        for name in settings.fallbacks:
+        for name in route.fallbacks:
             fallback = self._by_name[name]
             if fallback not in chain and self.is_allowed(fallback, allowed):
                 chain.append(fallback)
         return chain
 
     def public_names(self, allowed: Iterable[str] | None = None) -> list[str]:
-        names = [settings.name for settings, _ in self._entries]
+        names = [route.name for route in self._routes]
         if allowed is None:
             return names
         allowed_backends = {id(self._by_name[a]) for a in allowed if a in self._by_name}
-        return [s.name for s, b in self._entries if id(b) in allowed_backends]
+        return [r.name for r in self._routes if id(r.backend) in allowed_backends]
 
     def is_allowed(self, backend: Backend, allowed: Iterable[str] | None) -> bool:
         if allowed is None:
@@ -71,13 +110,14 @@ class ModelRouter:
         visible = set(self.public_names(allowed))
         return [
             ModelCard(
-                id=settings.name,
-                aliases=list(settings.aliases),
-                backend=settings.backend,
-                loaded=backend.loaded,
+                id=route.name,
+                aliases=list(route.aliases),
+                backend=route.kind,
+                loaded=route.backend.loaded,
+                parent=route.parent,
             )
-            for settings, backend in self._entries
-            if settings.name in visible
+            for route in self._routes
+            if route.name in visible
         ]
 
     def card(self, name: str, allowed: Iterable[str] | None = None) -> ModelCard:
@@ -88,20 +128,21 @@ class ModelRouter:
 
     async def start(self) -> None:
         """Load every model marked ``preload``; a failure stops startup."""
-        for settings, backend in self._entries:
-            if settings.preload:
-                log.info("loading model %s (%s)", settings.name, settings.backend)
-                await backend.load()
+        for route in self.preloaded():
+            log.info("loading model %s (%s)", route.name, route.kind)
+            await route.backend.load()
 
     async def health(self) -> dict[str, Health]:
-        return {settings.name: await backend.health() for settings, backend in self._entries}
+        return {route.name: await route.backend.health() for route in self._routes}
 
-    def preloaded(self) -> list[tuple[BackendSettings, Backend]]:
-        return [(s, b) for s, b in self._entries if s.preload]
+    def preloaded(self) -> list[Route]:
+        return [route for route in self._routes if route.preload]
 
     async def aclose(self) -> None:
-        for settings, backend in self._entries:
+        for route in self._routes:
+            if route.parent is not None:
+                continue
             try:
-                await backend.aclose()
+                await route.backend.aclose()
             except Exception:
-                log.exception("closing model %s failed", settings.name)
+                log.exception("closing model %s failed", route.name)

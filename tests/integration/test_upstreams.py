@@ -165,8 +165,8 @@ def clean_state(gateway, ollama_a, ollama_b, vllm):
     """Each test starts with no pending faults and every replica in good standing."""
     for fake, _ in (ollama_a, ollama_b, vllm):
         fake.reset()
-    for _, backend in gateway.app.state.router.preloaded():
-        pool = getattr(getattr(backend, "client", None), "pool", None)
+    for route in gateway.app.state.router.preloaded():
+        pool = getattr(getattr(route.backend, "client", None), "pool", None)
         for replica in pool.replicas if pool else []:
             pool.record_success(replica)
 

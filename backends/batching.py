@@ -1,0 +1,455 @@
+"""Continuous batching for the transformers engine: many requests, one forward pass per step.
+
+``BatchScheduler`` owns one model and one thread. Requests wait in a bounded FIFO queue (a
+full queue is a 429 at once). Between two decode steps the thread admits waiting requests:
+each prompt is prefilled on its own (in slices, checking for cancellation between them), its
+KV cache is merged into the running batch (left-padded to a common length), and from then on
+one forward pass advances every sequence by one token. A sequence that finishes, or whose
+client went away, leaves the batch before the next step; columns that only padding still
+uses are trimmed away.
+
+Left padding keeps the cached keys of every row aligned to the right, so a decode step is a
+plain ``[rows, 1]`` forward with a 2-D attention mask and per-row position ids: the model's
+own attention (SDPA, eager, flash) runs unchanged, and each row's RoPE positions are its
+own. Rows of different LoRA adapters share the step through peft's ``adapter_names``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from backends._threaded import StopSignal
+from backends.detokenizer import IncrementalDetokenizer
+from backends.errors import BackendUnavailableError, GatewayError, InternalError, QueueFullError
+from backends.events import Counted, Event, Finished, Piece, Started
+from backends.generation import GenerationJob
+from backends.hf_loading import LoadedModel
+from backends.sampling import RowSampler, TokenLogprobs, draw
+from backends.schemas import FinishReason, TokenLogprob, TopLogprob
+from backends.stopping import StopSequenceMatcher
+
+log = logging.getLogger(__name__)
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+PREFILL_SLICE = 512  # prompt tokens per prefill forward (also the cancel granularity)
+
+Sink = Callable[[Event | BaseException], None]
+
+
+@dataclass
+class BatchStats:
+    """Engine-side counters, written by the engine thread (read by tests, /health, benches)."""
+
+    forward_passes: int = 0
+    decode_steps: int = 0
+    prefill_tokens: int = 0
+    tokens_generated: int = 0
+    requests_started: int = 0
+    requests_finished: int = 0
+    requests_cancelled: int = 0
+    rows: int = 0  # sequences in the batch now
+    peak_rows: int = 0
+
+
+@dataclass
+class _Request:
+    job: GenerationJob
+    sink: Sink
+    stop: StopSignal
+    remaining: int = 0  # choices still generating
+    completion_tokens: int = 0
+
+
+@dataclass
+class _Sequence:
+    """One choice of one request: a row of the batch."""
+
+    request: _Request
+    index: int
+    sampler: RowSampler
+    detokenizer: IncrementalDetokenizer
+    matcher: StopSequenceMatcher
+    adapter: str
+    count: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    done: bool = field(default=False)
+
+
+class BatchScheduler:
+    """See the module docstring. ``start`` launches the thread; ``close`` stops it, failing
+    every request still queued or running with ``BackendUnavailableError``."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        name: str,
+        max_batch_size: int,
+        max_queue: int,
+        torch_threads: int | None,
+        stats: BatchStats | None = None,
+    ) -> None:
+        self._loaded = loaded
+        self._model = loaded.model
+        self._tokenizer = loaded.tokenizer
+        self._device = torch.device(loaded.device if loaded.device != "auto" else "cpu")
+        if hasattr(self._model, "device"):
+            self._device = self._model.device
+        self._name = name
+        self._max_rows = max_batch_size
+        self._max_queue = max_queue
+        self._torch_threads = torch_threads
+        self.stats = stats if stats is not None else BatchStats()
+        self._lock = threading.Condition()
+        self._pending: deque[_Request] = deque()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._token_text: dict[int, str] = {}
+        # the batch: rows aligned with the first dimension of every tensor below
+        self._rows: list[_Sequence] = []
+        self._cache: Any = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self._device)
+        self._positions = torch.zeros(0, dtype=torch.long, device=self._device)
+        self._next = torch.zeros(0, dtype=torch.long, device=self._device)
+
+    # -- the event-loop side ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"engine-{self._name}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread (blocking until it exits); idempotent."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    async def stream(self, job: GenerationJob) -> AsyncIterator[Event]:
+        """Queue ``job`` and yield its events; closing the iterator cancels it (queued or
+        running) within one decode step. Raises ``QueueFullError`` when the queue is full."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+
+        def sink(item: Event | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                request.stop.set()
+
+        request = _Request(job=job, sink=sink, stop=StopSignal())
+        self._submit(request)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Counted):
+                    return
+        finally:
+            request.stop.set()
+
+    def _submit(self, request: _Request) -> None:
+        with self._lock:
+            if self._closing or self._thread is None:
+                raise BackendUnavailableError(f"model '{self._name}' is not loaded", retry_after=5)
+            free_rows = max(0, self._max_rows - self.stats.rows)
+            if len(self._pending) >= self._max_queue + free_rows:
+                raise QueueFullError(
+                    f"model '{self._name}' is busy: {len(self._pending)} requests already wait "
+                    f"(max_queue={self._max_queue}); retry later",
+                    retry_after=1.0,
+                )
+            self._pending.append(request)
+            self._lock.notify()
+
+    # -- the engine thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self._torch_threads is not None:
+            torch.set_num_threads(self._torch_threads)
+        try:
+            with torch.inference_mode():
+                while True:
+                    arrivals = self._next_arrivals()
+                    if arrivals is None:
+                        break
+                    self._iterate(arrivals)
+        finally:
+            self._shutdown()
+
+    def _iterate(self, arrivals: list[_Request]) -> None:
+        try:
+            for request in arrivals:
+                self._admit(request)
+            self._drop_cancelled()
+            if self._rows:
+                self._decode_step()
+        except Exception:  # a bug or a device failure: fail the batch, keep serving
+            log.exception("model %s: the batch failed", self._name)
+            self._fail_rows(InternalError("the engine failed while generating"))
+
+    def _next_arrivals(self) -> list[_Request] | None:
+        """Requests to admit now (FIFO, as many as free rows allow); blocks while idle.
+        None when closing."""
+        with self._lock:
+            while not self._pending and not self._rows and not self._closing:
+                self._lock.wait()
+            if self._closing:
+                return None
+            taken: list[_Request] = []
+            free = self._max_rows - len(self._rows)
+            while self._pending and self._pending[0].job.n <= free:
+                request = self._pending.popleft()
+                if request.stop.is_set():
+                    self.stats.requests_cancelled += 1
+                    continue
+                taken.append(request)
+                free -= request.job.n
+            return taken
+
+    def _admit(self, request: _Request) -> None:
+        job = request.job
+        self.stats.requests_started += 1
+        adapter = job.adapter or BASE_ADAPTER
+        try:
+            cache, logits = self._prefill(job.prompt, adapter, request.stop)
+        except GatewayError as exc:
+            self.stats.requests_cancelled += 1
+            request.sink(exc)
+            return
+        except Exception:
+            log.exception("model %s: prefill failed", self._name)
+            self.stats.requests_cancelled += 1
+            request.sink(InternalError("the engine failed while reading the prompt"))
+            return
+        if cache is None:  # cancelled during prefill
+            self.stats.requests_cancelled += 1
+            return
+        n = job.n
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.expand(n, -1)
+        request.remaining = n
+        sequences = [self._sequence(request, i, adapter) for i in range(n)]
+        for sequence in sequences:
+            request.sink(Started(sequence.index))
+        self._merge(sequences, cache, len(job.prompt))
+        drawn = draw(logits.float().clone(), [s.sampler for s in sequences])
+        first = len(self._rows) - n
+        self._next[first:] = torch.tensor(drawn.tokens, device=self._device)
+        for sequence, token, logprob in zip(sequences, drawn.tokens, drawn.logprobs, strict=True):
+            self._accept(sequence, token, logprob)
+        self._remove_done()
+
+    def _sequence(self, request: _Request, index: int, adapter: str) -> _Sequence:
+        params = request.job.sampling
+        if params.seed is not None and index:
+            params = type(params)(**{**params.__dict__, "seed": params.seed + index})
+        return _Sequence(
+            request=request,
+            index=index,
+            sampler=RowSampler(params, self._loaded.vocab_size, self._device),
+            detokenizer=IncrementalDetokenizer(self._tokenizer),
+            matcher=StopSequenceMatcher(request.job.stops),
+            adapter=adapter,
+            logprobs=[] if params.logprobs else None,
+        )
+
+    def _forward(self, adapters: list[str], **kwargs: Any) -> Any:
+        if self._loaded.adapters:
+            kwargs["adapter_names"] = adapters
+        self.stats.forward_passes += 1
+        return self._model(use_cache=True, logits_to_keep=1, **kwargs)
+
+    def _prefill(
+        self, prompt: list[int], adapter: str, stop: StopSignal
+    ) -> tuple[Any, torch.Tensor]:
+        from transformers import DynamicCache
+
+        # No config: every layer keeps its full history, so left padding lines up the same
+        # way in every layer (a sliding-window layer would trim columns on its own).
+        cache = DynamicCache()
+        ids = torch.tensor([prompt], dtype=torch.long, device=self._device)
+        logits: torch.Tensor | None = None
+        for start in range(0, len(prompt), PREFILL_SLICE):
+            if stop.is_set():
+                return None, torch.empty(0)
+            piece = ids[:, start : start + PREFILL_SLICE]
+            out = self._forward([adapter], input_ids=piece, past_key_values=cache)
+            self.stats.prefill_tokens += piece.shape[1]
+            logits = out.logits[:, -1, :]
+        if stop.is_set() or logits is None:
+            return None, torch.empty(0)
+        return cache, logits
+
+    def _merge(self, sequences: list[_Sequence], cache: Any, length: int) -> None:
+        """Append the rows of a freshly prefilled ``cache`` (all ``length`` long) to the batch,
+        left-padding whichever side is shorter."""
+        n = len(sequences)
+        device = self._device
+        new_mask = torch.ones(n, length, dtype=torch.long, device=device)
+        new_positions = torch.full((n,), length, dtype=torch.long, device=device)
+        if not self._rows:
+            self._cache, self._mask = cache, new_mask
+            self._positions = new_positions
+            self._next = torch.zeros(n, dtype=torch.long, device=device)
+        else:
+            width = self._mask.shape[1]
+            grow, pad = max(0, length - width), max(0, width - length)
+            for old, new in zip(self._cache.layers, cache.layers, strict=True):
+                old.keys = torch.cat([_pad_left(old.keys, grow), _pad_left(new.keys, pad)])
+                old.values = torch.cat([_pad_left(old.values, grow), _pad_left(new.values, pad)])
+            self._mask = torch.cat([F.pad(self._mask, (grow, 0)), F.pad(new_mask, (pad, 0))])
+            self._positions = torch.cat([self._positions, new_positions])
+            self._next = torch.cat([self._next, torch.zeros(n, dtype=torch.long, device=device)])
+        self._rows.extend(sequences)
+        self.stats.rows = len(self._rows)
+        self.stats.peak_rows = max(self.stats.peak_rows, len(self._rows))
+
+    def _decode_step(self) -> None:
+        rows = self._rows
+        ones = torch.ones(len(rows), 1, dtype=torch.long, device=self._device)
+        self._mask = torch.cat([self._mask, ones], dim=1)
+        out = self._forward(
+            [s.adapter for s in rows],
+            input_ids=self._next.unsqueeze(-1),
+            attention_mask=self._mask,
+            position_ids=self._positions.unsqueeze(-1),
+            past_key_values=self._cache,
+        )
+        self.stats.decode_steps += 1
+        self._positions += 1
+        drawn = draw(out.logits[:, -1, :].float(), [s.sampler for s in rows])
+        self._next = torch.tensor(drawn.tokens, dtype=torch.long, device=self._device)
+        for sequence, token, logprob in zip(rows, drawn.tokens, drawn.logprobs, strict=True):
+            self._accept(sequence, token, logprob)
+        self._remove_done()
+
+    def _accept(self, sequence: _Sequence, token: int, logprob: TokenLogprobs | None) -> None:
+        """Account for one sampled token of ``sequence``: emit its text, detect its end."""
+        request = sequence.request
+        if token in self._loaded.eos_token_ids:
+            self._finish(sequence, "stop")
+            return
+        sequence.count += 1
+        request.completion_tokens += 1
+        self.stats.tokens_generated += 1
+        sequence.sampler.observe(token)
+        if sequence.logprobs is not None and logprob is not None:
+            sequence.logprobs.append(self._token_logprob(token, logprob))
+        emit, hit = sequence.matcher.feed(sequence.detokenizer.push(token))
+        if emit:
+            request.sink(Piece(sequence.index, emit, sequence.logprobs))
+            sequence.logprobs = [] if sequence.logprobs is not None else None
+        if hit:
+            self._finish(sequence, "stop", flush=False)
+        elif sequence.count >= request.job.max_new_tokens:
+            self._finish(sequence, "length")
+
+    def _finish(self, sequence: _Sequence, reason: FinishReason, flush: bool = True) -> None:
+        request = sequence.request
+        if flush:
+            tail = sequence.matcher.feed(sequence.detokenizer.flush())[0]
+            tail += sequence.matcher.flush()
+            if tail or sequence.logprobs:
+                request.sink(Piece(sequence.index, tail, sequence.logprobs))
+        sequence.done = True
+        request.sink(Finished(sequence.index, reason))
+        request.remaining -= 1
+        if request.remaining == 0:
+            self.stats.requests_finished += 1
+            request.sink(Counted(len(request.job.prompt), request.completion_tokens))
+
+    def _drop_cancelled(self) -> None:
+        cancelled = {id(s.request) for s in self._rows if s.request.stop.is_set() and not s.done}
+        if not cancelled:
+            return
+        for sequence in self._rows:
+            if id(sequence.request) in cancelled:
+                sequence.done = True
+        self.stats.requests_cancelled += len(cancelled)
+        self._remove_done()
+
+    def _remove_done(self) -> None:
+        keep = [i for i, s in enumerate(self._rows) if not s.done]
+        if len(keep) == len(self._rows):
+            return
+        self._rows = [self._rows[i] for i in keep]
+        self.stats.rows = len(self._rows)
+        if not self._rows:
+            self._cache = None
+            self._mask = self._mask[:0, :0]
+            self._positions = self._positions[:0]
+            self._next = self._next[:0]
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self._device)
+        self._mask = self._mask[index]
+        self._positions = self._positions[index]
+        self._next = self._next[index]
+        used = self._mask.any(dim=0).nonzero()
+        first = int(used[0]) if used.numel() else 0
+        self._mask = self._mask[:, first:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, first:]
+            layer.values = layer.values[index, :, first:]
+
+    def _token_logprob(self, token: int, logprob: TokenLogprobs) -> TokenLogprob:
+        chosen, alternatives = logprob
+        return TokenLogprob(
+            token=self._text(token),
+            logprob=chosen,
+            bytes=list(self._text(token).encode("utf-8")),
+            top_logprobs=[
+                TopLogprob(token=self._text(t), logprob=lp, bytes=list(self._text(t).encode()))
+                for t, lp in alternatives
+            ],
+        )
+
+    def _text(self, token: int) -> str:
+        text = self._token_text.get(token)
+        if text is None:
+            text = self._token_text[token] = self._tokenizer.decode([token])
+        return text
+
+    def _fail_rows(self, error: GatewayError) -> None:
+        failed = {id(s.request): s.request for s in self._rows if not s.done}
+        self._rows = []
+        self.stats.rows = 0
+        self._cache = None
+        self._mask = self._mask[:0, :0]
+        self._positions = self._positions[:0]
+        self._next = self._next[:0]
+        for request in failed.values():
+            self.stats.requests_cancelled += 1
+            request.sink(error)
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            self._closing = True
+            pending = list(self._pending)
+            self._pending.clear()
+        error = BackendUnavailableError(f"model '{self._name}' was unloaded", retry_after=5)
+        for request in pending:
+            request.sink(error)
+        self._fail_rows(error)
+
+
+def _pad_left(tensor: torch.Tensor, columns: int) -> torch.Tensor:
+    """Zero-pad ``tensor`` ([rows, heads, time, dim]) with ``columns`` steps of history."""
+    return F.pad(tensor, (0, 0, columns, 0)) if columns else tensor

@@ -1,0 +1,46 @@
+"""Turning a growing list of token ids into text, piece by piece, for any HF tokenizer.
+
+Decoding one token at a time is wrong for most tokenizers (SentencePiece drops the leading
+space of a word, byte-level BPE splits multi-byte characters across tokens). So each step
+decodes a short window ending at the new token and emits only what it adds past the window's
+already-emitted prefix, holding back text that ends in an incomplete character (U+FFFD).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_REPLACEMENT = "\ufffd"
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._prefix_offset = 0  # start of the decode window
+        self._read_offset = 0  # ids before this are emitted
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the text it completes (may be empty)."""
+        self._ids.append(token_id)
+        decode = self._tokenizer.decode
+        window = self._ids[self._prefix_offset :]
+        prefix = decode(
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
+        )
+        text = decode(window, skip_special_tokens=True)
+        if len(text) > len(prefix) and not text.endswith(_REPLACEMENT):
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._ids)
+            return text[len(prefix) :]
+        return ""
+
+    def flush(self) -> str:
+        """What is still held back (an incomplete character at the very end)."""
+        decode = self._tokenizer.decode
+        prefix = decode(
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
+        )
+        text = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
+        self._prefix_offset = self._read_offset = len(self._ids)
+        return text[len(prefix) :]
