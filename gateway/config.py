@@ -171,8 +171,10 @@ def _parse_model(index: int, entry: Any, source: str) -> BackendSettings:
 
 
 def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    key = ".".join(str(p) for p in error["loc"])
+    errors = exc.errors()
+    # a misspelt key also makes the right one "missing": name the misspelling
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}'"
     if error["type"] == "missing":

@@ -189,3 +189,59 @@ def test_bad_upstream_entries_name_the_key(config_dir, monkeypatch, old, new, ex
     monkeypatch.setenv("VLLM_KEY", "k")
     with pytest.raises(ConfigError, match=re.escape(expected)):
         load_config(write(config_dir, UPSTREAMS.replace(old, new)))
+
+
+TRANSFORMERS = """
+models:
+  - name: qwen
+    backend: transformers
+    source: qwen-folder
+    device: cuda:1
+    dtype: bfloat16
+    torch_threads: 1
+    max_batch_size: 8
+    adapters:
+      - {name: qwen-sql, source: lora-sql}
+      - {name: qwen-chat, source: lora-chat}
+  - name: tiny
+    backend: llama_cpp
+    source: tiny.gguf
+"""
+
+
+@pytest.fixture
+def hf_dir(config_dir: Path) -> Path:
+    for folder in ("qwen-folder", "lora-sql", "lora-chat"):
+        (config_dir / folder).mkdir()
+    return config_dir
+
+
+def test_transformers_entry_with_adapters_loads(hf_dir):
+    config = load_config(write(hf_dir, TRANSFORMERS))
+    qwen = config.models[0]
+    assert (qwen.device, qwen.dtype, qwen.max_batch_size) == ("cuda:1", "bfloat16", 8)
+    assert qwen.public_names() == ["qwen", "qwen-sql", "qwen-chat"]
+    assert qwen.trust_remote_code is False and qwen.device_map is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("device: cuda:1", "device: gpu", "models[0] (qwen): device: Value error, 'gpu' is not a"),
+        ("dtype: bfloat16", "dtype: fp8", "models[0] (qwen): dtype: Input should be"),
+        ("max_batch_size: 8", "max_batch_size: 0", "max_batch_size: Input should be greater"),
+        ("max_batch_size: 8", "n_gpu_layers: 8", "models[0] (qwen): unknown key 'n_gpu_layers'"),
+        ("source: lora-sql}", "src: lora-sql}", "unknown key 'adapters[0].src'"),
+        (
+            "source: lora-chat}",
+            "source: nowhere}",
+            "models[0] (qwen): adapters[1] (qwen-chat): source: file not found",
+        ),
+        ("{name: qwen-sql,", "{name: tiny,", "name or alias 'tiny' is already used"),
+        ("{name: qwen-sql,", "{name: qwen,", "name or alias 'qwen' is already used"),
+    ],
+)
+def test_bad_transformers_entries_name_the_key(hf_dir, old, new, expected):
+    assert old in TRANSFORMERS
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(hf_dir, TRANSFORMERS.replace(old, new)))
