@@ -7,7 +7,7 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # llama-cpp-python compiles from source the first time (~15 min on 2 cores); pip caches the wheel.
-.venv/bin/python -m pip install -q -e '.[llama-cpp,default-model,test]'
+.venv/bin/python -m pip install -q -e '.[all,test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -17,6 +17,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
+CAPITAL = [{"role": "user", "content": "Name the capital city of France in one word."}]
 
 
 def free_port() -> int:
@@ -25,9 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_default_config_answers_and_stops_cleanly():
+def test_serve_default_config_answers_and_stops_cleanly(conversion_cache):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LLMGATE_CACHE_DIR": str(conversion_cache)}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -45,7 +46,7 @@ def test_serve_default_config_answers_and_stops_cleanly():
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # the first run converts smollm2-hf's GGUF (~20 s)
         ready = False
         while time.monotonic() < deadline and proc.poll() is None:
             try:
@@ -56,18 +57,13 @@ def test_serve_default_config_answers_and_stops_cleanly():
                 break
             time.sleep(0.1)
         assert ready, "server did not become ready"
-        reply = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            timeout=60,
-            json={
-                "model": "default",
-                "temperature": 0,
-                "messages": [
-                    {"role": "user", "content": "Name the capital city of France in one word."}
-                ],
-            },
-        )
-        assert "Paris" in reply.json()["choices"][0]["message"]["content"]
+        for model in ("default", "smollm2-hf"):
+            reply = httpx.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                timeout=60,
+                json={"model": model, "temperature": 0, "messages": CAPITAL},
+            )
+            assert "Paris" in reply.json()["choices"][0]["message"]["content"], model
     finally:
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=30)[0]

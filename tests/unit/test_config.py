@@ -134,8 +134,9 @@ def test_models_command_lists_configured_models(config_dir, capsys, monkeypatch)
 
 def test_committed_default_config_is_valid():
     config = load_config(Path(__file__).parents[2] / "config.yaml")
-    first = config.models[0]
+    first, hf = config.models
     assert (first.name, first.aliases, first.backend) == ("smollm2", ["default"], "llama_cpp")
+    assert (hf.name, hf.backend, hf.source) == ("smollm2-hf", "transformers", first.source)
 
 
 UPSTREAMS = """
