@@ -108,7 +108,7 @@ def load_model(
     path = resolve_source(settings.name, settings.source, base_dir)
     converted = False
     if path.is_file() and path.suffix == ".gguf":
-        path, converted = _converted_gguf(settings, path, dtype, cache_dir)
+        path, converted = converted_gguf(settings, path, dtype, cache_dir)
     elif not path.is_dir():
         raise BackendUnavailableError(
             f"model '{settings.name}': {path} is neither a model folder nor a .gguf file"
@@ -169,7 +169,7 @@ def _load_pretrained(
     return tokenizer, model
 
 
-def _converted_gguf(
+def converted_gguf(
     settings: TransformersSettings, gguf: Path, dtype: str, cache_dir: Path
 ) -> tuple[Path, bool]:
     """The cached plain folder for ``gguf`` (converting it first if needed); True if it was
