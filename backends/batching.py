@@ -40,7 +40,6 @@ from backends.stopping import StopSequenceMatcher
 log = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
-PREFILL_SLICE = 512  # prompt tokens per prefill forward (also the cancel granularity)
 
 Sink = Callable[[Event | BaseException], None]
 
@@ -70,6 +69,17 @@ class _Request:
 
 
 @dataclass
+class _Prefill:
+    """A request whose prompt is being read, slice by slice, into its own KV cache."""
+
+    request: _Request
+    adapter: str
+    cache: Any = None
+    done: int = 0  # prompt tokens in the cache
+    logits: torch.Tensor | None = None  # the last prompt position's, once done
+
+
+@dataclass
 class _Sequence:
     """One choice of one request: a row of the batch."""
 
@@ -96,6 +106,7 @@ class BatchScheduler:
         max_batch_size: int,
         max_queue: int,
         torch_threads: int | None,
+        prefill_chunk: int = 512,
         stats: BatchStats | None = None,
     ) -> None:
         self._loaded = loaded
@@ -108,9 +119,11 @@ class BatchScheduler:
         self._max_rows = max_batch_size
         self._max_queue = max_queue
         self._torch_threads = torch_threads
+        self._prefill_chunk = prefill_chunk
         self.stats = stats if stats is not None else BatchStats()
         self._lock = threading.Condition()
         self._pending: deque[_Request] = deque()
+        self._prefilling: deque[_Prefill] = deque()
         self._closing = False
         self._thread: threading.Thread | None = None
         self._token_text: dict[int, str] = {}
@@ -196,8 +209,10 @@ class BatchScheduler:
     def _iterate(self, arrivals: list[_Request]) -> None:
         try:
             for request in arrivals:
-                self._admit(request)
+                self.stats.requests_started += 1
+                self._prefilling.append(_Prefill(request, request.job.adapter or BASE_ADAPTER))
             self._drop_cancelled()
+            self._advance_prefills()
             if self._rows:
                 self._decode_step()
         except Exception:  # a bug or a device failure: fail the batch, keep serving
@@ -208,12 +223,15 @@ class BatchScheduler:
         """Requests to admit now (FIFO, as many as free rows allow); blocks while idle.
         None when closing."""
         with self._lock:
-            while not self._pending and not self._rows and not self._closing:
+            while (
+                not self._pending and not self._rows and not self._prefilling and not self._closing
+            ):
                 self._lock.wait()
             if self._closing:
                 return None
             taken: list[_Request] = []
             free = self._max_rows - len(self._rows)
+            free -= sum(p.request.job.n for p in self._prefilling)
             while self._pending and self._pending[0].job.n <= free:
                 request = self._pending.popleft()
                 if request.stop.is_set():
@@ -223,33 +241,67 @@ class BatchScheduler:
                 free -= request.job.n
             return taken
 
-    def _admit(self, request: _Request) -> None:
-        job = request.job
-        self.stats.requests_started += 1
-        adapter = job.adapter or BASE_ADAPTER
-        try:
-            cache, logits = self._prefill(job.prompt, adapter, request.stop)
-        except GatewayError as exc:
-            self.stats.requests_cancelled += 1
-            request.sink(exc)
-            return
-        except Exception:
-            log.exception("model %s: prefill failed", self._name)
-            self.stats.requests_cancelled += 1
-            request.sink(InternalError("the engine failed while reading the prompt"))
-            return
-        if cache is None:  # cancelled during prefill
-            self.stats.requests_cancelled += 1
-            return
-        n = job.n
+    def _advance_prefills(self) -> None:
+        """Prefill waiting prompts, at most ``prefill_chunk`` tokens while other sequences are
+        decoding (so a long prompt delays their next token by one slice, not by the whole
+        prompt); prompts that are done join the batch."""
+        budget = self._prefill_chunk
+        while self._prefilling and (budget > 0 or not self._rows):
+            prefill = self._prefilling[0]
+            if prefill.request.stop.is_set():
+                self._prefilling.popleft()
+                self.stats.requests_cancelled += 1
+                continue
+            try:
+                budget -= self._prefill_slice(prefill)
+            except GatewayError as exc:
+                self._prefilling.popleft()
+                self.stats.requests_cancelled += 1
+                prefill.request.sink(exc)
+                continue
+            except Exception:
+                log.exception("model %s: prefill failed", self._name)
+                self._prefilling.popleft()
+                self.stats.requests_cancelled += 1
+                prefill.request.sink(InternalError("the engine failed while reading the prompt"))
+                continue
+            if prefill.logits is not None:
+                self._prefilling.popleft()
+                self._join(prefill, prefill.logits)
+
+    def _prefill_slice(self, prefill: _Prefill) -> int:
+        """Run the next slice of ``prefill``'s prompt; return how many tokens it took. Slices
+        always start at multiples of ``prefill_chunk``, so a prompt is read the same way
+        whatever else is running (same shapes, same numerics)."""
+        if prefill.cache is None:
+            from transformers import DynamicCache
+
+            # No config: every layer keeps its whole history, so left padding lines up the
+            # same way in every layer (a sliding-window layer would trim columns on its own).
+            prefill.cache = DynamicCache()
+        prompt = prefill.request.job.prompt
+        piece = prompt[prefill.done : prefill.done + self._prefill_chunk]
+        ids = torch.tensor([piece], dtype=torch.long, device=self._device)
+        out = self._forward([prefill.adapter], input_ids=ids, past_key_values=prefill.cache)
+        prefill.done += len(piece)
+        self.stats.prefill_tokens += len(piece)
+        if prefill.done == len(prompt):
+            prefill.logits = out.logits[:, -1, :]
+        return len(piece)
+
+    def _join(self, prefill: _Prefill, logits: torch.Tensor) -> None:
+        """Move a prefilled request into the batch: its first token comes from ``logits``,
+        those of the prompt's last position."""
+        request, cache = prefill.request, prefill.cache
+        n = request.job.n
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.expand(n, -1)
         request.remaining = n
-        sequences = [self._sequence(request, i, adapter) for i in range(n)]
+        sequences = [self._sequence(request, i, prefill.adapter) for i in range(n)]
         for sequence in sequences:
             request.sink(Started(sequence.index))
-        self._merge(sequences, cache, len(job.prompt))
+        self._merge(sequences, cache, len(request.job.prompt))
         drawn = draw(logits.float().clone(), [s.sampler for s in sequences])
         first = len(self._rows) - n
         self._next[first:] = torch.tensor(drawn.tokens, device=self._device)
@@ -276,27 +328,6 @@ class BatchScheduler:
             kwargs["adapter_names"] = adapters
         self.stats.forward_passes += 1
         return self._model(use_cache=True, logits_to_keep=1, **kwargs)
-
-    def _prefill(
-        self, prompt: list[int], adapter: str, stop: StopSignal
-    ) -> tuple[Any, torch.Tensor]:
-        from transformers import DynamicCache
-
-        # No config: every layer keeps its full history, so left padding lines up the same
-        # way in every layer (a sliding-window layer would trim columns on its own).
-        cache = DynamicCache()
-        ids = torch.tensor([prompt], dtype=torch.long, device=self._device)
-        logits: torch.Tensor | None = None
-        for start in range(0, len(prompt), PREFILL_SLICE):
-            if stop.is_set():
-                return None, torch.empty(0)
-            piece = ids[:, start : start + PREFILL_SLICE]
-            out = self._forward([adapter], input_ids=piece, past_key_values=cache)
-            self.stats.prefill_tokens += piece.shape[1]
-            logits = out.logits[:, -1, :]
-        if stop.is_set() or logits is None:
-            return None, torch.empty(0)
-        return cache, logits
 
     def _merge(self, sequences: list[_Sequence], cache: Any, length: int) -> None:
         """Append the rows of a freshly prefilled ``cache`` (all ``length`` long) to the batch,
@@ -377,6 +408,9 @@ class BatchScheduler:
             request.sink(Counted(len(request.job.prompt), request.completion_tokens))
 
     def _drop_cancelled(self) -> None:
+        for prefill in [p for p in self._prefilling if p.request.stop.is_set()]:
+            self._prefilling.remove(prefill)
+            self.stats.requests_cancelled += 1
         cancelled = {id(s.request) for s in self._rows if s.request.stop.is_set() and not s.done}
         if not cancelled:
             return
@@ -429,6 +463,8 @@ class BatchScheduler:
 
     def _fail_rows(self, error: GatewayError) -> None:
         failed = {id(s.request): s.request for s in self._rows if not s.done}
+        failed.update((id(p.request), p.request) for p in self._prefilling)
+        self._prefilling.clear()
         self._rows = []
         self.stats.rows = 0
         self._cache = None

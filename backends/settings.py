@@ -129,6 +129,12 @@ class TransformersSettings(ModelSettings):
     )
     max_batch_size: int = Field(default=16, ge=1, description="sequences decoded together")
     max_queue: int = Field(default=64, ge=0, description="requests allowed to wait; more: 429")
+    prefill_chunk: int = Field(
+        default=512,
+        ge=1,
+        description="prompt tokens per forward pass; a long prompt is read in such slices "
+        "between the decode steps of running requests",
+    )
     seed: int | None = Field(default=None, description="default seed for requests without one")
     cache_dir: str | None = Field(
         default=None,

@@ -216,6 +216,7 @@ class TransformersBackend:
             max_batch_size=self.settings.max_batch_size,
             max_queue=self.settings.max_queue,
             torch_threads=_torch_threads(self.settings, loaded.device),
+            prefill_chunk=self.settings.prefill_chunk,
         )
         scheduler.start()
         return loaded, scheduler

@@ -157,7 +157,13 @@ def hf_server(
     config = GatewayConfig(
         models=[
             hf_entry(
-                "tiny-hf", str(tiny_hf), conversion_cache, max_batch_size=8, adapters=adapters
+                "tiny-hf",
+                str(tiny_hf),
+                conversion_cache,
+                max_batch_size=8,
+                prefill_chunk=8,
+                dtype="float32",  # exact comparisons of batched and solo output
+                adapters=adapters,
             ),
             hf_entry("smollm2-hf", SMOLLM2_SOURCE, conversion_cache, dtype="bfloat16"),
             hf_entry(

@@ -50,14 +50,28 @@ def text(reply: dict, index: int = 0) -> str:
 
 def test_concurrent_requests_share_forward_passes(hf_server):
     stats = hf_server.backend("tiny-hf").stats
-    passes, tokens = stats.forward_passes, stats.tokens_generated
+    passes, steps, tokens = stats.forward_passes, stats.decode_steps, stats.tokens_generated
     payloads = [body(content=f"request {i}", max_tokens=24) for i in range(8)]
     replies = asyncio.run(complete_many(hf_server, payloads))
     generated = sum(r["usage"]["completion_tokens"] for r in replies)
     assert generated == 8 * 24 == stats.tokens_generated - tokens
-    # one request alone needs 1 prefill + 23 decode passes; eight in one batch far fewer than 8x
-    assert stats.forward_passes - passes < generated / 3
+    # alone, each request needs 23 decode steps (its first token comes from the prompt's pass):
+    # 184 for eight one after another; batched, they share steps
+    assert stats.decode_steps - steps < generated / 3
+    assert stats.forward_passes - passes < generated / 2  # prompt slices included
     assert stats.peak_rows >= 4
+
+
+def test_prompts_are_read_in_prefill_chunks(hf_server):
+    stats = hf_server.backend("tiny-hf").stats
+    passes, read = stats.forward_passes, stats.prefill_tokens
+    reply = complete(
+        hf_server, body(content="a prompt long enough for several slices", max_tokens=5)
+    )
+    prompt = reply["usage"]["prompt_tokens"]
+    assert stats.prefill_tokens - read == prompt
+    # tiny-hf reads 8 prompt tokens per pass, then the first token comes from the last slice
+    assert stats.forward_passes - passes == -(-prompt // 8) + 4
 
 
 def test_batched_output_equals_solo_output(hf_server):
