@@ -112,9 +112,8 @@ class BatchScheduler:
         self._loaded = loaded
         self._model = loaded.model
         self._tokenizer = loaded.tokenizer
-        self._device = torch.device(loaded.device if loaded.device != "auto" else "cpu")
-        if hasattr(self._model, "device"):
-            self._device = self._model.device
+        # with device_map: auto, inputs go where the embeddings are (the model's first device)
+        self._device = getattr(self._model, "device", None) or torch.device(loaded.device)
         self._name = name
         self._max_rows = max_batch_size
         self._max_queue = max_queue
@@ -147,10 +146,6 @@ class BatchScheduler:
             self._lock.notify()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._pending)
 
     async def stream(self, job: GenerationJob) -> AsyncIterator[Event]:
         """Queue ``job`` and yield its events; closing the iterator cancels it (queued or
