@@ -17,6 +17,7 @@ own. Rows of different LoRA adapters share the step through peft's ``adapter_nam
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -307,7 +308,7 @@ class BatchScheduler:
     def _sequence(self, request: _Request, index: int, adapter: str) -> _Sequence:
         params = request.job.sampling
         if params.seed is not None and index:
-            params = type(params)(**{**params.__dict__, "seed": params.seed + index})
+            params = dataclasses.replace(params, seed=params.seed + index)
         return _Sequence(
             request=request,
             index=index,
