@@ -8,10 +8,8 @@ one forward pass advances every sequence by one token. A sequence that finishes,
 client went away, leaves the batch before the next step; columns that only padding still
 uses are trimmed away.
 
-Left padding keeps the cached keys of every row aligned to the right, so a decode step is a
-plain ``[rows, 1]`` forward with a 2-D attention mask and per-row position ids: the model's
-own attention (SDPA, eager, flash) runs unchanged, and each row's RoPE positions are its
-own. Rows of different LoRA adapters share the step through peft's ``adapter_names``.
+The batch's tensors and their padding live in ``backends.padded_batch``. Rows of different
+LoRA adapters share the step through peft's ``adapter_names``.
 """
 
 from __future__ import annotations
@@ -26,16 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from backends._threaded import StopSignal
-from backends.detokenizer import IncrementalDetokenizer
+from backends.detokenizer import IncrementalDetokenizer, TokenTexts
 from backends.errors import BackendUnavailableError, GatewayError, InternalError, QueueFullError
 from backends.events import Counted, Event, Finished, Piece, Started
-from backends.generation import GenerationJob
+from backends.generation import GenerationJob, TokenLogprobs
 from backends.hf_loading import LoadedModel
-from backends.sampling import RowSampler, TokenLogprobs, draw
-from backends.schemas import FinishReason, TokenLogprob, TopLogprob
+from backends.padded_batch import PaddedKVBatch
+from backends.sampling import RowSampler, draw
+from backends.schemas import FinishReason, TokenLogprob
 from backends.stopping import StopSequenceMatcher
 
 log = logging.getLogger(__name__)
@@ -126,13 +124,10 @@ class BatchScheduler:
         self._prefilling: deque[_Prefill] = deque()
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._token_text: dict[int, str] = {}
-        # the batch: rows aligned with the first dimension of every tensor below
+        self._token_texts = TokenTexts(loaded.tokenizer)
+        # the batch: row i of self._batch is self._rows[i]
         self._rows: list[_Sequence] = []
-        self._cache: Any = None
-        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self._device)
-        self._positions = torch.zeros(0, dtype=torch.long, device=self._device)
-        self._next = torch.zeros(0, dtype=torch.long, device=self._device)
+        self._batch = PaddedKVBatch(self._device)
 
     # -- the event-loop side ------------------------------------------------------------------
 
@@ -297,10 +292,11 @@ class BatchScheduler:
         sequences = [self._sequence(request, i, prefill.adapter) for i in range(n)]
         for sequence in sequences:
             request.sink(Started(sequence.index))
-        self._merge(sequences, cache, len(request.job.prompt))
         drawn = draw(logits.float().clone(), [s.sampler for s in sequences])
-        first = len(self._rows) - n
-        self._next[first:] = torch.tensor(drawn.tokens, device=self._device)
+        self._batch.add(cache, len(request.job.prompt), drawn.tokens)
+        self._rows.extend(sequences)
+        self.stats.rows = len(self._rows)
+        self.stats.peak_rows = max(self.stats.peak_rows, len(self._rows))
         for sequence, token, logprob in zip(sequences, drawn.tokens, drawn.logprobs, strict=True):
             self._accept(sequence, token, logprob)
         self._remove_done()
@@ -325,45 +321,12 @@ class BatchScheduler:
         self.stats.forward_passes += 1
         return self._model(use_cache=True, logits_to_keep=1, **kwargs)
 
-    def _merge(self, sequences: list[_Sequence], cache: Any, length: int) -> None:
-        """Append the rows of a freshly prefilled ``cache`` (all ``length`` long) to the batch,
-        left-padding whichever side is shorter."""
-        n = len(sequences)
-        device = self._device
-        new_mask = torch.ones(n, length, dtype=torch.long, device=device)
-        new_positions = torch.full((n,), length, dtype=torch.long, device=device)
-        if not self._rows:
-            self._cache, self._mask = cache, new_mask
-            self._positions = new_positions
-            self._next = torch.zeros(n, dtype=torch.long, device=device)
-        else:
-            width = self._mask.shape[1]
-            grow, pad = max(0, length - width), max(0, width - length)
-            for old, new in zip(self._cache.layers, cache.layers, strict=True):
-                old.keys = torch.cat([_pad_left(old.keys, grow), _pad_left(new.keys, pad)])
-                old.values = torch.cat([_pad_left(old.values, grow), _pad_left(new.values, pad)])
-            self._mask = torch.cat([F.pad(self._mask, (grow, 0)), F.pad(new_mask, (pad, 0))])
-            self._positions = torch.cat([self._positions, new_positions])
-            self._next = torch.cat([self._next, torch.zeros(n, dtype=torch.long, device=device)])
-        self._rows.extend(sequences)
-        self.stats.rows = len(self._rows)
-        self.stats.peak_rows = max(self.stats.peak_rows, len(self._rows))
-
     def _decode_step(self) -> None:
         rows = self._rows
-        ones = torch.ones(len(rows), 1, dtype=torch.long, device=self._device)
-        self._mask = torch.cat([self._mask, ones], dim=1)
-        out = self._forward(
-            [s.adapter for s in rows],
-            input_ids=self._next.unsqueeze(-1),
-            attention_mask=self._mask,
-            position_ids=self._positions.unsqueeze(-1),
-            past_key_values=self._cache,
-        )
+        out = self._forward([s.adapter for s in rows], **self._batch.decode_inputs())
         self.stats.decode_steps += 1
-        self._positions += 1
         drawn = draw(out.logits[:, -1, :].float(), [s.sampler for s in rows])
-        self._next = torch.tensor(drawn.tokens, dtype=torch.long, device=self._device)
+        self._batch.advance(drawn.tokens)
         for sequence, token, logprob in zip(rows, drawn.tokens, drawn.logprobs, strict=True):
             self._accept(sequence, token, logprob)
         self._remove_done()
@@ -379,7 +342,7 @@ class BatchScheduler:
         self.stats.tokens_generated += 1
         sequence.sampler.observe(token)
         if sequence.logprobs is not None and logprob is not None:
-            sequence.logprobs.append(self._token_logprob(token, logprob))
+            sequence.logprobs.append(self._token_texts.logprob(token, logprob))
         emit, hit = sequence.matcher.feed(sequence.detokenizer.push(token))
         if emit:
             request.sink(Piece(sequence.index, emit, sequence.logprobs))
@@ -422,40 +385,7 @@ class BatchScheduler:
             return
         self._rows = [self._rows[i] for i in keep]
         self.stats.rows = len(self._rows)
-        if not self._rows:
-            self._cache = None
-            self._mask = self._mask[:0, :0]
-            self._positions = self._positions[:0]
-            self._next = self._next[:0]
-            return
-        index = torch.tensor(keep, dtype=torch.long, device=self._device)
-        self._mask = self._mask[index]
-        self._positions = self._positions[index]
-        self._next = self._next[index]
-        used = self._mask.any(dim=0).nonzero()
-        first = int(used[0]) if used.numel() else 0
-        self._mask = self._mask[:, first:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[index, :, first:]
-            layer.values = layer.values[index, :, first:]
-
-    def _token_logprob(self, token: int, logprob: TokenLogprobs) -> TokenLogprob:
-        chosen, alternatives = logprob
-        return TokenLogprob(
-            token=self._text(token),
-            logprob=chosen,
-            bytes=list(self._text(token).encode("utf-8")),
-            top_logprobs=[
-                TopLogprob(token=self._text(t), logprob=lp, bytes=list(self._text(t).encode()))
-                for t, lp in alternatives
-            ],
-        )
-
-    def _text(self, token: int) -> str:
-        text = self._token_text.get(token)
-        if text is None:
-            text = self._token_text[token] = self._tokenizer.decode([token])
-        return text
+        self._batch.keep(keep)
 
     def _fail_rows(self, error: GatewayError) -> None:
         failed = {id(s.request): s.request for s in self._rows if not s.done}
@@ -463,10 +393,7 @@ class BatchScheduler:
         self._prefilling.clear()
         self._rows = []
         self.stats.rows = 0
-        self._cache = None
-        self._mask = self._mask[:0, :0]
-        self._positions = self._positions[:0]
-        self._next = self._next[:0]
+        self._batch.clear()
         for request in failed.values():
             self.stats.requests_cancelled += 1
             request.sink(error)
@@ -480,8 +407,3 @@ class BatchScheduler:
         for request in pending:
             request.sink(error)
         self._fail_rows(error)
-
-
-def _pad_left(tensor: torch.Tensor, columns: int) -> torch.Tensor:
-    """Zero-pad ``tensor`` ([rows, heads, time, dim]) with ``columns`` steps of history."""
-    return F.pad(tensor, (0, 0, columns, 0)) if columns else tensor

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.generation import TokenLogprobs
+from backends.schemas import TokenLogprob, TopLogprob
+
 _REPLACEMENT = "\ufffd"
 
 
@@ -44,3 +47,31 @@ class IncrementalDetokenizer:
         text = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
         self._prefix_offset = self._read_offset = len(self._ids)
         return text[len(prefix) :]
+
+
+class TokenTexts:
+    """Single tokens as text (cached per id), for the ``logprobs`` of a response. A token that
+    is only part of a UTF-8 character reads as U+FFFD, as with other servers."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._texts: dict[int, str] = {}
+
+    def text(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            text = self._texts[token] = self._tokenizer.decode([token])
+        return text
+
+    def logprob(self, token: int, logprobs: TokenLogprobs) -> TokenLogprob:
+        chosen, alternatives = logprobs
+        text = self.text(token)
+        return TokenLogprob(
+            token=text,
+            logprob=chosen,
+            bytes=list(text.encode("utf-8")),
+            top_logprobs=[
+                TopLogprob(token=self.text(t), logprob=lp, bytes=list(self.text(t).encode()))
+                for t, lp in alternatives
+            ],
+        )

@@ -25,6 +25,10 @@ class SamplingParams:
     top_logprobs: int = 0
 
 
+# (log-probability of the chosen token, [(token id, log-probability)] of the most likely ones)
+TokenLogprobs = tuple[float, list[tuple[int, float]]]
+
+
 @dataclass(frozen=True)
 class GenerationJob:
     """One request: ``n`` choices continuing one tokenized prompt."""

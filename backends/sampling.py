@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from backends.generation import SamplingParams
+from backends.generation import SamplingParams, TokenLogprobs
 
 
 class RowSampler:
@@ -43,10 +43,6 @@ class RowSampler:
     def observe(self, token: int) -> None:
         if self.counts is not None:
             self.counts[token] += 1
-
-
-# (log-probability of the chosen token, [(token id, log-probability)] of the most likely ones)
-TokenLogprobs = tuple[float, list[tuple[int, float]]]
 
 
 @dataclass(frozen=True)

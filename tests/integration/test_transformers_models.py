@@ -71,17 +71,22 @@ def test_smollm2_answers_paris_through_the_openai_sdk(hf_server):
 def test_a_three_turn_chat_keeps_its_history(hf_server):
     client = OpenAI(base_url=hf_server.v1, api_key="unused")
     messages = list(CAPITAL)
-    usages = []
-    for follow_up in ["And of Italy?", "Thanks. Say goodbye."]:
+    prompts, answers = [], []
+    for follow_up in ["And of Italy?", "Thanks. Say goodbye.", None]:
         reply = client.chat.completions.create(
             model="smollm2-hf", messages=messages, temperature=0, max_tokens=24
         )
-        usages.append(reply.usage.prompt_tokens)
-        messages += [
-            {"role": "assistant", "content": reply.choices[0].message.content},
-            {"role": "user", "content": follow_up},
-        ]
-    assert usages[0] < usages[1]
+        prompts.append(reply.usage.prompt_tokens)
+        answers.append(reply.usage.completion_tokens)
+        if follow_up is not None:
+            messages += [
+                {"role": "assistant", "content": reply.choices[0].message.content},
+                {"role": "user", "content": follow_up},
+            ]
+    assert len(prompts) == 3
+    # each turn resends the whole history: the previous prompt and answer are in it
+    for turn in (1, 2):
+        assert prompts[turn] > prompts[turn - 1] + answers[turn - 1]
 
 
 def test_langchain_invoke_and_stream(hf_server):
