@@ -14,11 +14,14 @@ class GatewayError(Exception):
     """Base of every error llmgate reports to a client.
 
     ``retry_after`` (seconds) becomes a ``Retry-After`` header where the status allows it.
+    ``retryable`` says whether another replica or a fallback model may serve the request
+    instead (the one retry policy: read only by ``may_retry``).
     """
 
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = "internal_error"
+    retryable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -118,6 +121,7 @@ class RateLimitError(GatewayError):
     status = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+    retryable = True
 
 
 class QueueFullError(RateLimitError):
@@ -132,6 +136,7 @@ class UpstreamError(GatewayError):
     status = 502
     error_type = "api_error"
     default_code = "upstream_error"
+    retryable = True
 
 
 class BackendUnavailableError(GatewayError):
@@ -140,6 +145,7 @@ class BackendUnavailableError(GatewayError):
     status = 503
     error_type = "api_error"
     default_code = "backend_unavailable"
+    retryable = True
 
 
 class BackendTimeoutError(GatewayError):
@@ -148,6 +154,7 @@ class BackendTimeoutError(GatewayError):
     status = 504
     error_type = "api_error"
     default_code = "backend_timeout"
+    retryable = True
 
 
 class InternalError(GatewayError):
@@ -156,3 +163,10 @@ class InternalError(GatewayError):
     status = 500
     error_type = "api_error"
     default_code = "internal_error"
+
+
+def may_retry(error: BaseException) -> bool:
+    """Whether another replica or a fallback model may serve a request that failed with
+    ``error`` before anything reached the client: the engine or upstream was unavailable,
+    overloaded, timed out or broke; never for a client's mistake (4xx) or a bug."""
+    return isinstance(error, GatewayError) and error.retryable

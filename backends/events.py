@@ -1,18 +1,36 @@
-"""What an in-process engine's generation yields, per request, in order.
+"""What a backend's generation yields, per request, in order (docs/architecture.md).
 
-For each choice: ``Started(index)``, then ``Piece``s, then ``Finished(index, reason)``; choices
-of one request may interleave (a batching engine decodes them side by side). The last event
-is ``Counted`` with the request's exact token usage. ``events_to_chunks`` turns them into the
-OpenAI chunks every backend yields.
+For each choice: ``Started(index)``, then any of ``TextDelta`` / ``ReasoningDelta`` /
+``ToolCallDelta``, then ``Finished(index, reason)``. Choices of one request may interleave (a
+batching engine decodes them side by side). The last event is ``Usage`` with the request's
+exact token counts. Surfaces turn these into their own wire format; no surface's types appear
+here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
-from backends.base import ChunkBuilder
-from backends.schemas import ChatCompletionChunk, FinishReason, TokenLogprob
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopToken:
+    token: str
+    logprob: float
+    bytes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """The log-probability of one generated token under the raw distribution (before sampling
+    transforms), with the ``top`` most likely alternatives."""
+
+    token: str
+    logprob: float
+    bytes: bytes
+    top: tuple[TopToken, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +39,30 @@ class Started:
 
 
 @dataclass(frozen=True, slots=True)
-class Piece:
+class TextDelta:
     index: int
     text: str
-    logprobs: list[TokenLogprob] | None
+    logprobs: tuple[TokenLogprob, ...] | None = None  # None: not asked for
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Thinking text, apart from the answer."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """Part of tool call number ``call`` of choice ``index``: its first delta carries ``id``
+    and ``name``; ``arguments`` pieces concatenate to the call's JSON arguments."""
+
+    index: int
+    call: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,29 +72,9 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
-class Counted:
+class Usage:
     prompt_tokens: int
     completion_tokens: int
 
 
-Event = Started | Piece | Finished | Counted
-
-
-async def events_to_chunks(
-    events: AsyncIterator[Event], chunks: ChunkBuilder
-) -> AsyncIterator[ChatCompletionChunk]:
-    """Map engine events to chunks; closing this iterator closes ``events``."""
-    try:
-        async for event in events:
-            if isinstance(event, Piece):
-                yield chunks.content(event.text, event.index, event.logprobs)
-            elif isinstance(event, Started):
-                yield chunks.role(event.index)
-            elif isinstance(event, Finished):
-                yield chunks.finish(event.reason, event.index)
-            else:
-                yield chunks.usage(event.prompt_tokens, event.completion_tokens)
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+Event = Started | TextDelta | ReasoningDelta | ToolCallDelta | Finished | Usage

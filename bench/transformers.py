@@ -97,9 +97,9 @@ def free_port() -> int:
 
 
 def converted_folder(dtype: str, cache_dir: Path) -> Path:
-    from backends.hf_loading import converted_gguf
-    from backends.settings import TransformersSettings
-    from backends.sources import resolve_source
+    from backends.transformers.loading import converted_gguf
+    from backends.transformers.settings import TransformersSettings
+    from backends.weight_sources import resolve_source
 
     settings = TransformersSettings(name="bench", backend="transformers", source=GGUF_SOURCE)
     folder, _ = converted_gguf(settings, resolve_source("bench", GGUF_SOURCE), dtype, cache_dir)
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-serve", action="store_true", help="no transformers serve")
     args = parser.parse_args(argv)
 
-    from backends.hf_loading import default_cache_dir
+    from backends.transformers.loading import default_cache_dir
 
     folder = converted_folder(args.dtype, args.cache_dir or default_cache_dir())
     print(f"weights: {folder}", file=sys.stderr)

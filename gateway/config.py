@@ -16,22 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from backends import backend_kinds
-from backends.settings import (
-    BackendSettings,
-    LlamaCppSettings,
-    OllamaSettings,
-    OpenAICompatSettings,
-    TransformersSettings,
-)
-from backends.sources import describe_missing
-
-SETTINGS_BY_BACKEND: dict[str, type[BackendSettings]] = {
-    "llama_cpp": LlamaCppSettings,
-    "transformers": TransformersSettings,
-    "ollama": OllamaSettings,
-    "openai": OpenAICompatSettings,
-}
+from backends.registry import BackendSettings, backend_kinds, settings_class
+from backends.weight_sources import describe_missing
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -137,16 +123,10 @@ def parse_config(
             f"{source}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
         ) from None
     for index, model in enumerate(config.models):
-        where = f"{source}: models[{index}] ({model.name})"
-        if isinstance(model, LlamaCppSettings | TransformersSettings):
-            problem = describe_missing(model.source, base_dir)
+        for key, weights in model.weight_sources():
+            problem = describe_missing(weights, base_dir)
             if problem:
-                raise ConfigError(f"{where}: source: {problem}")
-        if isinstance(model, TransformersSettings):
-            for i, adapter in enumerate(model.adapters):
-                problem = describe_missing(adapter.source, base_dir)
-                if problem:
-                    raise ConfigError(f"{where}: adapters[{i}] ({adapter.name}): source: {problem}")
+                raise ConfigError(f"{source}: models[{index}] ({model.name}): {key}: {problem}")
     return config
 
 
@@ -158,14 +138,15 @@ def _parse_model(index: int, entry: Any, source: str) -> BackendSettings:
     if isinstance(name, str):
         where += f" ({name})"
     kind = entry.get("backend")
-    settings_cls = SETTINGS_BY_BACKEND.get(kind) if isinstance(kind, str) else None
+    settings_cls = settings_class(kind) if isinstance(kind, str) else None
     if settings_cls is None:
         raise ConfigError(
             f"{where}: backend: {kind!r} is not a backend; expected one of "
             f"{', '.join(backend_kinds())}"
         )
     try:
-        return settings_cls.model_validate(entry)
+        settings: BackendSettings = settings_cls.model_validate(entry)  # type: ignore[assignment]
+        return settings
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_first_error(exc)}") from None
 

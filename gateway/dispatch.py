@@ -1,104 +1,63 @@
-"""Serving one chat request: the resolved model first, then its ``fallbacks`` when it is
-unavailable or overloaded before anything has reached the client (DESIGN.md §11).
+"""Serving one request: the resolved model first, then its ``fallbacks`` when it fails before
+anything reached the client with an error whose class allows it (``backends.errors.may_retry``:
+unavailable, overloaded, timed out, broken upstream).
 
-For a stream, "before anything reached the client" means before its first chunk: that is
-awaited here, before the response headers go out.
+Every surface calls ``open_first`` with its own ``open`` step (start the backend's work and
+wait for its first item): for a stream that is the first chunk, awaited before the response
+headers go out, so an early failure still gets its real status.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from backends.base import (
-    Backend,
-    EncodedCompletion,
-    ServedBy,
-    StreamItem,
-    served_by,
-)
-from backends.errors import (
-    BackendTimeoutError,
-    BackendUnavailableError,
-    GatewayError,
-    RateLimitError,
-    UpstreamError,
-)
-from backends.schemas import ChatCompletion, ChatCompletionRequest
+from backends.errors import GatewayError, may_retry
+from backends.protocol import Backend
 
 log = logging.getLogger(__name__)
 
-# "Unavailable or overloaded": worth trying the next model. Client mistakes (4xx) are not.
-FALLBACK_ON = (BackendUnavailableError, RateLimitError, BackendTimeoutError, UpstreamError)
+T = TypeVar("T")
 
 
 @dataclass
-class Served:
+class Served(Generic[T]):
+    """What ``open`` returned, and who serves it."""
+
+    result: T
     backend: Backend
-    by: ServedBy
+    replica: str | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"x-llmgate-model": self.backend.model}
-        if self.by.replica:
-            headers["x-llmgate-replica"] = self.by.replica
+        if self.replica:
+            headers["x-llmgate-replica"] = self.replica
         return headers
 
 
-async def complete(
-    chain: list[Backend], request: ChatCompletionRequest
-) -> tuple[ChatCompletion | EncodedCompletion, Served]:
+async def open_first(
+    chain: list[Backend],
+    open: Callable[[Backend], Awaitable[T]],
+    replica: Callable[[T], str | None] = lambda _: None,
+) -> Served[T]:
+    """``open(backend)`` for the first backend of ``chain`` that does not fail retryably."""
     last: GatewayError | None = None
     for backend in chain:
-        info = ServedBy(model=backend.model)
-        token = served_by.set(info)
         try:
-            return await backend.chat(request), Served(backend, info)
-        except FALLBACK_ON as exc:
-            last = _note(backend, exc, chain)
-        finally:
-            served_by.reset(token)
-    assert last is not None
-    raise last
-
-
-async def open_stream(
-    chain: list[Backend], request: ChatCompletionRequest
-) -> tuple[StreamItem | None, AsyncIterator[StreamItem], Served]:
-    last: GatewayError | None = None
-    for backend in chain:
-        info = ServedBy(model=backend.model)
-        token = served_by.set(info)
-        chunks = backend.stream(request)
-        try:
-            first: StreamItem | None = await anext(chunks)
-        except StopAsyncIteration:
-            first = None
-        except FALLBACK_ON as exc:
-            await _close(chunks)
-            last = _note(backend, exc, chain)
+            result = await open(backend)
+        except GatewayError as exc:
+            if not may_retry(exc):
+                raise
+            last = exc
+            if backend is not chain[-1]:
+                log.warning(
+                    "model %s failed before the first byte (%s): trying its fallback",
+                    backend.model,
+                    exc.message,
+                )
             continue
-        except BaseException:
-            await _close(chunks)
-            raise
-        finally:
-            served_by.reset(token)
-        return first, chunks, Served(backend, info)
-    assert last is not None
+        return Served(result, backend, replica(result))
+    assert last is not None, "an empty chain: the router always returns the model itself"
     raise last
-
-
-def _note(backend: Backend, exc: GatewayError, chain: list[Backend]) -> GatewayError:
-    if backend is not chain[-1]:
-        log.warning(
-            "model %s failed before the first byte (%s): trying its fallback",
-            backend.model,
-            exc.message,
-        )
-    return exc
-
-
-async def _close(chunks: AsyncIterator[StreamItem]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()

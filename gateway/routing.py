@@ -6,25 +6,15 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-from backends import create_backend
-from backends.base import Backend, Health
 from backends.errors import ModelNotFoundError
-from backends.schemas import ModelCard
-from backends.settings import BackendSettings
+from backends.openai_types import ModelCard
+from backends.protocol import Backend, HasVariants, Health
+from backends.registry import BackendSettings, create_backend
 
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[BackendSettings, Path | None], Backend]
-
-
-@runtime_checkable
-class HasVariants(Protocol):
-    """A backend whose engine also serves other public models (LoRA adapters over its
-    weights); each variant is a ``Backend`` whose ``model`` is its public name."""
-
-    def variants(self) -> list[Backend]: ...
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""Chat chunks -> Server-Sent Events, in DESIGN.md §5's order.
+"""JSON payloads -> Server-Sent Events (``data: <json>`` frames, then ``data: [DONE]``).
 
-The first chunk is awaited *before* the response starts, so an early failure (queue full,
-context too long, engine down) still gets its real status and envelope. After that, an error
-becomes a ``data: {"error": ...}`` frame followed by ``data: [DONE]``.
+The first payload is awaited *before* the response starts (``gateway.dispatch``), so an early
+failure (queue full, context too long, engine down) still gets its real status and envelope.
+After that, an error becomes a ``data: {"error": ...}`` frame followed by ``data: [DONE]``.
 
 ``SSEResponse`` is a lean ASGI response rather than sse-starlette's ``EventSourceResponse``:
 that one opens a task group and an anyio cancel scope per chunk, which measured ~10 µs of CPU
@@ -16,11 +16,9 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from backends.base import EncodedChunk, StreamItem
 from backends.errors import GatewayError, InternalError
 
 log = logging.getLogger(__name__)
@@ -28,10 +26,8 @@ log = logging.getLogger(__name__)
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
-def frame(chunk: StreamItem) -> bytes:
-    if isinstance(chunk, EncodedChunk):
-        return b"data: " + chunk.data + b"\n\n"
-    return b"data: " + chunk.model_dump_json().encode() + b"\n\n"
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
 
 
 def error_frame(error: GatewayError) -> bytes:
@@ -39,12 +35,12 @@ def error_frame(error: GatewayError) -> bytes:
 
 
 def sse_response(
-    first: StreamItem | None,
-    chunks: AsyncIterator[StreamItem],
+    first: bytes | None,
+    chunks: AsyncIterator[bytes],
     headers: dict[str, str] | None = None,
 ) -> Response:
     """Stream ``first`` (already awaited by the caller, so early errors kept their status) and
-    then the rest of ``chunks``."""
+    then the rest of ``chunks``; closes ``chunks`` however the response ends."""
 
     async def frames() -> AsyncIterator[bytes]:
         try:
@@ -70,14 +66,9 @@ class SSEResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(
-        self,
-        frames: AsyncIterator[bytes],
-        headers: dict[str, str] | None = None,
-        background: BackgroundTask | None = None,
-    ) -> None:
+    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
         headers = {**(headers or {}), "cache-control": "no-cache", "x-accel-buffering": "no"}
-        super().__init__(frames, headers=headers, background=background)
+        super().__init__(frames, headers=headers)
         self.frames = frames
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,7 +83,7 @@ class SSEResponse(StreamingResponse):
                 await aclose()
 
 
-async def _close(chunks: AsyncIterator[StreamItem]) -> None:
+async def _close(chunks: AsyncIterator[bytes]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()

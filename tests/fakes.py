@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends.base import ChunkBuilder, Health, collect_completion, stream_for_client
 from backends.errors import GatewayError
-from backends.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from backends.settings import BackendSettings
+from backends.events import Event, Finished, Started, TextDelta, Usage
+from backends.protocol import EventStream, Health, OpenStream
+from backends.registry import BackendSettings
+from backends.requests import GenerationRequest
 
 
 @dataclass
@@ -35,7 +36,7 @@ class FakeBackend:
         self.script = script or FakeScript()
         self.tokens_generated = 0
         self.streams_closed = 0
-        self.requests: list[ChatCompletionRequest] = []
+        self.requests: list[GenerationRequest] = []
         self._loaded = False
         self.closed = False
 
@@ -52,26 +53,22 @@ class FakeBackend:
     async def health(self) -> Health:
         return Health("ok" if self._loaded else "unloaded")
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
-        return await collect_completion(self._generate(request))
-
-    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
-        return stream_for_client(self._generate(request), request.include_usage)
+    async def generate(self, request: GenerationRequest) -> EventStream:
+        self.requests.append(request)
+        if self.script.fail_before_first is not None:
+            raise self.script.fail_before_first
+        return OpenStream(self._events(request))
 
     async def aclose(self) -> None:
         self.closed = True
 
-    async def _generate(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
-        self.requests.append(request)
+    async def _events(self, request: GenerationRequest) -> AsyncIterator[Event]:
         script = self.script
-        if script.fail_before_first is not None:
-            raise script.fail_before_first
-        chunks = ChunkBuilder(model=request.model)
-        budget = request.max_new_tokens or len(script.tokens)
+        budget = request.max_tokens or len(script.tokens)
         try:
             produced = 0
-            for index in range(request.n or 1):
-                yield chunks.role(index)
+            for index in range(request.n):
+                yield Started(index)
                 for i, token in enumerate(script.tokens[:budget]):
                     if script.fail_after_tokens is not None and i == script.fail_after_tokens:
                         raise script.fail_with or RuntimeError("fake engine exploded")
@@ -79,10 +76,9 @@ class FakeBackend:
                         await asyncio.sleep(script.delay)
                     self.tokens_generated += 1
                     produced += 1
-                    yield chunks.content(token, index)
-                reason = "length" if budget < len(script.tokens) else "stop"
-                yield chunks.finish(reason, index)
-            yield chunks.usage(script.prompt_tokens, produced)
+                    yield TextDelta(index, token)
+                yield Finished(index, "length" if budget < len(script.tokens) else "stop")
+            yield Usage(script.prompt_tokens, produced)
         finally:
             self.streams_closed += 1
 

@@ -20,7 +20,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from backends.settings import AdapterSettings, LlamaCppSettings, TransformersSettings
+from backends.llama_cpp.settings import LlamaCppSettings
+from backends.transformers.settings import AdapterSettings, TransformersSettings
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from tests.tiny_gguf import TINY_BOS_ID, TINY_EOS_ID, write_tiny_gguf

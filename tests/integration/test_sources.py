@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from backends.errors import BackendUnavailableError
-from backends.sources import resolve_source
+from backends.weight_sources import resolve_source
 
 pytestmark = pytest.mark.integration
 
 PROBE = """
 import sys
-from backends.sources import resolve_source
+from backends.weight_sources import resolve_source
 from backends.errors import BackendUnavailableError
 try:
     print(resolve_source("mymodel", sys.argv[1]))

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 import torch
 
-from backends.schemas import ChatCompletionRequest
-from backends.settings import AdapterSettings
-from backends.transformers import TransformersBackend
+from backends.openai_types import ChatCompletionRequest
+from backends.transformers.backend import TransformersBackend
+from backends.transformers.settings import AdapterSettings
 from tests.integration.conftest import SMOLLM2_SOURCE, hf_entry
 
 pytestmark = [

@@ -17,7 +17,7 @@ from langchain_openai import ChatOpenAI
 from openai import OpenAI
 
 from backends.errors import BackendUnavailableError
-from backends.transformers import TransformersBackend
+from backends.transformers.backend import TransformersBackend
 from tests.integration.conftest import hf_entry
 from tests.integration.test_transformers_engine import body, complete, complete_many, text
 from tests.tiny_gguf import write_tiny_gguf
@@ -126,9 +126,9 @@ def test_gguf_is_converted_once_then_reused(tmp_path):
 HUB_PROBE = """
 import asyncio, sys
 from backends.errors import BackendUnavailableError
-from backends.schemas import ChatCompletionRequest
-from backends.settings import TransformersSettings
-from backends.transformers import TransformersBackend
+from backends.openai_types import ChatCompletionRequest
+from backends.transformers.settings import TransformersSettings
+from backends.transformers.backend import TransformersBackend
 
 async def main(source):
     backend = TransformersBackend(TransformersSettings(
@@ -221,7 +221,7 @@ def test_lazy_model_loads_on_first_request_and_unloads(tmp_path, tiny_hf):
 
 
 def _request(model: str, **extra: object):
-    from backends.schemas import ChatCompletionRequest
+    from backends.openai_types import ChatCompletionRequest
 
     return ChatCompletionRequest.model_validate(
         {"model": model, "messages": [{"role": "user", "content": "hi"}], "temperature": 0, **extra}

@@ -14,12 +14,8 @@ import pytest
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
 
-from backends.settings import (
-    LlamaCppSettings,
-    OllamaSettings,
-    OpenAICompatSettings,
-    UpstreamTimeouts,
-)
+from backends.llama_cpp.settings import LlamaCppSettings
+from backends.upstream.settings import OllamaSettings, OpenAICompatSettings, UpstreamTimeouts
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from tests.fake_upstreams import FakeModel, FakeOllama, FakeOpenAI, Fault, closed_port

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import httpx
 import pytest
 
-from backends.settings import LlamaCppSettings
+from backends.llama_cpp.settings import LlamaCppSettings
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from tests.fakes import FakeBackend, FakeScript, fake_factory

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.detokenizer import IncrementalDetokenizer
+from backends.transformers.detokenizer import IncrementalDetokenizer
 from tests.tiny_hf import tiny_tokenizer
 
 

@@ -7,7 +7,6 @@ import json
 import httpx
 import pytest
 
-from backends.base import ChunkBuilder
 from backends.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -17,9 +16,11 @@ from backends.errors import (
     UnsupportedParameterError,
     UpstreamError,
 )
-from backends.ollama import OllamaChunker, ndjson_lines, ollama_error, to_ollama_request
-from backends.schemas import ChatCompletionRequest
-from backends.settings import OllamaSettings
+from backends.events import Finished, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from backends.openai_types import ChatCompletionRequest
+from backends.upstream.ollama import OllamaLines, ndjson_lines, ollama_error, to_ollama_request
+from backends.upstream.settings import OllamaSettings
+from gateway.openai_chat import to_generation_request
 
 SETTINGS = OllamaSettings(
     name="llama3", backend="ollama", base_url="http://o:11434", upstream_model="llama3:8b"
@@ -28,7 +29,8 @@ BASE = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def body(settings: OllamaSettings = SETTINGS, stream: bool = True, **fields):
-    return to_ollama_request(ChatCompletionRequest(**{**BASE, **fields}), settings, stream)
+    request = to_generation_request(ChatCompletionRequest(**{**BASE, **fields}))
+    return to_ollama_request(request, settings, stream)
 
 
 def test_minimal_request_names_the_upstream_model_and_refuses_truncation():
@@ -169,11 +171,11 @@ def test_context_error_names_both_numbers():
     assert error.code == "context_length_exceeded"
 
 
-def test_chunker_content_done_and_usage():
-    chunker = OllamaChunker(ChunkBuilder(model="llama3"))
-    out = chunker.feed({"message": {"role": "assistant", "content": "Hi"}, "done": False})
-    assert out[0].choices[0].delta.content == "Hi"
-    out = chunker.feed(
+def test_lines_give_content_finish_and_usage():
+    lines = OllamaLines()
+    out = lines.feed({"message": {"role": "assistant", "content": "Hi"}, "done": False})
+    assert out == [TextDelta(0, "Hi")]
+    out = lines.feed(
         {
             "message": {"role": "assistant", "content": ""},
             "done": True,
@@ -182,20 +184,24 @@ def test_chunker_content_done_and_usage():
             "eval_count": 1,
         }
     )
-    assert out[-1].choices[0].finish_reason == "length"
-    assert chunker.usage == (7, 1)
+    assert out == [Finished(0, "length"), Usage(7, 1)]
 
 
-def test_chunker_handles_absent_counts():
-    chunker = OllamaChunker(ChunkBuilder(model="m"))
-    chunker.feed({"message": {"content": "a"}, "done": False})
-    chunker.feed({"message": {"content": "b"}, "done": False})
-    chunker.feed({"message": {"content": ""}, "done": True, "done_reason": "stop"})
-    assert chunker.usage == (0, 2)
+def test_lines_handle_absent_counts():
+    lines = OllamaLines()
+    lines.feed({"message": {"content": "a"}, "done": False})
+    lines.feed({"message": {"content": "b"}, "done": False})
+    out = lines.feed({"message": {"content": ""}, "done": True, "done_reason": "stop"})
+    assert out[-1] == Usage(0, 2)
 
 
-def test_chunker_turns_tool_call_objects_into_indexed_string_arguments():
-    chunker = OllamaChunker(ChunkBuilder(model="m"))
+def test_thinking_is_reasoning_apart_from_the_answer():
+    out = OllamaLines().feed({"message": {"thinking": "hmm", "content": "4"}, "done": False})
+    assert out == [ReasoningDelta(0, "hmm"), TextDelta(0, "4")]
+
+
+def test_tool_call_objects_become_indexed_calls_with_string_arguments():
+    lines = OllamaLines()
     line = {
         "message": {
             "role": "assistant",
@@ -207,15 +213,15 @@ def test_chunker_turns_tool_call_objects_into_indexed_string_arguments():
         },
         "done": False,
     }
-    out = chunker.feed(line)
-    calls = [c.choices[0].delta.tool_calls[0] for c in out]
-    assert [(c.index, c.function.name, c.function.arguments) for c in calls] == [
+    calls = lines.feed(line)
+    assert all(isinstance(c, ToolCallDelta) for c in calls)
+    assert [(c.call, c.name, c.arguments) for c in calls] == [
         (0, "f", '{"city": "Paris"}'),
         (1, "g", "{}"),
     ]
-    assert all(c.id.startswith("call_") and c.type == "function" for c in calls)
-    done = chunker.feed({"message": {"content": ""}, "done": True, "done_reason": "stop"})
-    assert done[-1].choices[0].finish_reason == "tool_calls"
+    assert all(c.id and c.id.startswith("call_") for c in calls)
+    done = lines.feed({"message": {"content": ""}, "done": True, "done_reason": "stop"})
+    assert done[0] == Finished(0, "tool_calls")
 
 
 @pytest.mark.anyio

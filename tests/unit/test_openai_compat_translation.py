@@ -12,8 +12,8 @@ from backends.errors import (
     RateLimitError,
     UpstreamError,
 )
-from backends.openai_compat import ModelRewriter, openai_error, to_upstream_body
-from backends.schemas import ChatCompletionRequest
+from backends.openai_types import ChatCompletionRequest
+from backends.upstream.openai_compat import ModelRewriter, openai_error, to_upstream_body
 
 
 def test_body_keeps_only_what_the_client_sent_plus_vendor_extras():

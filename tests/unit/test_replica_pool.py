@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from backends.upstream import ReplicaPool
+from backends.upstream.replicas import ReplicaPool
 
 
 class Clock:

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from backends.generation import SamplingParams
-from backends.sampling import RowSampler, draw
+from backends.local.plan import SamplingParams
+from backends.transformers.sampling import RowSampler, draw
 
 VOCAB = 50
 

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from backends._threaded import SerialWorker, StopSignal
 from backends.errors import QueueFullError
+from backends.local.bridge import StopSignal
+from backends.local.serial_worker import SerialWorker
 
 pytestmark = pytest.mark.anyio
 

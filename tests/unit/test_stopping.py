@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.stopping import StopSequenceMatcher
+from backends.stop_strings import StopSequenceMatcher
 
 
 def run(stops: list[str], pieces: list[str]) -> tuple[str, bool]:

@@ -143,4 +143,4 @@ async def test_max_completion_tokens_wins_over_max_tokens(app_client):
     async with app_client() as (client, fakes):
         reply = await client.post("/v1/chat/completions", json=body)
     assert reply.json()["usage"]["completion_tokens"] == 3
-    assert fakes["alpha"].requests[0].max_new_tokens == 3
+    assert fakes["alpha"].requests[0].max_tokens == 3

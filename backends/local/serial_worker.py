@@ -2,38 +2,22 @@
 
 ``SerialWorker.stream(produce)`` admits the call (or raises ``QueueFullError`` at once when
 ``max_queue`` callers already wait), waits its turn in FIFO order, then runs the blocking
-generator ``produce(stop)`` on the worker thread and relays what it yields to the event loop.
-Closing the async iterator — a client that went away, a cancelled task — sets ``stop``; a
-producer checks it between tokens, so generation ends within about one decode step, and a
-caller cancelled while still queued never starts at all.
+generator ``produce(stop)`` on the worker thread and relays what it yields through a
+``ThreadBridge``. Closing the async iterator sets ``stop``; a producer checks it between
+tokens, and a caller cancelled while still queued never starts at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from backends.errors import QueueFullError
+from backends.local.bridge import StopSignal, ThreadBridge
 
 T = TypeVar("T")
-
-_ITEM, _DONE, _ERROR = 0, 1, 2
-
-
-class StopSignal:
-    """Set by the consumer side when it no longer wants results; read by the producer."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
 
 
 class SerialWorker:
@@ -77,59 +61,45 @@ class SerialWorker:
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` on the worker thread in turn (no queue limit: for lifecycle work)."""
-        lock = self._lock()
-        async with lock:
+        async with self._lock():
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, fn)
 
-    async def stream(self, produce: Callable[[StopSignal], Iterator[T]]) -> AsyncGenerator[T, None]:
+    async def stream(
+        self, produce: Callable[[StopSignal], Generator[T, None, None]]
+    ) -> AsyncGenerator[T, None]:
         """Yield what ``produce`` yields on the worker thread; see the module docstring."""
         await self._acquire_turn()
         lock = self._lock()
-        loop = asyncio.get_running_loop()
-        stop = StopSignal()
-        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
-
-        def post(kind: int, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-            except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
-                stop.set()
+        bridge: ThreadBridge[T] = ThreadBridge()
 
         def run() -> None:
-            items = produce(stop)
+            items = produce(bridge.stop)
             try:
                 for item in items:
-                    post(_ITEM, item)
-                    if stop.is_set():
+                    bridge.put(item)
+                    if bridge.stop.is_set():
                         break
             except BaseException as exc:
-                post(_ERROR, exc)
+                bridge.fail(exc)
             else:
-                post(_DONE, None)
+                bridge.close()
             finally:
-                close = getattr(items, "close", None)
-                if close is not None:  # run the producer's cleanup now, on this thread
-                    close()
+                items.close()  # run the producer's cleanup now, on this thread
 
         try:
-            future = loop.run_in_executor(self._executor, run)
+            future = asyncio.get_running_loop().run_in_executor(self._executor, run)
         except BaseException:
             lock.release()
             raise
         # The turn ends when the producer returns, not when the consumer has read everything.
         future.add_done_callback(lambda _: lock.release())
+        items = bridge.items()
         try:
-            while True:
-                kind, value = await queue.get()
-                if kind == _ITEM:
-                    yield value
-                elif kind == _ERROR:
-                    raise value
-                else:
-                    return
+            async for item in items:
+                yield item
         finally:
-            stop.set()
+            await items.aclose()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

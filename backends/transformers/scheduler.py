@@ -8,63 +8,59 @@ one forward pass advances every sequence by one token. A sequence that finishes,
 client went away, leaves the batch before the next step; columns that only padding still
 uses are trimmed away.
 
-The batch's tensors and their padding live in ``backends.padded_batch``. Rows of different
-LoRA adapters share the step through peft's ``adapter_names``.
+The batch's tensors and their padding live in ``backends.transformers.padded_batch``. Rows of
+different LoRA adapters share the step through peft's ``adapter_names``. Each request's events
+reach the event loop through its ``ThreadBridge``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from backends._threaded import StopSignal
-from backends.detokenizer import IncrementalDetokenizer, TokenTexts
 from backends.errors import BackendUnavailableError, GatewayError, InternalError, QueueFullError
-from backends.events import Counted, Event, Finished, Piece, Started
-from backends.generation import GenerationJob, TokenLogprobs
-from backends.hf_loading import LoadedModel
-from backends.padded_batch import PaddedKVBatch
-from backends.sampling import RowSampler, draw
-from backends.schemas import FinishReason, TokenLogprob
-from backends.stopping import StopSequenceMatcher
+from backends.events import Event, Started, Usage
+from backends.local.bridge import ThreadBridge
+from backends.local.engine import EngineStats
+from backends.local.output import ChoiceOutput
+from backends.local.plan import GenerationPlan
+from backends.transformers.detokenizer import IncrementalDetokenizer, TokenTexts
+from backends.transformers.loading import LoadedModel
+from backends.transformers.padded_batch import PaddedKVBatch
+from backends.transformers.sampling import RowSampler, TokenLogprobs, draw
 
 log = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
-Sink = Callable[[Event | BaseException], None]
-
 
 @dataclass
-class BatchStats:
-    """Engine-side counters, written by the engine thread (read by tests, /health, benches)."""
+class BatchStats(EngineStats):
+    """``EngineStats`` plus the batch's own counters."""
 
     forward_passes: int = 0
     decode_steps: int = 0
-    prefill_tokens: int = 0
-    tokens_generated: int = 0
-    requests_started: int = 0
-    requests_finished: int = 0
-    requests_cancelled: int = 0
     rows: int = 0  # sequences in the batch now
     peak_rows: int = 0
 
 
 @dataclass
 class _Request:
-    job: GenerationJob
-    sink: Sink
-    stop: StopSignal
+    job: GenerationPlan
+    bridge: ThreadBridge[Event]
     remaining: int = 0  # choices still generating
     completion_tokens: int = 0
+
+    def send(self, events: list[Event]) -> None:
+        for event in events:
+            self.bridge.put(event)
 
 
 @dataclass
@@ -83,14 +79,11 @@ class _Sequence:
     """One choice of one request: a row of the batch."""
 
     request: _Request
-    index: int
     sampler: RowSampler
     detokenizer: IncrementalDetokenizer
-    matcher: StopSequenceMatcher
+    output: ChoiceOutput
     adapter: str
-    count: int = 0
-    logprobs: list[TokenLogprob] | None = None
-    done: bool = field(default=False)
+    done: bool = False
 
 
 class BatchScheduler:
@@ -106,7 +99,6 @@ class BatchScheduler:
         max_queue: int,
         torch_threads: int | None,
         prefill_chunk: int = 512,
-        stats: BatchStats | None = None,
     ) -> None:
         self._loaded = loaded
         self._model = loaded.model
@@ -118,7 +110,7 @@ class BatchScheduler:
         self._max_queue = max_queue
         self._torch_threads = torch_threads
         self._prefill_chunk = prefill_chunk
-        self.stats = stats if stats is not None else BatchStats()
+        self.stats = BatchStats()
         self._lock = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._prefilling: deque[_Prefill] = deque()
@@ -135,6 +127,11 @@ class BatchScheduler:
         self._thread = threading.Thread(target=self._run, name=f"engine-{self._name}", daemon=True)
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued, not yet admitted to the batch."""
+        return len(self._pending)
+
     def close(self) -> None:
         """Stop the thread (blocking until it exits); idempotent."""
         with self._lock:
@@ -143,30 +140,12 @@ class BatchScheduler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
-    async def stream(self, job: GenerationJob) -> AsyncIterator[Event]:
-        """Queue ``job`` and yield its events; closing the iterator cancels it (queued or
-        running) within one decode step. Raises ``QueueFullError`` when the queue is full."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-
-        def sink(item: Event | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                request.stop.set()
-
-        request = _Request(job=job, sink=sink, stop=StopSignal())
+    def stream(self, job: GenerationPlan) -> AsyncIterator[Event]:
+        """Queue ``job`` now (``QueueFullError`` when the queue is full) and return its events;
+        closing the iterator cancels it (queued or running) within one decode step."""
+        request = _Request(job=job, bridge=ThreadBridge())
         self._submit(request)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, Counted):
-                    return
-        finally:
-            request.stop.set()
+        return request.bridge.items()
 
     def _submit(self, request: _Request) -> None:
         with self._lock:
@@ -225,7 +204,7 @@ class BatchScheduler:
             free -= sum(p.request.job.n for p in self._prefilling)
             while self._pending and self._pending[0].job.n <= free:
                 request = self._pending.popleft()
-                if request.stop.is_set():
+                if request.bridge.stop.is_set():
                     self.stats.requests_cancelled += 1
                     continue
                 taken.append(request)
@@ -239,7 +218,7 @@ class BatchScheduler:
         budget = self._prefill_chunk
         while self._prefilling and (budget > 0 or not self._rows):
             prefill = self._prefilling[0]
-            if prefill.request.stop.is_set():
+            if prefill.request.bridge.stop.is_set():
                 self._prefilling.popleft()
                 self.stats.requests_cancelled += 1
                 continue
@@ -248,13 +227,15 @@ class BatchScheduler:
             except GatewayError as exc:
                 self._prefilling.popleft()
                 self.stats.requests_cancelled += 1
-                prefill.request.sink(exc)
+                prefill.request.bridge.fail(exc)
                 continue
             except Exception:
                 log.exception("model %s: prefill failed", self._name)
                 self._prefilling.popleft()
                 self.stats.requests_cancelled += 1
-                prefill.request.sink(InternalError("the engine failed while reading the prompt"))
+                prefill.request.bridge.fail(
+                    InternalError("the engine failed while reading the prompt")
+                )
                 continue
             if prefill.logits is not None:
                 self._prefilling.popleft()
@@ -273,7 +254,7 @@ class BatchScheduler:
         prompt = prefill.request.job.prompt
         piece = prompt[prefill.done : prefill.done + self._prefill_chunk]
         ids = torch.tensor([piece], dtype=torch.long, device=self._device)
-        out = self._forward([prefill.adapter], input_ids=ids, past_key_values=prefill.cache)
+        out = self._forward([prefill.adapter], input_ids=ids, cache=prefill.cache)
         prefill.done += len(piece)
         self.stats.prefill_tokens += len(piece)
         if prefill.done == len(prompt):
@@ -290,8 +271,7 @@ class BatchScheduler:
             logits = logits.expand(n, -1)
         request.remaining = n
         sequences = [self._sequence(request, i, prefill.adapter) for i in range(n)]
-        for sequence in sequences:
-            request.sink(Started(sequence.index))
+        request.send([Started(sequence.output.index) for sequence in sequences])
         drawn = draw(logits.float().clone(), [s.sampler for s in sequences])
         self._batch.add(cache, len(request.job.prompt), drawn.tokens)
         self._rows.extend(sequences)
@@ -302,17 +282,20 @@ class BatchScheduler:
         self._remove_done()
 
     def _sequence(self, request: _Request, index: int, adapter: str) -> _Sequence:
-        params = request.job.sampling
+        job = request.job
+        params = job.sampling
         if params.seed is not None and index:
             params = dataclasses.replace(params, seed=params.seed + index)
+        detokenizer = IncrementalDetokenizer(self._tokenizer)
+        output = ChoiceOutput(
+            index, job.stops, job.max_new_tokens, params.logprobs, detokenizer.flush
+        )
         return _Sequence(
             request=request,
-            index=index,
             sampler=RowSampler(params, self._loaded.vocab_size, self._device),
-            detokenizer=IncrementalDetokenizer(self._tokenizer),
-            matcher=StopSequenceMatcher(request.job.stops),
+            detokenizer=detokenizer,
+            output=output,
             adapter=adapter,
-            logprobs=[] if params.logprobs else None,
         )
 
     def _forward(self, adapters: list[str], **kwargs: Any) -> Any:
@@ -333,44 +316,31 @@ class BatchScheduler:
 
     def _accept(self, sequence: _Sequence, token: int, logprob: TokenLogprobs | None) -> None:
         """Account for one sampled token of ``sequence``: emit its text, detect its end."""
-        request = sequence.request
+        request, output = sequence.request, sequence.output
         if token in self._loaded.eos_token_ids:
-            self._finish(sequence, "stop")
+            request.send(output.token(None))
+        else:
+            self.stats.tokens_generated += 1
+            request.completion_tokens += 1
+            sequence.sampler.observe(token)
+            report = self._token_texts.logprob(token, logprob) if logprob is not None else None
+            request.send(output.token(sequence.detokenizer.push(token), report))
+        if output.reason is None:
             return
-        sequence.count += 1
-        request.completion_tokens += 1
-        self.stats.tokens_generated += 1
-        sequence.sampler.observe(token)
-        if sequence.logprobs is not None and logprob is not None:
-            sequence.logprobs.append(self._token_texts.logprob(token, logprob))
-        emit, hit = sequence.matcher.feed(sequence.detokenizer.push(token))
-        if emit:
-            request.sink(Piece(sequence.index, emit, sequence.logprobs))
-            sequence.logprobs = [] if sequence.logprobs is not None else None
-        if hit:
-            self._finish(sequence, "stop", flush=False)
-        elif sequence.count >= request.job.max_new_tokens:
-            self._finish(sequence, "length")
-
-    def _finish(self, sequence: _Sequence, reason: FinishReason, flush: bool = True) -> None:
-        request = sequence.request
-        if flush:
-            tail = sequence.matcher.feed(sequence.detokenizer.flush())[0]
-            tail += sequence.matcher.flush()
-            if tail or sequence.logprobs:
-                request.sink(Piece(sequence.index, tail, sequence.logprobs))
         sequence.done = True
-        request.sink(Finished(sequence.index, reason))
         request.remaining -= 1
         if request.remaining == 0:
             self.stats.requests_finished += 1
-            request.sink(Counted(len(request.job.prompt), request.completion_tokens))
+            request.bridge.put(Usage(len(request.job.prompt), request.completion_tokens))
+            request.bridge.close()
 
     def _drop_cancelled(self) -> None:
-        for prefill in [p for p in self._prefilling if p.request.stop.is_set()]:
+        for prefill in [p for p in self._prefilling if p.request.bridge.stop.is_set()]:
             self._prefilling.remove(prefill)
             self.stats.requests_cancelled += 1
-        cancelled = {id(s.request) for s in self._rows if s.request.stop.is_set() and not s.done}
+        cancelled = {
+            id(s.request) for s in self._rows if s.request.bridge.stop.is_set() and not s.done
+        }
         if not cancelled:
             return
         for sequence in self._rows:
@@ -396,7 +366,7 @@ class BatchScheduler:
         self._batch.clear()
         for request in failed.values():
             self.stats.requests_cancelled += 1
-            request.sink(error)
+            request.bridge.fail(error)
 
     def _shutdown(self) -> None:
         with self._lock:
@@ -405,5 +375,5 @@ class BatchScheduler:
             self._pending.clear()
         error = BackendUnavailableError(f"model '{self._name}' was unloaded", retry_after=5)
         for request in pending:
-            request.sink(error)
+            request.bridge.fail(error)
         self._fail_rows(error)

@@ -1,10 +1,11 @@
 """What every upstream backend (Ollama, OpenAI-compatible) shares: one pooled HTTP client
-(httpx over aiohttp) per upstream over its replicas (``backends.replicas``), active health
-checks, deadlines, and retry on another replica while nothing has reached the client yet.
+(httpx over aiohttp) per upstream over its replicas (``backends.upstream.replicas``), active
+health checks, deadlines, and retry on another replica while nothing has reached the client.
 
-``UpstreamClient.open_stream`` is the one entry point: it picks a replica, sends the request,
-and returns an ``UpstreamStream`` whose first event has already arrived. Failures before that
-point are retried on the next replica; what is left raises a ``backends.errors`` exception.
+``UpstreamClient.open_stream`` picks a replica, sends the request, and returns an
+``UpstreamStream`` whose first event has already arrived and which names its replica.
+Failures before that point are retried on the next replica when the error class says so
+(``backends.errors.may_retry``); what is left raises a ``backends.errors`` exception.
 """
 
 from __future__ import annotations
@@ -20,26 +21,23 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from backends.base import Health, served_by
 from backends.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     GatewayError,
     QueueFullError,
-    RateLimitError,
     UpstreamError,
+    may_retry,
 )
-from backends.replicas import Replica, ReplicaPool
-from backends.settings import UpstreamSettings
-from backends.transport_errors import map_transport_errors, transport_error
+from backends.protocol import Health
+from backends.upstream.replicas import Replica, ReplicaPool
+from backends.upstream.settings import UpstreamSettings
+from backends.upstream.transport import map_transport_errors
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E")
 R = TypeVar("R")
-
-# Failures that say "this replica is unwell or overloaded": try another one.
-RETRYABLE = (BackendUnavailableError, BackendTimeoutError, UpstreamError, RateLimitError)
 
 
 @dataclass
@@ -166,10 +164,11 @@ class UpstreamClient:
 
     async def request_json(
         self, path: str, body: dict[str, Any], deadline: Deadline
-    ) -> dict[str, Any]:
-        """A non-streaming POST, retried on another replica on a retryable failure."""
+    ) -> tuple[dict[str, Any], Replica]:
+        """A non-streaming POST, retried on another replica on a retryable failure; returns the
+        reply and the replica that gave it."""
 
-        async def attempt(replica: Replica) -> dict[str, Any]:
+        async def attempt(replica: Replica) -> tuple[dict[str, Any], Replica]:
             client = self._require_client()
             timeout = deadline.window(self.settings.timeouts.first_byte)
             async with asyncio.timeout(timeout):
@@ -182,7 +181,7 @@ class UpstreamClient:
                     raise UpstreamError("the upstream sent a body that is not JSON") from exc
                 if not isinstance(data, dict):
                     raise UpstreamError("the upstream sent an unexpected JSON body")
-                return data
+                return data, replica
 
         return await self._with_replicas(attempt)
 
@@ -253,18 +252,15 @@ class UpstreamClient:
             tried.add(replica.url)
             try:
                 result = await map_transport_errors(self.settings.name, attempt(replica))
-            except RETRYABLE as exc:
+            except GatewayError as exc:
+                if not may_retry(exc):
+                    self.pool.record_success(replica)  # the upstream works; the request was bad
+                    raise
                 self.pool.record_failure(replica)
                 log.info("model %s: replica %s failed: %s", self.settings.name, replica.url, exc)
                 last = exc
                 continue
-            except GatewayError:
-                self.pool.record_success(replica)  # the upstream works; the request was bad
-                raise
             self.pool.record_success(replica)
-            info = served_by.get()
-            if info is not None:
-                info.replica = replica.url
             return result
         if last is not None:
             raise last
@@ -278,19 +274,7 @@ async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline) -
     """The next event of an open stream. The idle deadline is the transport's read timeout
     (set per request in ``open_stream``), so no timer is armed per chunk; the total deadline
     is checked as each event arrives."""
-    try:
-        event = await anext(events)
-    except (StopAsyncIteration, GatewayError):
-        raise
-    except (TimeoutError, httpx.HTTPError, OSError) as exc:
-        error = transport_error(model, exc)
-        if isinstance(error, BackendTimeoutError):
-            error = BackendTimeoutError(
-                f"model '{model}': the upstream stalled mid-stream (idle deadline)"
-            )
-        elif not isinstance(error, UpstreamError):
-            error = UpstreamError(f"model '{model}': the upstream connection broke mid-stream")
-        raise error from exc
+    event = await map_transport_errors(model, anext(events), mid_stream=True)
     if deadline.window(float("inf")) <= 0:
         raise BackendTimeoutError(f"model '{model}': the request passed its total deadline")
     return event

@@ -1,4 +1,4 @@
-"""OpenAI wire types for chat completions and models.
+"""OpenAI wire types for chat completions and models (the OpenAI surfaces and the relay).
 
 Requests tolerate unknown fields (clients send vendor extras) but validate every known one;
 responses are exact: ``None`` fields that OpenAI omits are omitted here too.
@@ -238,9 +238,10 @@ class MessageToolCall(_Response):
 
 
 class AssistantMessage(_Response):
-    _omit_if_none = frozenset({"tool_calls"})
+    _omit_if_none = frozenset({"tool_calls", "reasoning_content"})
     role: Literal["assistant"] = "assistant"
     content: str | None
+    reasoning_content: str | None = None  # thinking, apart from the answer (DeepSeek's name)
     tool_calls: list[MessageToolCall] | None = None
 
 
@@ -280,9 +281,10 @@ class ToolCallDelta(_Response):
 
 
 class Delta(_Response):
-    _omit_if_none = frozenset({"role", "content", "tool_calls"})
+    _omit_if_none = frozenset({"role", "content", "reasoning_content", "tool_calls"})
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 

@@ -1,4 +1,5 @@
-"""Transport failures (httpx, aiohttp underneath, OS errors) -> the error tree, by root cause."""
+"""Transport failures (httpx, aiohttp underneath, OS errors) -> the error tree, by root cause.
+The one place they are mapped, before the first event and mid-stream alike."""
 
 from __future__ import annotations
 
@@ -16,28 +17,38 @@ from backends.errors import (
 
 E = TypeVar("E")
 
+TRANSPORT_ERRORS = (TimeoutError, httpx.HTTPError, OSError)
 
-async def map_transport_errors(model: str, work: Awaitable[E]) -> E:
+
+async def map_transport_errors(model: str, work: Awaitable[E], mid_stream: bool = False) -> E:
     """Await ``work``, turning transport failures into the error tree (raised ``from`` them)."""
     try:
         return await work
     except GatewayError:
         raise
-    except (TimeoutError, httpx.HTTPError, OSError) as exc:
-        raise transport_error(model, exc) from exc
+    except TRANSPORT_ERRORS as exc:
+        raise transport_error(model, exc, mid_stream) from exc
 
 
-def transport_error(model: str, exc: BaseException) -> GatewayError:
+def transport_error(model: str, exc: BaseException, mid_stream: bool = False) -> GatewayError:
     """Classify a transport failure by its root cause. (httpx-aiohttp reports a refused
-    connection as ``ConnectTimeout``, so the exception's type alone is not enough.)"""
+    connection as ``ConnectTimeout``, so the exception's type alone is not enough.) Once a
+    stream has begun, a timeout is the idle deadline and anything else a broken stream."""
     causes = _cause_chain(exc)
+    timed_out = any(isinstance(c, TimeoutError | httpx.TimeoutException) for c in causes)
+    if mid_stream:
+        if timed_out:
+            return BackendTimeoutError(
+                f"model '{model}': the upstream stalled mid-stream (idle deadline)"
+            )
+        return UpstreamError(f"model '{model}': the upstream connection broke mid-stream")
     if any(isinstance(c, ConnectionRefusedError | httpx.ConnectError) for c in causes) or any(
         type(c).__name__ in {"ClientConnectorError", "ClientConnectorDNSError"} for c in causes
     ):
         return BackendUnavailableError(
             f"model '{model}': cannot connect to the upstream ({exc})", retry_after=5
         )
-    if any(isinstance(c, TimeoutError | httpx.TimeoutException) for c in causes):
+    if timed_out:
         return BackendTimeoutError(f"model '{model}': the upstream did not answer in time")
     if isinstance(exc, ConnectionError | httpx.UnsupportedProtocol):
         return BackendUnavailableError(

@@ -19,7 +19,10 @@ from typing import Any
 
 import torch
 
-from backends.generation import SamplingParams, TokenLogprobs
+from backends.local.plan import SamplingParams
+
+# (log-probability of the chosen token, [(token id, log-probability)] of the most likely ones)
+TokenLogprobs = tuple[float, list[tuple[int, float]]]
 
 
 class RowSampler:

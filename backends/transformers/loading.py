@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import BackendUnavailableError
-from backends.settings import TransformersSettings
-from backends.sources import resolve_source
+from backends.transformers.settings import TransformersSettings
+from backends.weight_sources import resolve_source
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ class PaddedKVBatch:
             "input_ids": self._next.unsqueeze(-1),
             "attention_mask": self._mask,
             "position_ids": self._positions.unsqueeze(-1),
-            "past_key_values": self.cache,
+            "cache": self.cache,
         }
 
     def advance(self, next_tokens: list[int]) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.generation import TokenLogprobs
-from backends.schemas import TokenLogprob, TopLogprob
+from backends.events import TokenLogprob, TopToken
 
 _REPLACEMENT = "\ufffd"
 
@@ -63,15 +62,9 @@ class TokenTexts:
             text = self._texts[token] = self._tokenizer.decode([token])
         return text
 
-    def logprob(self, token: int, logprobs: TokenLogprobs) -> TokenLogprob:
+    def logprob(self, token: int, logprobs: tuple[float, list[tuple[int, float]]]) -> TokenLogprob:
+        """``logprobs``: the chosen token's log-probability and the top alternatives'."""
         chosen, alternatives = logprobs
         text = self.text(token)
-        return TokenLogprob(
-            token=text,
-            logprob=chosen,
-            bytes=list(text.encode("utf-8")),
-            top_logprobs=[
-                TopLogprob(token=self.text(t), logprob=lp, bytes=list(self.text(t).encode()))
-                for t, lp in alternatives
-            ],
-        )
+        top = tuple(TopToken(self.text(t), lp, self.text(t).encode()) for t, lp in alternatives)
+        return TokenLogprob(text, chosen, text.encode("utf-8"), top)

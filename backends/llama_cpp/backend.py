@@ -1,0 +1,33 @@
+"""The llama.cpp backend: a GGUF served in-process by llama-cpp-python, one request at a time
+per model (``backends.llama_cpp.engine``), over the shared in-process layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from backends.errors import BackendUnavailableError
+from backends.llama_cpp.engine import LlamaCppEngine
+from backends.llama_cpp.settings import LlamaCppSettings
+from backends.local.backend import LocalBackend
+from backends.weight_sources import resolve_source
+
+
+class LlamaCppBackend(LocalBackend):
+    """See ``LocalBackend``; a full wait queue (``max_queue``) is a 429."""
+
+    kind: ClassVar[str] = "llama_cpp"
+    constraints: ClassVar[bool] = True  # GBNF grammars: JSON object and JSON schema
+
+    def __init__(self, settings: LlamaCppSettings, base_dir: Path | None = None) -> None:
+        super().__init__(settings, base_dir)
+        self.settings = settings
+
+    def _load_engine(self) -> LlamaCppEngine:
+        path = resolve_source(self.model, self.settings.source, self._base_dir)
+        try:
+            return LlamaCppEngine.load(path, self.settings)
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"model '{self.model}' failed to load from {path}: {exc}"
+            ) from exc

@@ -1,0 +1,39 @@
+"""Settings of a GGUF model served in-process by llama-cpp-python (pydantic only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from backends.settings import ModelSettings
+
+
+class LlamaCppSettings(ModelSettings):
+    """A GGUF served in-process by llama-cpp-python."""
+
+    backend: Literal["llama_cpp"]
+    source: str = Field(
+        description="a .gguf path, package:<pkg>/<file>.gguf, or hf:<org>/<repo>/<file>.gguf"
+    )
+    n_ctx: int = Field(default=2048, ge=16)
+    n_gpu_layers: int = Field(default=0, ge=-1, description="-1 = all layers on the GPU")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="decode threads; default: half the cores"
+    )
+    n_threads_batch: int | None = Field(
+        default=None, ge=1, description="prompt-evaluation threads; default: all the cores"
+    )
+    n_batch: int = Field(default=512, ge=1)
+    flash_attn: bool = False
+    chat_format: str | None = Field(
+        default=None, description="a llama-cpp-python chat format name; default: the GGUF's"
+    )
+    chat_template: str | None = Field(
+        default=None, description="a Jinja chat template overriding the GGUF's own"
+    )
+    seed: int | None = Field(default=None, description="default seed for requests without one")
+    max_queue: int = Field(default=32, ge=0, description="requests allowed to wait; more: 429")
+
+    def weight_sources(self) -> list[tuple[str, str]]:
+        return [("source", self.source)]

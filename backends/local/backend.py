@@ -1,0 +1,165 @@
+"""``LocalBackend``: the Backend protocol for an in-process engine, written once for llama.cpp
+and transformers (docs/architecture.md, "The engine seam").
+
+It owns the lifecycle (load / unload / health, load errors kept for ``/health``) and the path of
+a request: capability checks before the model loads; rendering, tokenizing and the checks that
+need the loaded model in a worker thread, *before* the request queues; then the engine's event
+stream behind one error wrapper. A family subclasses it and supplies ``_load_engine`` (blocking,
+run in a worker thread) returning a ``LocalEngine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
+from backends.errors import BackendUnavailableError, GatewayError, InternalError
+from backends.events import Event
+from backends.local.engine import EngineStats, LocalEngine
+from backends.local.plan import GenerationPlan, check_request, make_plan
+from backends.protocol import EventStream, Health, OpenStream
+from backends.requests import GenerationRequest
+from backends.settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackend:
+    """A model served in-process. ``load``/``unload`` are idempotent. ``generate`` raises
+    ``UnsupportedParameterError`` / ``InvalidRequestError`` / ``ContextLengthExceededError``
+    (400) before the request queues, ``QueueFullError`` (429) when the engine's queue is full,
+    ``BackendUnavailableError`` (503) when the model is not loaded and cannot be. Closing the
+    stream it returns stops the request's generation within about one decode step."""
+
+    kind: ClassVar[str]
+    constraints: ClassVar[bool] = False  # can constrain output (JSON object / schema / grammar)
+
+    def __init__(self, settings: ModelSettings, base_dir: Path | None = None) -> None:
+        self.model = settings.name
+        self._base_dir = base_dir
+        self._engine: LocalEngine | None = None
+        self._load_error: str | None = None
+        self._loading = asyncio.Lock()
+        self._closed = False
+
+    def _load_engine(self) -> LocalEngine:
+        """Load the model (blocking; runs in a worker thread)."""
+        raise NotImplementedError
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> LocalEngine | None:
+        return self._engine
+
+    @property
+    def stats(self) -> EngineStats | None:
+        """The loaded engine's counters (None until loaded)."""
+        return self._engine.stats if self._engine is not None else None
+
+    @property
+    def waiting(self) -> int:
+        """Requests admitted but not started."""
+        return self._engine.waiting if self._engine is not None else 0
+
+    async def load(self) -> None:
+        async with self._loading:
+            if self._engine is not None:
+                return
+            if self._closed:
+                raise BackendUnavailableError(f"model '{self.model}' is shut down")
+            try:
+                engine = await asyncio.to_thread(self._build)
+            except GatewayError as exc:
+                self._load_error = exc.message
+                raise
+            self._engine, self._load_error = engine, None
+
+    def _build(self) -> LocalEngine:
+        try:
+            return self._load_engine()
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"model '{self.model}' failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def unload(self) -> None:
+        async with self._loading:
+            engine, self._engine = self._engine, None
+            if engine is not None:
+                await engine.aclose()
+
+    async def health(self) -> Health:
+        if self._engine is not None:
+            return Health("ok")
+        if self._load_error is not None:
+            return Health("error", self._load_error)
+        if self._loading.locked():
+            return Health("loading")
+        return Health("unloaded")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self.unload()
+
+    async def generate(self, request: GenerationRequest, adapter: str | None = None) -> EventStream:
+        """Serve ``request`` (on ``adapter``, a LoRA adapter of this model, if given); returns
+        once the first event is ready. See the class docstring for what it raises."""
+        check_request(request, self.kind, self.constraints)
+        if self._engine is None:
+            await self.load()
+        engine = self._engine
+        if engine is None:  # unloaded while this request waited for the load
+            raise BackendUnavailableError(f"model '{self.model}' is not loaded", retry_after=5)
+        plan = await asyncio.to_thread(self._plan, engine, request, adapter)
+        events = self._guarded(engine.submit(plan))
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            raise InternalError("the engine ended a request without output") from None
+        except BaseException:
+            await events.aclose()
+            raise
+        return OpenStream(_prepend(first, events))
+
+    @staticmethod
+    def _plan(
+        engine: LocalEngine, request: GenerationRequest, adapter: str | None
+    ) -> GenerationPlan:
+        plan = make_plan(request, engine.prompt_tokens(request), engine.limits, adapter)
+        if plan.constraint is None:
+            return plan
+        return replace(plan, compiled_constraint=engine.compile_constraint(plan.constraint))
+
+    async def _guarded(self, events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
+        """``events`` with foreign exceptions turned into ``InternalError`` (logged), closed
+        explicitly however this ends."""
+        try:
+            async for event in events:
+                yield event
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.exception("the %s engine failed for model %s", self.kind, self.model)
+            raise InternalError("the engine failed while generating") from exc
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _prepend(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncIterator[Event]:
+    try:
+        yield first
+        async for event in rest:
+            yield event
+    finally:
+        await rest.aclose()

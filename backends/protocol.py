@@ -1,0 +1,110 @@
+"""The Backend protocol: what the router and every surface need from an engine or an upstream.
+
+A backend serves a ``GenerationRequest`` (``backends.requests``) as an ``OpenStream`` of events
+(``backends.events``). A backend that fronts an OpenAI-compatible server may also implement
+``OpenAIChatRelay``, so that an OpenAI chat request reaches it, and its answer comes back,
+without being decoded and re-encoded (docs/architecture.md, "The relay").
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+from backends.events import Event
+from backends.openai_types import ChatCompletionRequest
+from backends.requests import GenerationRequest
+
+T = TypeVar("T")
+
+# "degraded": an upstream is unreachable; the gateway still serves (fallbacks, other models).
+HealthStatus = Literal["ok", "degraded", "loading", "unloaded", "error"]
+
+
+@dataclass(frozen=True)
+class Health:
+    status: HealthStatus
+    detail: str | None = None
+
+
+class OpenStream(Generic[T]):
+    """An admitted request's output: iterate for its items; ``aclose`` stops the work behind it
+    promptly (the engine drops the sequence, the upstream connection is closed) and is
+    idempotent. ``replica`` is the upstream URL serving it (None for in-process engines)."""
+
+    def __init__(self, items: AsyncIterator[T], replica: str | None = None) -> None:
+        self._items = items
+        self.replica = replica
+        self._closed = False
+
+    def __aiter__(self) -> OpenStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await anext(self._items)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        aclose = getattr(self._items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+EventStream = OpenStream[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A whole upstream answer already encoded as JSON in the client's terms."""
+
+    data: bytes
+    replica: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """``load``/``unload`` are idempotent and do blocking work off the event loop.
+
+    ``generate`` returns once the request is admitted: checked, queued on the engine or sent
+    upstream. What is wrong with it before that (a bad field, a full queue, an unreachable
+    upstream) raises there; later failures raise from the stream. Methods raise only
+    ``backends.errors`` exceptions.
+    """
+
+    model: str
+    kind: str
+
+    @property
+    def loaded(self) -> bool: ...
+
+    async def load(self) -> None: ...
+
+    async def unload(self) -> None: ...
+
+    async def health(self) -> Health: ...
+
+    async def generate(self, request: GenerationRequest) -> EventStream: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class OpenAIChatRelay(Protocol):
+    """A backend that can pass an OpenAI chat request through as sent (vendor extras included)
+    and relay the upstream's bytes, only ``model`` rewritten to the name the client used."""
+
+    async def relay_chat(self, request: ChatCompletionRequest) -> Relayed: ...
+
+    async def relay_chat_stream(self, request: ChatCompletionRequest) -> OpenStream[bytes]: ...
+
+
+@runtime_checkable
+class HasVariants(Protocol):
+    """A backend whose engine also serves other public models (LoRA adapters over its
+    weights); each variant is a ``Backend`` whose ``model`` is its public name and whose
+    lifecycle belongs to this one."""
+
+    def variants(self) -> list[Backend]: ...

@@ -1,0 +1,80 @@
+"""The transformers backend: a Hugging Face model served in-process with continuous batching,
+over the shared in-process layer. Each LoRA adapter of the entry is served as its own public
+model by an ``AdapterBackend`` over the same base weights; requests for different adapters
+share decode steps. torch and transformers are imported only when the model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from backends.errors import BackendUnavailableError
+from backends.local.backend import LocalBackend
+from backends.local.engine import LocalEngine
+from backends.protocol import Backend, EventStream, Health
+from backends.requests import GenerationRequest
+from backends.transformers.settings import TransformersSettings
+
+
+class TransformersBackend(LocalBackend):
+    """See ``LocalBackend``. A first load from a GGUF converts it once
+    (``backends.transformers.loading``); ``max_queue`` requests may wait beyond the
+    ``max_batch_size`` rows decoding together, more get a 429."""
+
+    kind: ClassVar[str] = "transformers"
+
+    def __init__(self, settings: TransformersSettings, base_dir: Path | None = None) -> None:
+        super().__init__(settings, base_dir)
+        self.settings = settings
+        self._adapters = [AdapterBackend(self, a.name) for a in settings.adapters]
+
+    def variants(self) -> list[Backend]:
+        """One backend per LoRA adapter, each its own public model over these weights."""
+        return list(self._adapters)
+
+    def _load_engine(self) -> LocalEngine:
+        try:
+            from backends.transformers.engine import TransformersEngine
+            from backends.transformers.loading import default_cache_dir, load_model
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"model '{self.model}' needs torch and transformers: "
+                "pip install 'llmgate[transformers]'"
+            ) from exc
+        cache_dir = (
+            Path(self.settings.cache_dir).expanduser()
+            if self.settings.cache_dir
+            else default_cache_dir()
+        )
+        loaded = load_model(self.settings, self._base_dir, cache_dir)
+        return TransformersEngine(loaded, self.settings)
+
+
+class AdapterBackend:
+    """A LoRA adapter of a ``TransformersBackend``, served as its own model. Loading loads
+    the base (once, shared); unloading and closing are the base's business."""
+
+    kind = "transformers"
+
+    def __init__(self, base: TransformersBackend, adapter: str) -> None:
+        self.model = adapter
+        self.base = base
+
+    @property
+    def loaded(self) -> bool:
+        return self.base.loaded
+
+    async def load(self) -> None:
+        await self.base.load()
+
+    async def unload(self) -> None:
+        return None
+
+    async def health(self) -> Health:
+        return await self.base.health()
+
+    async def generate(self, request: GenerationRequest) -> EventStream:
+        return await self.base.generate(request, adapter=self.model)
+
+    async def aclose(self) -> None:
+        return None

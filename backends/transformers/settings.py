@@ -1,0 +1,87 @@
+"""Settings of a Hugging Face model served in-process by transformers (pydantic only)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from backends.settings import ModelSettings, check_model_name
+
+
+class AdapterSettings(BaseModel):
+    """A peft (LoRA) adapter served as its own public model over its entry's base model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    source: str = Field(description="an adapter folder, or hf:<org>/<repo>")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_model_name(value)
+
+
+class TransformersSettings(ModelSettings):
+    """A Hugging Face model served in-process by ``transformers``, batching concurrent requests."""
+
+    backend: Literal["transformers"]
+    source: str = Field(
+        description="a model folder, a .gguf file (converted once to a cached folder), "
+        "package:<pkg>/<file>, or hf:<org>/<repo>[/<file>.gguf]"
+    )
+    device: str = Field(
+        default="auto", description="auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps"
+    )
+    device_map: Literal["auto"] | None = Field(
+        default=None, description="auto: spread the layers over every visible GPU (accelerate)"
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto: bfloat16 where the device runs it fast, else float32"
+    )
+    attn_implementation: str | None = Field(
+        default=None, description="sdpa | eager | flash_attention_2 ...; default: transformers'"
+    )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for torch; default: half the cores (the HTTP side needs one)",
+    )
+    trust_remote_code: bool = False
+    chat_template: str | None = Field(
+        default=None, description="a Jinja chat template for models that ship none"
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="context window; default: the model's own"
+    )
+    max_batch_size: int = Field(default=16, ge=1, description="sequences decoded together")
+    max_queue: int = Field(default=64, ge=0, description="requests allowed to wait; more: 429")
+    prefill_chunk: int = Field(
+        default=512,
+        ge=1,
+        description="prompt tokens per forward pass; a long prompt is read in such slices "
+        "between the decode steps of running requests",
+    )
+    seed: int | None = Field(default=None, description="default seed for requests without one")
+    cache_dir: str | None = Field(
+        default=None,
+        description="where converted GGUFs are kept; default: $LLMGATE_CACHE_DIR or "
+        "~/.cache/llmgate",
+    )
+    adapters: list[AdapterSettings] = Field(default_factory=list)
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not a device (auto, cpu, cuda, cuda:N, mps)")
+        return value
+
+    def weight_sources(self) -> list[tuple[str, str]]:
+        return [("source", self.source)] + [
+            (f"adapters[{i}] ({a.name}): source", a.source) for i, a in enumerate(self.adapters)
+        ]
+
+    def public_names(self) -> list[str]:
+        return [*super().public_names(), *(a.name for a in self.adapters)]

@@ -1,0 +1,300 @@
+"""An upstream Ollama server over its native ``POST /api/chat`` (NDJSON), not its /v1 layer
+(which pins temperature/top_p, cannot set ``num_ctx`` and ignores ``max_completion_tokens``).
+
+The translation is pure functions with table tests: ``to_ollama_request`` (a
+``GenerationRequest`` -> Ollama body), ``ollama_error`` (status + body -> error tree, through
+``backends.upstream.statuses``), and ``OllamaLines`` (Ollama lines -> events).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from backends.errors import (
+    GatewayError,
+    InvalidRequestError,
+    UnsupportedParameterError,
+    UpstreamError,
+)
+from backends.events import (
+    Event,
+    Finished,
+    FinishReason,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from backends.protocol import EventStream, OpenStream
+from backends.requests import GenerationRequest, Message
+from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream, next_event
+from backends.upstream.settings import OllamaSettings
+from backends.upstream.statuses import UpstreamReply, status_error
+
+
+def to_ollama_request(
+    request: GenerationRequest, settings: OllamaSettings, stream: bool
+) -> dict[str, Any]:
+    """The ``/api/chat`` body for ``request``; refuses what Ollama cannot do, by name."""
+    if request.sampling.logit_bias:
+        raise UnsupportedParameterError(
+            "'logit_bias' is not supported by the ollama backend", param="logit_bias"
+        )
+    if request.logprobs:
+        raise UnsupportedParameterError(
+            "'logprobs' is not supported by the ollama backend", param="logprobs"
+        )
+    if request.n > 1:
+        raise UnsupportedParameterError("the ollama backend generates one choice (n=1)", param="n")
+    if request.is_raw:
+        raise UnsupportedParameterError(
+            "raw prompts are not supported by the ollama backend yet", param="prompt"
+        )
+    if request.tool_choice is not None and request.tool_choice.mode in ("required", "function"):
+        raise UnsupportedParameterError(
+            "Ollama cannot force a tool call; use tool_choice 'auto' or 'none'", param="tool_choice"
+        )
+    if request.constraint is not None and request.constraint.kind == "grammar":
+        raise UnsupportedParameterError(
+            "Ollama cannot constrain output to a grammar", param="response_format"
+        )
+    s = request.sampling
+    options: dict[str, Any] = {}
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    for key, value in (
+        ("temperature", s.temperature),
+        ("top_p", s.top_p),
+        ("top_k", s.top_k),
+        ("min_p", s.min_p),
+        ("seed", s.seed),
+    ):
+        if value is not None:
+            options[key] = value
+    if request.stop:
+        options["stop"] = list(request.stop)
+    if s.presence_penalty is not None:
+        options["presence_penalty"] = s.presence_penalty
+    if s.frequency_penalty is not None:
+        options["frequency_penalty"] = s.frequency_penalty
+    if s.repetition_penalty is not None:
+        options["repeat_penalty"] = s.repetition_penalty
+    if settings.num_ctx is not None:
+        options["num_ctx"] = settings.num_ctx
+    body: dict[str, Any] = {
+        "model": settings.remote_model,
+        "messages": [_ollama_message(i, m) for i, m in enumerate(request.messages)],
+        "stream": stream,
+        # Fail an over-long prompt instead of silently dropping the start of the history.
+        "truncate": False,
+    }
+    if options:
+        body["options"] = options
+    if settings.keep_alive is not None:
+        body["keep_alive"] = settings.keep_alive
+    if request.constraint is not None:
+        schema = request.constraint.schema
+        body["format"] = dict(schema) if schema else "json"
+    if request.wants_tools:
+        body["tools"] = [_ollama_tool(tool) for tool in request.tools]
+    if request.reasoning is not None:
+        body["think"] = request.reasoning
+    return body
+
+
+def _ollama_tool(tool: Any) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    if tool.parameters is not None:
+        function["parameters"] = dict(tool.parameters)
+    return {"type": "function", "function": function}
+
+
+def _ollama_message(index: int, message: Message) -> dict[str, Any]:
+    text = message.text()
+    if text is None:
+        kind = next(p.type for p in message.content if p.type != "text")
+        raise UnsupportedParameterError(
+            f"content parts of type '{kind}' are not supported by the ollama backend (text only)",
+            param=f"messages[{index}].content",
+        )
+    result: dict[str, Any] = {"role": message.role, "content": text}
+    if message.tool_calls:
+        calls = []
+        for call in message.tool_calls:
+            try:
+                arguments = json.loads(call.arguments or "{}")
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"tool call arguments are not JSON: {call.arguments!r}",
+                    param=f"messages[{index}].tool_calls",
+                ) from exc
+            calls.append({"function": {"name": call.name, "arguments": arguments}})
+        result["tool_calls"] = calls
+    if message.role == "tool" and message.name:
+        result["tool_name"] = message.name
+    if message.reasoning:
+        result["thinking"] = message.reasoning
+    return result
+
+
+def ollama_error(status: int, body: bytes, model: str = "", remote: str = "") -> GatewayError:
+    """Map an Ollama error reply (``{"error": "text"}``) onto the error tree."""
+    text = _error_text(body)
+    context = status == 400 and "context" in text and ("exceed" in text or "too long" in text)
+    if context:
+        message = _context_message(text)
+    elif status == 400:
+        message = f"upstream ollama rejected the request: {text}"
+    else:
+        message = text
+    return status_error(
+        UpstreamReply(status, message, context_exceeded=context),
+        model=model,
+        upstream="upstream ollama",
+        missing=f"the upstream ollama has no model '{remote}'; run `ollama pull {remote}` there",
+    )
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", errors="replace").strip()[:500] or "no detail"
+    error = data.get("error") if isinstance(data, dict) else None
+    return str(error if error is not None else data)[:1000]
+
+
+def _context_message(text: str) -> str:
+    # Ollama nests the runner's JSON error as a string: unwrap it when it is there.
+    try:
+        inner = json.loads(text)["error"]
+        return (
+            f"This model's context window is {inner['n_ctx']} tokens, but the messages need "
+            f"{inner['n_prompt_tokens']} tokens. Shorten the messages or raise num_ctx."
+        )
+    except (ValueError, KeyError, TypeError):
+        return f"the messages do not fit the model's context window: {text}"
+
+
+@dataclass
+class OllamaLines:
+    """Turns Ollama's chat lines into events (one instance per response)."""
+
+    tool_calls: int = 0
+    content_pieces: int = 0
+
+    def feed(self, line: dict[str, Any]) -> list[Event]:
+        """Events for one line (error lines never get here: ``ndjson_lines`` raises on them)."""
+        out: list[Event] = []
+        message = line.get("message") or {}
+        thinking = message.get("thinking")
+        if thinking:
+            out.append(ReasoningDelta(0, thinking))
+        content = message.get("content")
+        if content:
+            self.content_pieces += 1
+            out.append(TextDelta(0, content))
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            arguments = function.get("arguments", {})
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            call_id = call.get("id") or f"call_{secrets.token_hex(12)}"
+            out.append(
+                ToolCallDelta(0, self.tool_calls, call_id, function.get("name", ""), arguments)
+            )
+            self.tool_calls += 1
+        if line.get("done"):
+            out.append(Finished(0, self._finish_reason(line.get("done_reason"))))
+            prompt = line.get("prompt_eval_count")
+            completion = line.get("eval_count")
+            out.append(
+                Usage(
+                    int(prompt) if prompt is not None else 0,
+                    int(completion) if completion is not None else self.content_pieces,
+                )
+            )
+        return out
+
+    def _finish_reason(self, done_reason: str | None) -> FinishReason:
+        if self.tool_calls:
+            return "tool_calls"
+        return "length" if done_reason == "length" else "stop"
+
+
+async def ndjson_lines(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's NDJSON lines; an ``{"error": ...}`` line (Ollama sends them inside a 200
+    stream) raises ``UpstreamError`` — before the first line, that is retryable."""
+    async for raw in response.aiter_lines():
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise UpstreamError(
+                f"upstream ollama sent a line that is not JSON: {raw[:200]!r}"
+            ) from exc
+        if not isinstance(value, dict):
+            raise UpstreamError("upstream ollama sent an unexpected line")
+        if "error" in value:
+            raise UpstreamError(f"upstream ollama failed: {value['error']}")
+        yield value
+
+
+class OllamaBackend(UpstreamBackend):
+    """A model served by one or more Ollama replicas.
+
+    ``generate`` raises ``BackendUnavailableError`` (all replicas down),
+    ``BackendTimeoutError``, ``UpstreamError`` (upstream 5xx or a broken stream),
+    ``ContextLengthExceededError`` and ``UnsupportedParameterError`` (400s). Closing the
+    stream closes the upstream request.
+    """
+
+    kind = "ollama"
+    health_path = "/api/version"
+
+    def __init__(self, settings: OllamaSettings, base_dir: Path | None = None) -> None:
+        super().__init__(settings, base_dir)
+        self.settings = settings
+
+    def map_status(self, status: int, body: bytes) -> GatewayError:
+        return ollama_error(status, body, self.model, self.settings.remote_model)
+
+    async def generate(self, request: GenerationRequest) -> EventStream:
+        body = to_ollama_request(request, self.settings, stream=True)
+        if not self.client.started:
+            await self.load()
+        deadline = Deadline(self.settings.timeouts.total)
+        upstream = await self.client.open_stream("/api/chat", body, ndjson_lines, deadline)
+        return OpenStream(self._events(upstream, deadline), replica=upstream.replica.url)
+
+    async def _events(
+        self, upstream: UpstreamStream[dict[str, Any]], deadline: Deadline
+    ) -> AsyncIterator[Event]:
+        lines = OllamaLines()
+        try:
+            yield Started(0)
+            line = upstream.first
+            while True:
+                for event in lines.feed(line):
+                    yield event
+                if line.get("done"):
+                    break
+                try:
+                    line = await next_event(upstream, self.model, deadline)
+                except StopAsyncIteration:
+                    raise UpstreamError(
+                        f"model '{self.model}': upstream ollama ended the stream early"
+                    ) from None
+        finally:
+            await upstream.aclose()

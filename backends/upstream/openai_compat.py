@@ -1,0 +1,372 @@
+"""Any OpenAI-compatible upstream (vLLM, llama-server, TGI, LM Studio, another llmgate).
+
+Two paths. The relay (``OpenAIChatRelay``): an OpenAI chat request is forwarded with the
+client's own fields (vendor extras included) and the upstream's model name, and the reply is
+relayed with as little re-encoding as possible: stream chunks keep the upstream's bytes and only
+get their ``model`` rewritten. ``generate`` serves any other surface: a ``GenerationRequest``
+becomes a chat body (``to_chat_body``) and the upstream's chunks become events
+(``ChunkEvents``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from backends.errors import GatewayError, UnsupportedParameterError, UpstreamError
+from backends.events import (
+    Event,
+    Finished,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    TopToken,
+    Usage,
+)
+from backends.openai_types import ChatCompletionRequest
+from backends.protocol import EventStream, OpenStream, Relayed
+from backends.requests import GenerationRequest, Message
+from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream, next_event
+from backends.upstream.settings import OpenAICompatSettings
+from backends.upstream.statuses import UpstreamReply, status_error
+
+_DONE = b"[DONE]"
+
+
+def to_upstream_body(request: ChatCompletionRequest, remote_model: str) -> dict[str, Any]:
+    """The client's request as sent (unset fields stay unset) with the upstream's model name."""
+    body = request.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    body["model"] = remote_model
+    return body
+
+
+def openai_error(status: int, body: bytes, model: str = "") -> GatewayError:
+    """Map an upstream error reply (an OpenAI envelope, or not) onto the error tree."""
+    message, param, code = _parse_envelope(body)
+    context = code == "context_length_exceeded" or "context length" in message.lower()
+    return status_error(
+        UpstreamReply(status, message, param, code, context_exceeded=context),
+        model=model,
+        upstream="the upstream",
+        missing="the upstream answered 404",
+    )
+
+
+def _parse_envelope(body: bytes) -> tuple[str, str | None, str | None]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", errors="replace").strip()[:500] or "no detail", None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code")
+        return (
+            str(error.get("message") or "no detail"),
+            error.get("param"),
+            str(code) if code is not None else None,
+        )
+    if isinstance(data, dict) and "message" in data:  # some servers: {"message": ..., ...}
+        return str(data["message"]), None, None
+    return str(error or data)[:500], None, None
+
+
+class ModelRewriter:
+    """Rewrites ``"model"`` in an upstream JSON payload to the name the client asked for."""
+
+    def __init__(self, remote: str, public: str) -> None:
+        self._needle = b'"model":' + json.dumps(remote).encode()
+        self._replacement = b'"model":' + json.dumps(public).encode()
+        self._public = public
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._needle in data:  # compact JSON (vLLM, llama-server): no re-encoding
+            return data.replace(self._needle, self._replacement, 1)
+        value = json.loads(data)
+        if isinstance(value, dict) and "model" in value:
+            value["model"] = self._public
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def sse_payloads(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of an SSE response, ending with ``[DONE]``; an ``error`` payload
+    raises ``UpstreamError``."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # comments (": ping"), event names, blank separators
+        payload = line[5:].strip().encode()
+        if payload.startswith(b'{"error"'):
+            message, _, _ = _parse_envelope(payload)
+            raise UpstreamError(f"the upstream failed mid-stream: {message}")
+        yield payload
+
+
+def to_chat_body(request: GenerationRequest, remote_model: str) -> dict[str, Any]:
+    """A chat completions body for ``request`` (the ``generate`` path), streaming with usage;
+    ``extras`` (vendor fields) go along as sent."""
+    if request.is_raw:
+        raise UnsupportedParameterError(
+            "raw prompts are not supported by the openai backend yet", param="prompt"
+        )
+    s = request.sampling
+    body: dict[str, Any] = {
+        **request.extras,
+        "model": remote_model,
+        "messages": [_chat_message(m) for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    fields: dict[str, Any] = {
+        "max_tokens": request.max_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k,
+        "min_p": s.min_p,
+        "presence_penalty": s.presence_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "repetition_penalty": s.repetition_penalty,
+        "seed": s.seed,
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "user": request.user,
+    }
+    body.update({k: v for k, v in fields.items() if v is not None})
+    if s.logit_bias:
+        body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.n != 1:
+        body["n"] = request.n
+    if request.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.top_logprobs
+    if request.tools:
+        body["tools"] = [_chat_tool(tool) for tool in request.tools]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}}
+            if choice.mode == "function"
+            else choice.mode
+        )
+    if request.constraint is not None:
+        constraint = request.constraint
+        if constraint.kind == "grammar":
+            raise UnsupportedParameterError(
+                "the openai backend cannot pass a grammar upstream", param="response_format"
+            )
+        if constraint.kind == "json_schema" and constraint.schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": constraint.name or "response", "schema": constraint.schema},
+            }
+        else:
+            body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def _chat_message(message: Message) -> dict[str, Any]:
+    text = message.text()
+    content: Any = (
+        text
+        if text is not None
+        else [{"type": p.type, **getattr(p, "data", {}), **_text(p)} for p in message.content]
+    )
+    out: dict[str, Any] = {"role": message.role, "content": content}
+    if message.name:
+        out["name"] = message.name
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+        if not text:
+            out["content"] = None
+    return out
+
+
+def _text(part: Any) -> dict[str, Any]:
+    return {"text": part.text} if part.type == "text" else {}
+
+
+def _chat_tool(tool: Any) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    for key in ("description", "parameters", "strict"):
+        value = getattr(tool, key)
+        if value is not None:
+            function[key] = dict(value) if isinstance(value, Mapping) else value
+    return {"type": "function", "function": function}
+
+
+class ChunkEvents:
+    """Turns an upstream's chat completion chunks into events (one instance per response)."""
+
+    def __init__(self) -> None:
+        self._started: set[int] = set()
+        self._finished: set[int] = set()
+        self._usage: Usage | None = None
+        self._pieces = 0
+
+    def feed(self, payload: bytes) -> list[Event]:
+        try:
+            chunk = json.loads(payload)
+        except ValueError as exc:
+            raise UpstreamError(
+                f"the upstream sent a chunk that is not JSON: {payload[:200]!r}"
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise UpstreamError("the upstream sent an unexpected chunk")
+        out: list[Event] = []
+        for choice in chunk.get("choices") or []:
+            index = int(choice.get("index", 0))
+            if index not in self._started:
+                self._started.add(index)
+                out.append(Started(index))
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                out.append(ReasoningDelta(index, reasoning))
+            logprobs = _logprobs(choice.get("logprobs"))
+            if delta.get("content") or logprobs:
+                self._pieces += 1
+                out.append(TextDelta(index, delta.get("content") or "", logprobs))
+            for call in delta.get("tool_calls") or []:
+                function = call.get("function") or {}
+                out.append(
+                    ToolCallDelta(
+                        index,
+                        int(call.get("index", 0)),
+                        call.get("id"),
+                        function.get("name"),
+                        function.get("arguments") or "",
+                    )
+                )
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                self._finished.add(index)
+                known = ("stop", "length", "tool_calls", "content_filter")
+                out.append(Finished(index, reason if reason in known else "stop"))
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = Usage(
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            )
+        return out
+
+    def end(self) -> list[Event]:
+        """At ``[DONE]``: close choices the upstream left open, then the usage."""
+        out: list[Event] = [Finished(i, "stop") for i in sorted(self._started - self._finished)]
+        out.append(self._usage or Usage(0, self._pieces))
+        return out
+
+
+def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        return None
+
+    def raw(item: dict[str, Any]) -> bytes:
+        listed = item.get("bytes")
+        return bytes(listed) if isinstance(listed, list) else str(item.get("token", "")).encode()
+
+    return tuple(
+        TokenLogprob(
+            str(item.get("token", "")),
+            float(item.get("logprob", 0.0)),
+            raw(item),
+            tuple(
+                TopToken(str(t.get("token", "")), float(t.get("logprob", 0.0)), raw(t))
+                for t in item.get("top_logprobs") or []
+            ),
+        )
+        for item in data["content"]
+    )
+
+
+class OpenAICompatBackend(UpstreamBackend):
+    """A model served by one or more OpenAI-compatible replicas (see the module docstring)."""
+
+    kind = "openai"
+    health_path = "/models"
+
+    def __init__(self, settings: OpenAICompatSettings, base_dir: Path | None = None) -> None:
+        super().__init__(settings, base_dir)
+        self.settings = settings
+
+    def map_status(self, status: int, body: bytes) -> GatewayError:
+        return openai_error(status, body, self.model)
+
+    async def relay_chat(self, request: ChatCompletionRequest) -> Relayed:
+        body = to_upstream_body(request, self.settings.remote_model)
+        body["stream"] = False
+        if not self.client.started:
+            await self.load()
+        data, replica = await self.client.request_json(
+            "/chat/completions", body, Deadline(self.settings.timeouts.total)
+        )
+        data["model"] = request.model
+        return Relayed(json.dumps(data, ensure_ascii=False).encode(), replica.url)
+
+    async def relay_chat_stream(self, request: ChatCompletionRequest) -> OpenStream[bytes]:
+        body = to_upstream_body(request, self.settings.remote_model)
+        body["stream"] = True
+        payloads = await self._open(body)
+        rewrite = ModelRewriter(self.settings.remote_model, request.model)
+        relay = self._relay(payloads, rewrite, request.include_usage)
+        return OpenStream(relay, replica=payloads.replica)
+
+    async def generate(self, request: GenerationRequest) -> EventStream:
+        payloads = await self._open(to_chat_body(request, self.settings.remote_model))
+        return OpenStream(self._events(payloads), replica=payloads.replica)
+
+    async def _open(self, body: dict[str, Any]) -> OpenStream[bytes]:
+        """POST ``body`` as a stream: its payloads up to (without) ``[DONE]``."""
+        if not self.client.started:
+            await self.load()
+        deadline = Deadline(self.settings.timeouts.total)
+        upstream = await self.client.open_stream("/chat/completions", body, sse_payloads, deadline)
+        return OpenStream(self._payloads(upstream, deadline), replica=upstream.replica.url)
+
+    async def _payloads(
+        self, upstream: UpstreamStream[bytes], deadline: Deadline
+    ) -> AsyncIterator[bytes]:
+        try:
+            payload = upstream.first
+            while payload != _DONE:
+                yield payload
+                try:
+                    payload = await next_event(upstream, self.model, deadline)
+                except StopAsyncIteration:
+                    raise UpstreamError(
+                        f"model '{self.model}': the upstream ended the stream without [DONE]"
+                    ) from None
+        finally:
+            await upstream.aclose()
+
+    @staticmethod
+    async def _relay(
+        payloads: OpenStream[bytes], rewrite: ModelRewriter, keep_usage: bool
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for payload in payloads:
+                if keep_usage or b'"choices":[]' not in payload:
+                    yield rewrite(payload)
+        finally:
+            await payloads.aclose()
+
+    @staticmethod
+    async def _events(payloads: OpenStream[bytes]) -> AsyncIterator[Event]:
+        chunks = ChunkEvents()
+        try:
+            async for payload in payloads:
+                for event in chunks.feed(payload):
+                    yield event
+            for event in chunks.end():
+                yield event
+        finally:
+            await payloads.aclose()

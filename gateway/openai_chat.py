@@ -1,0 +1,292 @@
+"""The OpenAI chat surface's translator: a ``ChatCompletionRequest`` into the core's
+``GenerationRequest``, and a backend's events back into ``chat.completion.chunk``s or one
+``chat.completion``. Pure functions; the routes are in ``gateway.api``."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends import events as ev
+from backends.errors import InternalError, InvalidRequestError
+from backends.openai_types import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    MessageToolCall,
+    TokenLogprob,
+    ToolCallDelta,
+    ToolCallFunction,
+    ToolCallFunctionDelta,
+    TopLogprob,
+    Usage,
+)
+from backends.requests import (
+    ContentPart,
+    GenerationRequest,
+    Message,
+    OtherPart,
+    OutputConstraint,
+    Sampling,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+
+# -- request -------------------------------------------------------------------------------
+
+
+def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
+    """The core request for an OpenAI chat request (its vendor extras kept in ``extras``)."""
+    return GenerationRequest(
+        model=request.model,
+        messages=tuple(_message(m) for m in request.messages),
+        max_tokens=request.max_new_tokens,
+        sampling=Sampling(
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            min_p=request.min_p,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            logit_bias={int(k): v for k, v in (request.logit_bias or {}).items()},
+            seed=request.seed,
+        ),
+        stop=tuple(request.stop_sequences),
+        n=request.n or 1,
+        logprobs=bool(request.logprobs),
+        top_logprobs=request.top_logprobs or 0,
+        tools=tuple(
+            Tool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
+            for t in request.tools or []
+        ),
+        tool_choice=_tool_choice(request.tool_choice),
+        parallel_tool_calls=request.parallel_tool_calls,
+        constraint=_constraint(request),
+        user=request.user,
+        extras=dict(request.model_extra or {}),
+    )
+
+
+def _message(message: ChatMessage) -> Message:
+    parts: list[ContentPart] = []
+    for part in message.text_parts():
+        text = getattr(part, "text", None)
+        if part.type == "text" and text is not None:
+            parts.append(TextPart(text))
+        else:
+            parts.append(OtherPart(part.type, dict(part.model_extra or {})))
+    return Message(
+        role="system" if message.role == "developer" else message.role,
+        content=tuple(parts),
+        name=message.name,
+        tool_calls=tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []
+        ),
+        tool_call_id=message.tool_call_id,
+    )
+
+
+def _tool_choice(choice: str | dict[str, Any] | None) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        return ToolChoice(choice)  # type: ignore[arg-type]
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    if choice.get("type") != "function" or not isinstance(name, str) or not name:
+        raise InvalidRequestError(
+            "tool_choice must be 'none', 'auto', 'required' or "
+            '{"type": "function", "function": {"name": ...}}',
+            param="tool_choice",
+        )
+    return ToolChoice("function", name)
+
+
+def _constraint(request: ChatCompletionRequest) -> OutputConstraint | None:
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object" or fmt.json_schema is None or not fmt.json_schema.schema_:
+        return OutputConstraint("json_object")
+    return OutputConstraint("json_schema", fmt.json_schema.schema_, name=fmt.json_schema.name)
+
+
+# -- stream --------------------------------------------------------------------------------
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{secrets.token_hex(12)}"
+
+
+@dataclass
+class ChunkBuilder:
+    """Builds the chunks of one response; all share ``id``, ``created`` and ``model``."""
+
+    model: str
+    id: str = field(default_factory=new_completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
+        )
+
+    def _delta(self, index: int, delta: Delta) -> ChatCompletionChunk:
+        return self._chunk([ChunkChoice(index=index, delta=delta)])
+
+    def role(self, index: int = 0) -> ChatCompletionChunk:
+        return self._delta(index, Delta(role="assistant", content=""))
+
+    def content(
+        self, text: str, index: int = 0, logprobs: list[TokenLogprob] | None = None
+    ) -> ChatCompletionChunk:
+        lp = ChoiceLogprobs(content=logprobs) if logprobs is not None else None
+        return self._chunk([ChunkChoice(index=index, delta=Delta(content=text), logprobs=lp)])
+
+    def reasoning(self, text: str, index: int = 0) -> ChatCompletionChunk:
+        return self._delta(index, Delta(reasoning_content=text))
+
+    def tool_call(self, call: ev.ToolCallDelta) -> ChatCompletionChunk:
+        delta = ToolCallDelta(
+            index=call.call,
+            id=call.id,
+            type="function" if call.id is not None else None,
+            function=ToolCallFunctionDelta(name=call.name, arguments=call.arguments),
+        )
+        return self._delta(call.index, Delta(tool_calls=[delta]))
+
+    def finish(self, reason: ev.FinishReason, index: int = 0) -> ChatCompletionChunk:
+        return self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> ChatCompletionChunk:
+        return self._chunk([], Usage.of(prompt_tokens, completion_tokens))
+
+
+def wire_logprobs(logprobs: tuple[ev.TokenLogprob, ...]) -> list[TokenLogprob]:
+    return [
+        TokenLogprob(
+            token=lp.token,
+            logprob=lp.logprob,
+            bytes=list(lp.bytes),
+            top_logprobs=[
+                TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in lp.top
+            ],
+        )
+        for lp in logprobs
+    ]
+
+
+async def chunks_of(
+    events: AsyncIterator[ev.Event], model: str, include_usage: bool
+) -> AsyncIterator[ChatCompletionChunk]:
+    """The chunk stream for ``events`` (DESIGN §5 order: role, deltas, finish, then usage only
+    if asked). Closing it closes ``events``."""
+    builder = ChunkBuilder(model=model)
+    try:
+        async for event in events:
+            if isinstance(event, ev.TextDelta):
+                logprobs = wire_logprobs(event.logprobs) if event.logprobs is not None else None
+                yield builder.content(event.text, event.index, logprobs)
+            elif isinstance(event, ev.Started):
+                yield builder.role(event.index)
+            elif isinstance(event, ev.ToolCallDelta):
+                yield builder.tool_call(event)
+            elif isinstance(event, ev.ReasoningDelta):
+                yield builder.reasoning(event.text, event.index)
+            elif isinstance(event, ev.Finished):
+                yield builder.finish(event.reason, event.index)
+            elif include_usage:
+                yield builder.usage(event.prompt_tokens, event.completion_tokens)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+# -- whole answer --------------------------------------------------------------------------
+
+
+@dataclass
+class _ToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Choice:
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: ev.FinishReason | None = None
+    tool_calls: dict[int, _ToolCall] = field(default_factory=dict)
+
+    def add(self, event: ev.Event) -> None:
+        if isinstance(event, ev.TextDelta):
+            self.text.append(event.text)
+            if event.logprobs is not None:
+                self.logprobs = (self.logprobs or []) + wire_logprobs(event.logprobs)
+        elif isinstance(event, ev.ReasoningDelta):
+            self.reasoning.append(event.text)
+        elif isinstance(event, ev.ToolCallDelta):
+            call = self.tool_calls.setdefault(event.call, _ToolCall())
+            call.id = event.id or call.id
+            call.name = event.name or call.name
+            call.arguments.append(event.arguments)
+        elif isinstance(event, ev.Finished):
+            self.finish_reason = event.reason
+
+    def choice(self, index: int) -> Choice:
+        calls = [
+            MessageToolCall(
+                id=call.id,
+                function=ToolCallFunction(name=call.name, arguments="".join(call.arguments)),
+            )
+            for _, call in sorted(self.tool_calls.items())
+        ]
+        text = "".join(self.text)
+        message = AssistantMessage(
+            content=text if text or not calls else None,
+            reasoning_content="".join(self.reasoning) or None,
+            tool_calls=calls or None,
+        )
+        logprobs = ChoiceLogprobs(content=self.logprobs) if self.logprobs is not None else None
+        return Choice(
+            index=index, message=message, finish_reason=self.finish_reason, logprobs=logprobs
+        )
+
+
+async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> ChatCompletion:
+    """Fold a backend's events (which end with ``Usage``) into one ``chat.completion``."""
+    choices: dict[int, _Choice] = {}
+    usage: ev.Usage | None = None
+    try:
+        async for event in events:
+            if isinstance(event, ev.Usage):
+                usage = event
+            else:
+                choices.setdefault(event.index, _Choice()).add(event)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if usage is None:
+        raise InternalError("the backend's answer ended without usage")
+    return ChatCompletion(
+        id=new_completion_id(),
+        created=int(time.time()),
+        model=model,
+        choices=[acc.choice(index) for index, acc in sorted(choices.items())],
+        usage=Usage.of(usage.prompt_tokens, usage.completion_tokens),
+    )

@@ -1,0 +1,158 @@
+"""The shared in-process layer's request checks and plan, as tables (no engine, no torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from backends.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    UnsupportedParameterError,
+)
+from backends.llama_cpp.engine import SAMPLING_DEFAULTS as LLAMA_DEFAULTS
+from backends.local.plan import (
+    EngineLimits,
+    SamplingParams,
+    check_request,
+    make_plan,
+    resolve_sampling,
+    template_messages,
+)
+from backends.openai_types import ChatCompletionRequest
+from gateway.openai_chat import to_generation_request
+
+LIMITS = EngineLimits(context_window=64, vocab_size=100, sampling_defaults={}, max_n=4)
+
+
+def request(**extra: Any):
+    return to_generation_request(
+        ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "defaults", "expected"),
+    [
+        ({}, {}, SamplingParams()),
+        ({}, {"temperature": 0.6, "top_p": 0.9, "top_k": 20}, SamplingParams(0.6, 0.9, 20)),
+        ({"temperature": 0, "top_p": 0.5}, {"temperature": 0.6}, SamplingParams(0.0, 0.5)),
+        ({"top_k": -1}, {"top_k": 20}, SamplingParams(top_k=0)),
+        ({"min_p": 0.1, "seed": 3}, {}, SamplingParams(min_p=0.1, seed=3)),
+        (
+            {"presence_penalty": 0.5, "frequency_penalty": -1, "logit_bias": {"7": -100}},
+            {},
+            SamplingParams(presence_penalty=0.5, frequency_penalty=-1.0, logit_bias={7: -100.0}),
+        ),
+        (
+            {"logprobs": True, "top_logprobs": 3},
+            {},
+            SamplingParams(logprobs=True, top_logprobs=3),
+        ),
+        ({}, LLAMA_DEFAULTS, SamplingParams(0.8, 0.95, 40, 0.05)),
+    ],
+)
+def test_sampling_table(extra, defaults, expected):
+    assert resolve_sampling(request(**extra), defaults, None) == expected
+
+
+def test_the_model_seed_is_the_default_and_a_request_seed_wins():
+    assert resolve_sampling(request(), {}, 42).seed == 42
+    assert resolve_sampling(request(seed=1), {}, 42).seed == 1
+
+
+TOOLS = [{"type": "function", "function": {"name": "f"}}]
+TOOL_CALL_HISTORY = [
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ],
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "constraints", "param"),
+    [
+        ({"tools": TOOLS}, True, "tools"),
+        ({"tool_choice": "required"}, True, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, False, "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            False,
+            "response_format",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            True,
+            "messages[0].content",
+        ),
+        ({"messages": TOOL_CALL_HISTORY}, True, "messages[0].tool_calls"),
+    ],
+)
+def test_what_an_engine_cannot_do_is_refused_by_name(extra, constraints, param):
+    with pytest.raises(UnsupportedParameterError) as caught:
+        check_request(request(**extra), "llama_cpp", constraints)
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": TOOLS, "tool_choice": "none"},
+        {"response_format": {"type": "text"}},
+        {"response_format": {"type": "json_object"}},
+        {"user": "someone", "some_vendor_extra": 1},
+    ],
+)
+def test_what_an_engine_can_do_passes(extra):
+    check_request(request(**extra), "llama_cpp", constraints=True)
+
+
+def test_template_messages_flatten_parts_and_developer_is_system():
+    r = request(
+        messages=[
+            {"role": "developer", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+        ]
+    )
+    assert template_messages(r) == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "ab"},
+    ]
+
+
+def test_plan_fills_the_budget_and_carries_stops_n_and_adapter():
+    plan = make_plan(request(stop=["END", ""], n=2), [1] * 10, LIMITS, adapter="sql")
+    assert plan.max_new_tokens == 64 - 10
+    assert (plan.n, plan.stops, plan.adapter) == (2, ("END",), "sql")
+
+
+def test_max_completion_tokens_wins_and_must_fit():
+    plan = make_plan(request(max_tokens=5, max_completion_tokens=7), [1], LIMITS)
+    assert plan.max_new_tokens == 7
+    with pytest.raises(ContextLengthExceededError, match="maximum context length is 64"):
+        make_plan(request(max_tokens=63), [1, 2], LIMITS)
+    with pytest.raises(ContextLengthExceededError):
+        make_plan(request(), [1] * 64, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "param"),
+    [
+        ({"n": 5}, UnsupportedParameterError, "n"),
+        ({"logit_bias": {"100": 1}}, InvalidRequestError, "logit_bias"),
+    ],
+)
+def test_plan_refuses_what_the_loaded_model_cannot_serve(extra, error, param):
+    with pytest.raises(error) as caught:
+        make_plan(request(**extra), [1], LIMITS)
+    assert caught.value.param == param
