@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,9 +9,9 @@ from fastapi.responses import JSONResponse, Response
 
 from backends.errors import PermissionDeniedError
 from backends.openai_types import ChatCompletionRequest, ModelList
-from backends.protocol import Backend, OpenAIChatRelay
+from backends.protocol import Backend
 from gateway import dispatch
-from gateway.openai_chat import chunks_of, collect_completion, to_generation_request
+from gateway.openai_chat import complete_chat, open_chat_stream, to_generation_request
 from gateway.routing import ModelRouter
 from gateway.sse import sse_response
 
@@ -42,65 +40,18 @@ def _chain(router: ModelRouter, name: str, allowed: list[str] | None) -> list[Ba
     return router.chain(backend, allowed)
 
 
-@dataclass
-class _Primed:
-    """A stream whose first payload has arrived (None: it ended at once)."""
-
-    first: bytes | None
-    rest: AsyncIterator[bytes]
-    replica: str | None
-
-
 @api.post("/v1/chat/completions")
 async def chat_completions(
     body: ChatCompletionRequest, router: RouterDep, allowed: AllowedDep
 ) -> Response:
     chain = _chain(router, body.model, allowed)
     request = to_generation_request(body)
-
-    async def open_stream(backend: Backend) -> _Primed:
-        if isinstance(backend, OpenAIChatRelay):
-            relayed = await backend.relay_chat_stream(body)
-            return await _prime(relayed, relayed.replica)
-        events = await backend.generate(request)
-        chunks = chunks_of(events, body.model, body.include_usage)
-        return await _prime(_encoded(chunks), events.replica)
-
-    async def complete(backend: Backend) -> tuple[bytes, str | None]:
-        if isinstance(backend, OpenAIChatRelay):
-            relayed = await backend.relay_chat(body)
-            return relayed.data, relayed.replica
-        events = await backend.generate(request)
-        completion = await collect_completion(events, body.model)
-        return completion.model_dump_json().encode(), events.replica
-
     if body.stream:
-        stream = await dispatch.open_first(chain, open_stream, lambda p: p.replica)
+        stream = await dispatch.open_first(chain, lambda b: open_chat_stream(b, body, request))
         primed = stream.result
         return sse_response(primed.first, primed.rest, headers=stream.headers())
-    answer = await dispatch.open_first(chain, complete, lambda r: r[1])
-    return Response(answer.result[0], media_type="application/json", headers=answer.headers())
-
-
-async def _encoded(chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield chunk.model_dump_json().encode()
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-
-
-async def _prime(payloads: AsyncIterator[bytes], replica: str | None) -> _Primed:
-    try:
-        first: bytes | None = await anext(payloads)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        aclose = getattr(payloads, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        raise
-    return _Primed(first, payloads, replica)
+    answer = await dispatch.open_first(chain, lambda b: complete_chat(b, body, request))
+    return Response(answer.result.data, media_type="application/json", headers=answer.headers())
 
 
 @api.get("/v1/models")

@@ -3,16 +3,16 @@ anything reached the client with an error whose class allows it (``backends.erro
 unavailable, overloaded, timed out, broken upstream).
 
 Every surface calls ``open_first`` with its own ``open`` step (start the backend's work and
-wait for its first item): for a stream that is the first chunk, awaited before the response
-headers go out, so an early failure still gets its real status.
+wait for its first item, ``prime``): for a stream that is the first payload, awaited before the
+response headers go out, so an early failure still gets its real status.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from backends.errors import GatewayError, may_retry
 from backends.protocol import Backend
@@ -20,28 +20,52 @@ from backends.protocol import Backend
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R", bound="HasReplica")
+
+
+class HasReplica(Protocol):
+    @property
+    def replica(self) -> str | None: ...
 
 
 @dataclass
-class Served(Generic[T]):
+class Primed(Generic[T]):
+    """A stream whose first item has arrived (None: it ended at once), and its replica."""
+
+    first: T | None
+    rest: AsyncIterator[T]
+    replica: str | None
+
+
+async def prime(items: AsyncIterator[T], replica: str | None) -> Primed[T]:
+    """Wait for the first item of ``items``; on failure close them and raise."""
+    try:
+        first: T | None = await anext(items)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        raise
+    return Primed(first, items, replica)
+
+
+@dataclass
+class Served(Generic[R]):
     """What ``open`` returned, and who serves it."""
 
-    result: T
+    result: R
     backend: Backend
-    replica: str | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"x-llmgate-model": self.backend.model}
-        if self.replica:
-            headers["x-llmgate-replica"] = self.replica
+        if self.result.replica:
+            headers["x-llmgate-replica"] = self.result.replica
         return headers
 
 
-async def open_first(
-    chain: list[Backend],
-    open: Callable[[Backend], Awaitable[T]],
-    replica: Callable[[T], str | None] = lambda _: None,
-) -> Served[T]:
+async def open_first(chain: list[Backend], open: Callable[[Backend], Awaitable[R]]) -> Served[R]:
     """``open(backend)`` for the first backend of ``chain`` that does not fail retryably."""
     last: GatewayError | None = None
     for backend in chain:
@@ -58,6 +82,6 @@ async def open_first(
                     exc.message,
                 )
             continue
-        return Served(result, backend, replica(result))
+        return Served(result, backend)
     assert last is not None, "an empty chain: the router always returns the model itself"
     raise last

@@ -1,12 +1,13 @@
 """The OpenAI chat surface's translator: a ``ChatCompletionRequest`` into the core's
 ``GenerationRequest``, and a backend's events back into ``chat.completion.chunk``s or one
-``chat.completion``. Pure functions; the routes are in ``gateway.api``."""
+``chat.completion`` — or, for a backend that relays OpenAI chat, the upstream's own bytes
+(docs/architecture.md, "The relay"). The routes are in ``gateway.api``."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from backends.openai_types import (
     TopLogprob,
     Usage,
 )
+from backends.protocol import Backend, OpenAIChatRelay, Relayed
 from backends.requests import (
     ContentPart,
     GenerationRequest,
@@ -42,6 +44,7 @@ from backends.requests import (
     ToolCall,
     ToolChoice,
 )
+from gateway.dispatch import Primed, prime
 
 # -- request -------------------------------------------------------------------------------
 
@@ -189,8 +192,8 @@ def wire_logprobs(logprobs: tuple[ev.TokenLogprob, ...]) -> list[TokenLogprob]:
 
 async def chunks_of(
     events: AsyncIterator[ev.Event], model: str, include_usage: bool
-) -> AsyncIterator[ChatCompletionChunk]:
-    """The chunk stream for ``events`` (DESIGN §5 order: role, deltas, finish, then usage only
+) -> AsyncGenerator[ChatCompletionChunk, None]:
+    """The chunk stream for ``events`` (the README's order: role, deltas, finish, then usage only
     if asked). Closing it closes ``events``."""
     builder = ChunkBuilder(model=model)
     try:
@@ -290,3 +293,36 @@ async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> Cha
         choices=[acc.choice(index) for index, acc in sorted(choices.items())],
         usage=Usage.of(usage.prompt_tokens, usage.completion_tokens),
     )
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+async def open_chat_stream(
+    backend: Backend, body: ChatCompletionRequest, request: GenerationRequest
+) -> Primed[bytes]:
+    """Start ``backend`` on a streaming request: its chunk payloads, the first one arrived."""
+    if isinstance(backend, OpenAIChatRelay):
+        relayed = await backend.relay_chat_stream(body)
+        return await prime(relayed, relayed.replica)
+    events = await backend.generate(request)
+    return await prime(_encoded(chunks_of(events, body.model, body.include_usage)), events.replica)
+
+
+async def complete_chat(
+    backend: Backend, body: ChatCompletionRequest, request: GenerationRequest
+) -> Relayed:
+    """A non-streaming answer from ``backend``, as the JSON bytes the client gets."""
+    if isinstance(backend, OpenAIChatRelay):
+        return await backend.relay_chat(body)
+    events = await backend.generate(request)
+    completion = await collect_completion(events, body.model)
+    return Relayed(completion.model_dump_json().encode(), events.replica)
+
+
+async def _encoded(chunks: AsyncGenerator[ChatCompletionChunk, None]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk.model_dump_json().encode()
+    finally:
+        await chunks.aclose()

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up a virtualenv and run the whole suite: lint, format, types, unit + integration tests.
-# The README's second command; .ci/run calls exactly this.
+# The README's second command; .ci/run calls exactly this. Installs through requirements.lock,
+# so this runs with exactly the versions CI tested (refresh: python3 scripts/lock.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c requirements.lock pip
 # llama-cpp-python compiles from source the first time (~15 min on 2 cores); pip caches the wheel.
-.venv/bin/python -m pip install -q -e '.[all,test]'
+.venv/bin/python -m pip install -q -c requirements.lock -e '.[all,test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -6,7 +6,7 @@ share decode steps. torch and transformers are imported only when the model load
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from backends.errors import BackendUnavailableError
 from backends.local.backend import LocalBackend
@@ -14,6 +14,9 @@ from backends.local.engine import LocalEngine
 from backends.protocol import Backend, EventStream, Health
 from backends.requests import GenerationRequest
 from backends.transformers.settings import TransformersSettings
+
+if TYPE_CHECKING:
+    from backends.transformers.loading import LoadedModel
 
 
 class TransformersBackend(LocalBackend):
@@ -27,6 +30,12 @@ class TransformersBackend(LocalBackend):
         super().__init__(settings, base_dir)
         self.settings = settings
         self._adapters = [AdapterBackend(self, a.name) for a in settings.adapters]
+
+    @property
+    def loaded_model(self) -> LoadedModel | None:
+        """The model, tokenizer and what was learnt loading them (None until loaded)."""
+        loaded: LoadedModel | None = getattr(self.engine, "loaded", None)
+        return loaded
 
     def variants(self) -> list[Backend]:
         """One backend per LoRA adapter, each its own public model over these weights."""

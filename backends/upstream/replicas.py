@@ -19,7 +19,6 @@ class Replica:
     consecutive_failures: int = 0
     cooldown_until: float = 0.0
     healthy: bool = True
-    served: int = 0
 
     def available(self, now: float) -> bool:
         return self.healthy and now >= self.cooldown_until
@@ -59,7 +58,6 @@ class ReplicaPool:
         replica.consecutive_failures = 0
         replica.cooldown_until = 0.0
         replica.healthy = True
-        replica.served += 1
 
     def record_failure(self, replica: Replica) -> None:
         replica.consecutive_failures += 1

@@ -94,7 +94,7 @@ def test_full_queue_is_429_and_queued_cancel_never_starts(server):
     ):
         next(running.iter_lines())  # the engine is busy with this one now
         waiting = raw_request(server.port, {**LONG, "model": "smollm2-q1"})
-        assert wait_until(lambda: backend._worker.waiting == 1, 5), "never queued"
+        assert wait_until(lambda: backend.waiting == 1, 5), "never queued"
 
         t0 = time.perf_counter()
         full = client.post("/v1/chat/completions", json={**LONG, "model": "smollm2-q1"})
@@ -104,7 +104,7 @@ def test_full_queue_is_429_and_queued_cancel_never_starts(server):
         assert int(full.headers["retry-after"]) >= 1
 
         waiting.close()  # cancelled while queued
-        assert wait_until(lambda: backend._worker.waiting == 0, 5), "still queued"
+        assert wait_until(lambda: backend.waiting == 0, 5), "still queued"
     assert results["rejected_in_ms"] < 1000
     # The running stream was closed too; only it ever started.
     assert wait_until(lambda: stats.requests_cancelled >= 1, 5), stats
@@ -154,3 +154,32 @@ def test_disconnect_during_prefill_stops_before_the_prompt_is_done(server):
     assert stats.prefill_tokens - prefilled == evaluated
     assert evaluated < 1000
     assert stats.tokens_generated == generated
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ({"messages": [{"role": "user", "content": "sea " * 1200}]}, "context_length_exceeded"),
+        ({"logit_bias": {"999999": 1}}, "invalid_request"),
+        ({"max_tokens": 5000}, "context_length_exceeded"),
+    ],
+)
+def test_a_bad_request_is_refused_before_it_queues_behind_a_running_stream(server, extra, code):
+    """Checks that need the loaded model (context window, vocabulary) run before queueing: a
+    bad request does not wait for another user's generation to end."""
+    backend = server.backend("smollm2-q1")
+    with (
+        httpx.Client(base_url=server.base_url, timeout=60) as client,
+        client.stream(
+            "POST", "/v1/chat/completions", json={**LONG, "model": "smollm2-q1", "stream": True}
+        ) as running,
+    ):
+        next(running.iter_lines())  # the engine is busy with this one now
+        started = backend.stats.requests_started
+        t0 = time.perf_counter()
+        bad = client.post("/v1/chat/completions", json={**LONG, "model": "smollm2-q1", **extra})
+        elapsed = time.perf_counter() - t0
+        assert bad.status_code == 400
+        assert bad.json()["error"]["code"] == code
+        assert elapsed < 2.0, f"the 400 came after {elapsed:.1f}s: it waited in the queue"
+        assert backend.stats.requests_started == started

@@ -1,4 +1,4 @@
-"""DESIGN.md §6: every error has the four-key envelope and the right status."""
+"""Every error has the four-key OpenAI envelope and the right status (README: Errors)."""
 
 from __future__ import annotations
 

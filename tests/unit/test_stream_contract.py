@@ -1,4 +1,5 @@
-"""DESIGN.md §5: frame order, shared ids, usage only when asked, [DONE], errors in-stream."""
+"""The OpenAI stream contract (README: Streams): frame order, shared ids, usage only when asked,
+[DONE], errors in-stream."""
 
 from __future__ import annotations
 
