@@ -17,7 +17,9 @@ from langchain_openai import ChatOpenAI
 from openai import OpenAI
 
 from backends.errors import BackendUnavailableError
+from backends.openai_types import ChatCompletion, ChatCompletionRequest
 from backends.transformers.backend import TransformersBackend
+from gateway.openai_chat import collect_completion, to_generation_request
 from tests.integration.conftest import hf_entry
 from tests.integration.test_transformers_engine import body, complete, complete_many, text
 from tests.tiny_gguf import write_tiny_gguf
@@ -111,8 +113,8 @@ def test_gguf_is_converted_once_then_reused(tmp_path):
             await backend.load()
             assert backend.loaded_model is not None
             converted.append(backend.loaded_model.converted_from_gguf)
-            reply = await backend.chat(
-                _request("tiny-gguf", max_tokens=3, logit_bias={"2": -100, "0": -100})
+            reply = await chat(
+                backend, _request("tiny-gguf", max_tokens=3, logit_bias={"2": -100, "0": -100})
             )
             assert reply.usage.completion_tokens == 3
             await backend.aclose()
@@ -128,7 +130,10 @@ import asyncio, sys
 from backends.errors import BackendUnavailableError
 from backends.openai_types import ChatCompletionRequest
 from backends.transformers.settings import TransformersSettings
+from backends.openai_types import ChatCompletion, ChatCompletionRequest
 from backends.transformers.backend import TransformersBackend
+from gateway.openai_chat import collect_completion, to_generation_request
+from gateway.openai_chat import collect_completion, to_generation_request
 
 async def main(source):
     backend = TransformersBackend(TransformersSettings(
@@ -140,7 +145,8 @@ async def main(source):
         return
     request = ChatCompletionRequest(model="tiny-hub", messages=[{"role": "user", "content": "hi"}],
                                     max_tokens=2, logit_bias={"2": -100})
-    print("OK", (await backend.chat(request)).usage.completion_tokens)
+    events = await backend.generate(to_generation_request(request))
+    print("OK", (await collect_completion(events, "tiny-hub")).usage.completion_tokens)
     await backend.aclose()
 
 asyncio.run(main(sys.argv[1]))
@@ -190,7 +196,7 @@ def test_a_model_without_chat_template_needs_one_in_config(tmp_path):
             await bare.load()
         assert (await bare.health()).status == "error"
         await fixed.load()
-        reply = await fixed.chat(_request("fixed", max_tokens=2, logit_bias={"2": -100}))
+        reply = await chat(fixed, _request("fixed", max_tokens=2, logit_bias={"2": -100}))
         assert reply.usage.completion_tokens == 2
         await fixed.aclose()
 
@@ -209,20 +215,24 @@ def test_lazy_model_loads_on_first_request_and_unloads(tmp_path, tiny_hf):
 
     async def run() -> None:
         assert not backend.loaded and (await backend.health()).status == "unloaded"
-        reply = await backend.chat(_request("lazy", max_tokens=2, logit_bias={"2": -100}))
+        reply = await chat(backend, _request("lazy", max_tokens=2, logit_bias={"2": -100}))
         assert reply.usage.completion_tokens == 2 and backend.loaded
         await backend.unload()
         assert not backend.loaded
         await backend.aclose()
         with pytest.raises(BackendUnavailableError):
-            await backend.chat(_request("lazy", max_tokens=2))
+            await chat(backend, _request("lazy", max_tokens=2))
 
     asyncio.run(run())
 
 
-def _request(model: str, **extra: object):
-    from backends.openai_types import ChatCompletionRequest
+async def chat(backend: TransformersBackend, request: ChatCompletionRequest) -> ChatCompletion:
+    """The backend used as a library, as the OpenAI chat surface uses it."""
+    events = await backend.generate(to_generation_request(request))
+    return await collect_completion(events, request.model)
 
+
+def _request(model: str, **extra: object) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
         {"model": model, "messages": [{"role": "user", "content": "hi"}], "temperature": 0, **extra}
     )
