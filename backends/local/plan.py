@@ -80,12 +80,18 @@ def check_request(request: GenerationRequest, kind: str, constraints: bool) -> N
             "use a llama_cpp model for response_format",
             param="response_format",
         )
-    if (
-        request.constraint is not None
-        and request.constraint.kind == "grammar"
-        and not (request.constraint.grammar)
-    ):
+    constraint = request.constraint
+    if constraint is not None and constraint.kind == "grammar" and not constraint.grammar:
         raise InvalidRequestError("a grammar constraint needs a grammar", param="grammar")
+    for name, value in (
+        ("echo", request.echo or None),
+        ("repetition_penalty", request.sampling.repetition_penalty),
+        ("reasoning", request.reasoning or None),
+    ):
+        if value is not None:
+            raise UnsupportedParameterError(
+                f"'{name}' is not supported by the {kind} backend yet", param=name
+            )
     for index, message in enumerate(request.messages):
         if message.text() is None:
             kinds = sorted({p.type for p in message.content if p.type != "text"})

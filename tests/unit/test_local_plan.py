@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from backends.local.plan import (
     template_messages,
 )
 from backends.openai_types import ChatCompletionRequest
+from backends.requests import GenerationRequest, Sampling
 from gateway.openai_chat import to_generation_request
 
 LIMITS = EngineLimits(context_window=64, vocab_size=100, sampling_defaults={}, max_n=4)
@@ -99,6 +101,26 @@ def test_what_an_engine_cannot_do_is_refused_by_name(extra, constraints, param):
     with pytest.raises(UnsupportedParameterError) as caught:
         check_request(request(**extra), "llama_cpp", constraints)
     assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"echo": True}, "echo"),
+        ({"reasoning": True}, "reasoning"),
+        ({"sampling": Sampling(repetition_penalty=1.1)}, "repetition_penalty"),
+    ],
+)
+def test_core_fields_no_local_engine_serves_yet_are_refused_by_name(change, param):
+    with pytest.raises(UnsupportedParameterError) as caught:
+        check_request(replace(request(), **change), "transformers", constraints=True)
+    assert caught.value.param == param
+
+
+def test_a_raw_prompt_needs_no_messages():
+    raw = GenerationRequest(model="m", prompt="Once upon a time")
+    check_request(raw, "llama_cpp", constraints=True)
+    assert raw.is_raw and template_messages(raw) == []
 
 
 @pytest.mark.parametrize(

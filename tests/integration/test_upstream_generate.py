@@ -1,0 +1,108 @@
+"""The OpenAI-compatible backend's ``generate`` path (what a non-OpenAI surface uses): a core
+request becomes a chat body for a real socket, and the upstream's chunks become events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from backends.events import Event, Finished, Started, TextDelta, ToolCallDelta, Usage
+from backends.requests import (
+    GenerationRequest,
+    Message,
+    OutputConstraint,
+    TextPart,
+    Tool,
+    ToolChoice,
+)
+from backends.upstream.openai_compat import OpenAICompatBackend
+from backends.upstream.settings import OpenAICompatSettings
+from tests.fake_upstreams import FakeModel, FakeOpenAI
+from tests.integration.conftest import ServerThread
+
+pytestmark = pytest.mark.integration
+
+WEATHER = Tool(
+    "get_weather",
+    "Weather for a city",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI(
+        [
+            "fake-model",
+            FakeModel("tooly", tool_call={"name": "get_weather", "arguments": {"city": "Paris"}}),
+        ]
+    )
+    thread = ServerThread(fake)  # type: ignore[arg-type]
+    thread.start()
+    yield fake, f"http://127.0.0.1:{thread.port}/v1"
+    thread.stop()
+
+
+def run(url: str, remote: str, request: GenerationRequest) -> tuple[list[Event], str | None]:
+    async def go() -> tuple[list[Event], str | None]:
+        settings = OpenAICompatSettings(
+            name="m", backend="openai", base_url=url, upstream_model=remote
+        )
+        backend = OpenAICompatBackend(settings)
+        try:
+            stream = await backend.generate(request)
+            events = [event async for event in stream]
+            return events, stream.replica
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def ask(text: str, **fields: object) -> GenerationRequest:
+    return GenerationRequest(model="m", messages=(Message("user", (TextPart(text),)),), **fields)  # type: ignore[arg-type]
+
+
+def test_text_answer_becomes_events_in_order(upstream):
+    fake, url = upstream
+    events, replica = run(url, "fake-model", ask("Say hello to the fake please", max_tokens=3))
+    assert events[0] == Started(0)
+    assert isinstance(events[-2], Finished) and events[-2].reason == "length"
+    usage = events[-1]
+    assert isinstance(usage, Usage) and usage.completion_tokens == 3 and usage.prompt_tokens > 0
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text and len(text.split()) == 3
+    assert replica == url
+    sent = fake.chat_bodies[-1]
+    assert sent["model"] == "fake-model" and sent["max_tokens"] == 3
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+def test_tool_calls_become_tool_call_deltas(upstream):
+    fake, url = upstream
+    request = ask(
+        "weather in Paris?", tools=(WEATHER,), tool_choice=ToolChoice("function", "get_weather")
+    )
+    events, _ = run(url, "tooly", request)
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert calls[0].id and calls[0].name == "get_weather" and calls[0].call == 0
+    assert json.loads("".join(c.arguments for c in calls)) == {"city": "Paris"}
+    assert Finished(0, "tool_calls") in events
+    sent = fake.chat_bodies[-1]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_a_json_schema_constraint_is_sent_as_response_format(upstream):
+    fake, url = upstream
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    request = ask("answer in JSON", constraint=OutputConstraint("json_schema", schema, name="a"))
+    events, _ = run(url, "fake-model", request)
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert isinstance(json.loads(text), dict)
+    sent = fake.chat_bodies[-1]
+    assert sent["response_format"]["type"] == "json_schema"
+    assert sent["response_format"]["json_schema"]["schema"] == schema

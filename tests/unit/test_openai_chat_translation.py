@@ -1,0 +1,141 @@
+"""The OpenAI chat surface's translation into the core request, and events back into chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from backends.errors import InvalidRequestError
+from backends.events import Finished, ReasoningDelta, Started, TextDelta, ToolCallDelta, Usage
+from backends.openai_types import ChatCompletionRequest
+from backends.requests import OtherPart, OutputConstraint, TextPart, ToolCall, ToolChoice
+from gateway.openai_chat import chunks_of, collect_completion, to_generation_request
+
+
+def translate(**extra: Any):
+    return to_generation_request(
+        ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "attribute", "expected"),
+    [
+        ({"max_tokens": 5, "max_completion_tokens": 9}, "max_tokens", 9),
+        ({"stop": ["a", "", "b"]}, "stop", ("a", "b")),
+        ({"n": 3}, "n", 3),
+        ({"tool_choice": "required"}, "tool_choice", ToolChoice("required")),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+            "tool_choice",
+            ToolChoice("function", "f"),
+        ),
+        ({"response_format": {"type": "text"}}, "constraint", None),
+        (
+            {"response_format": {"type": "json_object"}},
+            "constraint",
+            OutputConstraint("json_object"),
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            "constraint",
+            OutputConstraint("json_object"),
+        ),
+        ({"repetition_penalty": 1.1, "user": "u"}, "extras", {"repetition_penalty": 1.1}),
+    ],
+)
+def test_fields_map_onto_the_core_request(extra, attribute, expected):
+    assert getattr(translate(**extra), attribute) == expected
+
+
+def test_sampling_and_a_schema_constraint():
+    schema = {"type": "object"}
+    request = translate(
+        temperature=0,
+        top_k=5,
+        seed=3,
+        logit_bias={"7": -100},
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
+    s = request.sampling
+    assert (s.temperature, s.top_k, s.seed, s.logit_bias) == (0, 5, 3, {7: -100})
+    assert request.constraint == OutputConstraint("json_schema", schema, name="x")
+
+
+def test_messages_keep_parts_tool_calls_and_developer_becomes_system():
+    request = translate(
+        messages=[
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ]
+    )
+    system, user, assistant, tool = request.messages
+    assert system.role == "system" and system.content == (TextPart("be brief"),)
+    assert user.content == (OtherPart("image_url", {"image_url": {"url": "u"}}),)
+    assert assistant.tool_calls == (ToolCall("c1", "f", "{}"),)
+    assert tool.tool_call_id == "c1" and tool.text() == "42"
+
+
+def test_a_malformed_tool_choice_is_a_400_naming_it():
+    with pytest.raises(InvalidRequestError) as caught:
+        translate(tool_choice={"type": "function"})
+    assert caught.value.param == "tool_choice"
+
+
+async def _events():
+    for event in [
+        Started(0),
+        ReasoningDelta(0, "hmm"),
+        TextDelta(0, "Hi"),
+        ToolCallDelta(0, 0, "call_1", "f", '{"a"'),
+        ToolCallDelta(0, 0, None, None, ": 1}"),
+        Finished(0, "tool_calls"),
+        Usage(5, 4),
+    ]:
+        yield event
+
+
+@pytest.mark.anyio
+async def test_events_become_chunks_in_order_and_usage_only_when_asked():
+    chunks = [c async for c in chunks_of(_events(), "m", include_usage=False)]
+    deltas = [c.choices[0].delta for c in chunks]
+    assert deltas[0].role == "assistant" and deltas[0].content == ""
+    assert deltas[1].reasoning_content == "hmm" and deltas[2].content == "Hi"
+    first, rest = deltas[3].tool_calls[0], deltas[4].tool_calls[0]
+    assert (first.index, first.id, first.type, first.function.name) == (
+        0,
+        "call_1",
+        "function",
+        "f",
+    )
+    assert (rest.id, rest.type, rest.function.name, rest.function.arguments) == (
+        None,
+        None,
+        None,
+        ": 1}",
+    )
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert len({c.id for c in chunks}) == 1
+    with_usage = [c async for c in chunks_of(_events(), "m", include_usage=True)]
+    assert with_usage[-1].choices == [] and with_usage[-1].usage.total_tokens == 9
+
+
+@pytest.mark.anyio
+async def test_events_fold_into_one_completion():
+    completion = await collect_completion(_events(), "m")
+    message = completion.choices[0].message
+    assert message.content == "Hi" and message.reasoning_content == "hmm"
+    assert message.tool_calls[0].function.arguments == '{"a": 1}'
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.usage.prompt_tokens == 5 and completion.usage.completion_tokens == 4
