@@ -11,7 +11,7 @@ from backends.errors import PermissionDeniedError
 from backends.openai_types import ChatCompletionRequest, ModelList
 from backends.protocol import Backend
 from gateway import dispatch
-from gateway.openai_chat import complete_chat, open_chat_stream, to_generation_request
+from gateway.openai_chat import complete_chat, open_chat_stream
 from gateway.routing import ModelRouter
 from gateway.sse import sse_response
 
@@ -45,12 +45,11 @@ async def chat_completions(
     body: ChatCompletionRequest, router: RouterDep, allowed: AllowedDep
 ) -> Response:
     chain = _chain(router, body.model, allowed)
-    request = to_generation_request(body)
     if body.stream:
-        stream = await dispatch.open_first(chain, lambda b: open_chat_stream(b, body, request))
+        stream = await dispatch.open_first(chain, lambda b: open_chat_stream(b, body))
         primed = stream.result
         return sse_response(primed.first, primed.rest, headers=stream.headers())
-    answer = await dispatch.open_first(chain, lambda b: complete_chat(b, body, request))
+    answer = await dispatch.open_first(chain, lambda b: complete_chat(b, body))
     return Response(answer.result.data, media_type="application/json", headers=answer.headers())
 
 

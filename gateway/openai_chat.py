@@ -298,24 +298,20 @@ async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> Cha
 # -- serving -------------------------------------------------------------------------------
 
 
-async def open_chat_stream(
-    backend: Backend, body: ChatCompletionRequest, request: GenerationRequest
-) -> Primed[bytes]:
+async def open_chat_stream(backend: Backend, body: ChatCompletionRequest) -> Primed[bytes]:
     """Start ``backend`` on a streaming request: its chunk payloads, the first one arrived."""
     if isinstance(backend, OpenAIChatRelay):
         relayed = await backend.relay_chat_stream(body)
         return await prime(relayed, relayed.replica)
-    events = await backend.generate(request)
+    events = await backend.generate(to_generation_request(body))
     return await prime(_encoded(chunks_of(events, body.model, body.include_usage)), events.replica)
 
 
-async def complete_chat(
-    backend: Backend, body: ChatCompletionRequest, request: GenerationRequest
-) -> Relayed:
+async def complete_chat(backend: Backend, body: ChatCompletionRequest) -> Relayed:
     """A non-streaming answer from ``backend``, as the JSON bytes the client gets."""
     if isinstance(backend, OpenAIChatRelay):
-        return await backend.relay_chat(body)
-    events = await backend.generate(request)
+        return await backend.relay_chat(body)  # as sent: no translation, no re-encoding
+    events = await backend.generate(to_generation_request(body))
     completion = await collect_completion(events, body.model)
     return Relayed(completion.model_dump_json().encode(), events.replica)
 
