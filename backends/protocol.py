@@ -8,7 +8,7 @@ without being decoded and re-encoded (docs/architecture.md, "The relay").
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -29,13 +29,22 @@ class Health:
 
 
 class OpenStream(Generic[T]):
-    """An admitted request's output: iterate for its items; ``aclose`` stops the work behind it
+    """A started request's output: iterate for its items; ``aclose`` stops the work behind it
     promptly (the engine drops the sequence, the upstream connection is closed) and is
-    idempotent. ``replica`` is the upstream URL serving it (None for in-process engines)."""
+    idempotent. ``replica`` is the upstream URL serving it (None for in-process engines).
 
-    def __init__(self, items: AsyncIterator[T], replica: str | None = None) -> None:
+    ``cleanup`` releases what the stream holds even if it was never iterated (an async
+    generator that never started does not run its ``finally`` on ``aclose``)."""
+
+    def __init__(
+        self,
+        items: AsyncIterator[T],
+        replica: str | None = None,
+        cleanup: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._items = items
         self.replica = replica
+        self._cleanup = cleanup
         self._closed = False
 
     def __aiter__(self) -> OpenStream[T]:
@@ -48,9 +57,13 @@ class OpenStream(Generic[T]):
         if self._closed:
             return
         self._closed = True
-        aclose = getattr(self._items, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            aclose = getattr(self._items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            if self._cleanup is not None:
+                await self._cleanup()
 
 
 EventStream = OpenStream[Event]
@@ -68,9 +81,10 @@ class Relayed:
 class Backend(Protocol):
     """``load``/``unload`` are idempotent and do blocking work off the event loop.
 
-    ``generate`` returns once the request is admitted: checked, queued on the engine or sent
-    upstream. What is wrong with it before that (a bad field, a full queue, an unreachable
-    upstream) raises there; later failures raise from the stream. Methods raise only
+    ``generate`` returns once the first event is ready: the request was checked, waited its
+    turn, and the engine or upstream started answering. What goes wrong before that (a bad
+    field, a full queue, an unreachable upstream) raises there, where a caller may still fall
+    back or answer with a status; later failures raise from the stream. Methods raise only
     ``backends.errors`` exceptions.
     """
 

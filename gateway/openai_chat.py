@@ -53,7 +53,7 @@ def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
     """The core request for an OpenAI chat request (its vendor extras kept in ``extras``)."""
     return GenerationRequest(
         model=request.model,
-        messages=tuple(_message(m) for m in request.messages),
+        messages=tuple(_message(i, m) for i, m in enumerate(request.messages)),
         max_tokens=request.max_new_tokens,
         sampling=Sampling(
             temperature=request.temperature,
@@ -81,11 +81,16 @@ def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
     )
 
 
-def _message(message: ChatMessage) -> Message:
+def _message(index: int, message: ChatMessage) -> Message:
     parts: list[ContentPart] = []
     for part in message.text_parts():
         text = getattr(part, "text", None)
-        if part.type == "text" and text is not None:
+        if part.type == "text" and not isinstance(text, str):
+            raise InvalidRequestError(
+                "a content part of type 'text' needs a string 'text'",
+                param=f"messages[{index}].content",
+            )
+        if isinstance(text, str):
             parts.append(TextPart(text))
         else:
             parts.append(OtherPart(part.type, dict(part.model_extra or {})))

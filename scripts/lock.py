@@ -3,9 +3,12 @@ pin every package, so that the README's commands and CI install exactly the same
 
     python3 scripts/lock.py          # then commit requirements.lock
 
-Uses the running interpreter's pip (``--dry-run --report``: nothing is installed). The lock
-records a hash of pyproject.toml's dependency tables, so tests/unit/test_lock.py fails when
-they change without a refresh.
+Uses the running interpreter's pip (``--dry-run --report``: nothing is installed) and the
+package indexes pip is configured with. The lock is for the platform CI runs on (CPython 3.11,
+Linux x86_64; torch's CPU wheel: pins drop local labels, so ``torch==2.13.0`` also admits a
+CUDA build, whose extra nvidia-* packages the lock does not pin). It records a hash of
+pyproject.toml's dependency tables, so tests/unit/test_lock.py fails when they change without
+a refresh.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from backends.errors import BackendUnavailableError
 from backends.llama_cpp.engine import LlamaCppEngine
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.backend import LocalBackend
@@ -25,9 +24,4 @@ class LlamaCppBackend(LocalBackend):
 
     def _load_engine(self) -> LlamaCppEngine:
         path = resolve_source(self.model, self.settings.source, self._base_dir)
-        try:
-            return LlamaCppEngine.load(path, self.settings)
-        except Exception as exc:
-            raise BackendUnavailableError(
-                f"model '{self.model}' failed to load from {path}: {exc}"
-            ) from exc
+        return LlamaCppEngine.load(path, self.settings)

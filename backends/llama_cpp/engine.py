@@ -25,7 +25,12 @@ from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.bridge import StopSignal
 from backends.local.engine import EngineStats
 from backends.local.output import ChoiceOutput
-from backends.local.plan import EngineLimits, GenerationPlan, template_messages
+from backends.local.plan import (
+    EngineLimits,
+    GenerationPlan,
+    template_messages,
+    template_rejected,
+)
 from backends.local.serial_worker import SerialWorker
 from backends.requests import GenerationRequest, OutputConstraint
 
@@ -76,6 +81,8 @@ class LlamaCppEngine:
         return self._worker.waiting
 
     async def aclose(self) -> None:
+        """Fail the requests still queued (503), let the running one finish, free the model."""
+        self._worker.close()
         await self._worker.run(self._free)
         self._worker.shutdown()
 
@@ -94,11 +101,7 @@ class LlamaCppEngine:
             try:
                 rendered = self._formatter(messages=template_messages(request))
             except Exception as exc:  # jinja errors, raise_exception() in templates
-                raise InvalidRequestError(
-                    f"the chat template of model '{self._settings.name}' rejected these "
-                    f"messages: {exc}",
-                    param="messages",
-                ) from exc
+                raise template_rejected(request.model, exc) from exc
             text, add_bos = rendered.prompt, not rendered.added_special
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
@@ -132,8 +135,7 @@ class LlamaCppEngine:
                 yield Started(index)
                 if not self._prefill(plan.prompt, stop):
                     return
-                seed = None if plan.sampling.seed is None else plan.sampling.seed + index
-                output = yield from self._decode(plan, index, seed, stop)
+                output = yield from self._decode(plan, index, stop)
                 total += output.tokens
                 if output.reason is None:
                     return
@@ -171,16 +173,17 @@ class LlamaCppEngine:
         return not stop.is_set()
 
     def _decode(
-        self, plan: GenerationPlan, index: int, seed: int | None, stop: StopSignal
+        self, plan: GenerationPlan, index: int, stop: StopSignal
     ) -> Generator[Event, None, ChoiceOutput]:
         """One choice; returns its output, whose ``reason`` is None if it was stopped."""
         import llama_cpp
 
         llm = self._llm
-        llm.set_seed((seed if seed is not None else secrets.randbits(32)) & 0xFFFFFFFF)
+        sampling = plan.sampling.for_choice(index)
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+        llm.set_seed(seed & 0xFFFFFFFF)
         vocab = llm._model.vocab
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        sampling = plan.sampling
         output = ChoiceOutput(
             index,
             plan.stops,

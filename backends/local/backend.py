@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from backends.errors import BackendUnavailableError, GatewayError, InternalError
 from backends.events import Event
@@ -26,6 +27,8 @@ from backends.requests import GenerationRequest
 from backends.settings import ModelSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class LocalBackend:
@@ -44,10 +47,13 @@ class LocalBackend:
         self._engine: LocalEngine | None = None
         self._load_error: str | None = None
         self._loading = asyncio.Lock()
+        self._unloading = False
+        self._planning = _ThreadCalls()
         self._closed = False
 
     def _load_engine(self) -> LocalEngine:
-        """Load the model (blocking; runs in a worker thread)."""
+        """Load the model (blocking; runs in a worker thread). A ``GatewayError`` it raises is
+        kept as is; anything else becomes ``BackendUnavailableError`` naming the model."""
         raise NotImplementedError
 
     @property
@@ -92,17 +98,25 @@ class LocalBackend:
             ) from exc
 
     async def unload(self) -> None:
+        """Let go of the model: requests still being planned finish planning first (they then
+        find the engine gone: 503), then the engine closes (``LocalEngine.aclose``)."""
         async with self._loading:
             engine, self._engine = self._engine, None
-            if engine is not None:
+            if engine is None:
+                return
+            self._unloading = True
+            try:
+                await asyncio.to_thread(self._planning.wait_idle)
                 await engine.aclose()
+            finally:
+                self._unloading = False
 
     async def health(self) -> Health:
         if self._engine is not None:
             return Health("ok")
         if self._load_error is not None:
             return Health("error", self._load_error)
-        if self._loading.locked():
+        if self._loading.locked() and not self._unloading:
             return Health("loading")
         return Health("unloaded")
 
@@ -119,7 +133,7 @@ class LocalBackend:
         engine = self._engine
         if engine is None:  # unloaded while this request waited for the load
             raise BackendUnavailableError(f"model '{self.model}' is not loaded", retry_after=5)
-        plan = await asyncio.to_thread(self._plan, engine, request, adapter)
+        plan = await asyncio.to_thread(self._planning.run, self._plan, engine, request, adapter)
         events = self._guarded(engine.submit(plan))
         try:
             first = await anext(events)
@@ -128,16 +142,26 @@ class LocalBackend:
         except BaseException:
             await events.aclose()
             raise
-        return OpenStream(_prepend(first, events))
+        return OpenStream(_prepend(first, events), cleanup=events.aclose)
 
-    @staticmethod
     def _plan(
-        engine: LocalEngine, request: GenerationRequest, adapter: str | None
+        self, engine: LocalEngine, request: GenerationRequest, adapter: str | None
     ) -> GenerationPlan:
-        plan = make_plan(request, engine.prompt_tokens(request), engine.limits, adapter)
-        if plan.constraint is None:
-            return plan
-        return replace(plan, compiled_constraint=engine.compile_constraint(plan.constraint))
+        """Render, tokenize and check ``request`` (a worker thread, counted by ``_planning``,
+        so that ``unload`` never frees a model this is reading)."""
+        if self._engine is not engine:
+            raise BackendUnavailableError(f"model '{self.model}' was unloaded", retry_after=5)
+        try:
+            plan = make_plan(request, engine.prompt_tokens(request), engine.limits, adapter)
+            if plan.constraint is not None:
+                compiled = engine.compile_constraint(plan.constraint)
+                plan = replace(plan, compiled_constraint=compiled)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.exception("the %s engine failed to plan a request for %s", self.kind, self.model)
+            raise InternalError("the engine failed while reading the request") from exc
+        return plan
 
     async def _guarded(self, events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
         """``events`` with foreign exceptions turned into ``InternalError`` (logged), closed
@@ -163,3 +187,27 @@ async def _prepend(first: Event, rest: AsyncGenerator[Event, None]) -> AsyncIter
             yield event
     finally:
         await rest.aclose()
+
+
+class _ThreadCalls:
+    """Counts calls running in worker threads; ``wait_idle`` blocks until there are none."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._idle:
+            self._count += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._idle:
+                self._count -= 1
+                if self._count == 0:
+                    self._idle.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._idle:
+            while self._count:
+                self._idle.wait()

@@ -34,7 +34,8 @@ class LocalEngine(Protocol):
       closing that iterator stops the request within about one decode step. It raises
       ``QueueFullError`` when the engine's queue is full (at the latest on the first ``anext``).
     - ``waiting`` counts requests admitted but not started; ``aclose`` fails what is still
-      queued or running and lets go of the model.
+      queued with ``BackendUnavailableError`` (retryable) and lets go of the model. A running
+      request finishes first (llama.cpp) or fails the same way (transformers).
     """
 
     limits: EngineLimits

@@ -9,7 +9,7 @@ so a bad request never waits behind another user's generation. No torch, no llam
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from backends.errors import (
@@ -17,7 +17,7 @@ from backends.errors import (
     InvalidRequestError,
     UnsupportedParameterError,
 )
-from backends.requests import GenerationRequest, OutputConstraint
+from backends.requests import GenerationRequest, OutputConstraint, TextPart
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,12 @@ class SamplingParams:
     seed: int | None = None  # choice i of a request uses seed + i
     logprobs: bool = False
     top_logprobs: int = 0
+
+    def for_choice(self, index: int) -> SamplingParams:
+        """The settings of choice ``index`` of ``n``: its own seed, so choices differ."""
+        if self.seed is None or index == 0:
+            return self
+        return replace(self, seed=self.seed + index)
 
 
 @dataclass(frozen=True)
@@ -76,13 +82,13 @@ def check_request(request: GenerationRequest, kind: str, constraints: bool) -> N
         )
     if request.constraint is not None and not constraints:
         raise UnsupportedParameterError(
-            f"model '{request.model}' ({kind} backend) cannot constrain output to JSON; "
-            "use a llama_cpp model for response_format",
+            f"model '{request.model}' ({kind} backend) cannot constrain its output "
+            "(response_format); serve it with an engine that can, or drop the field",
             param="response_format",
         )
     constraint = request.constraint
     if constraint is not None and constraint.kind == "grammar" and not constraint.grammar:
-        raise InvalidRequestError("a grammar constraint needs a grammar", param="grammar")
+        raise InvalidRequestError("a grammar constraint needs a grammar", param="response_format")
     for name, value in (
         ("echo", request.echo or None),
         ("repetition_penalty", request.sampling.repetition_penalty),
@@ -94,9 +100,9 @@ def check_request(request: GenerationRequest, kind: str, constraints: bool) -> N
             )
     for index, message in enumerate(request.messages):
         if message.text() is None:
-            kinds = sorted({p.type for p in message.content if p.type != "text"})
+            other = next(p.type for p in message.content if not isinstance(p, TextPart))
             raise UnsupportedParameterError(
-                f"content parts of type '{kinds[0]}' are not supported by the {kind} backend "
+                f"content parts of type '{other}' are not supported by the {kind} backend "
                 "(text only)",
                 param=f"messages[{index}].content",
             )
@@ -118,6 +124,14 @@ def template_messages(request: GenerationRequest) -> list[dict[str, Any]]:
             item["tool_call_id"] = message.tool_call_id
         plain.append(item)
     return plain
+
+
+def template_rejected(model: str, error: Exception) -> InvalidRequestError:
+    """The 400 for a chat template that refused the messages (a Jinja error, or the template's
+    own ``raise_exception``, e.g. roles that do not alternate)."""
+    return InvalidRequestError(
+        f"the chat template of model '{model}' rejected these messages: {error}", param="messages"
+    )
 
 
 def make_plan(

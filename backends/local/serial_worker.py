@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from backends.errors import QueueFullError
+from backends.errors import BackendUnavailableError, QueueFullError
 from backends.local.bridge import StopSignal, ThreadBridge
 
 T = TypeVar("T")
@@ -34,6 +34,7 @@ class SerialWorker:
         self._retry_after = retry_after
         self._waiting = 0
         self._busy: asyncio.Lock | None = None
+        self._closed = False
 
     @property
     def waiting(self) -> int:
@@ -45,8 +46,18 @@ class SerialWorker:
             self._busy = asyncio.Lock()
         return self._busy
 
+    def close(self) -> None:
+        """Admit no more streams; those still waiting get ``BackendUnavailableError`` when
+        their turn comes. The running one finishes; ``run`` still works (to free the model)."""
+        self._closed = True
+
+    def _unloaded(self) -> BackendUnavailableError:
+        return BackendUnavailableError(f"model '{self._name}' was unloaded", retry_after=5)
+
     async def _acquire_turn(self) -> None:
         lock = self._lock()
+        if self._closed:
+            raise self._unloaded()
         if lock.locked() and self._waiting >= self._max_queue:
             raise QueueFullError(
                 f"model '{self._name}' is busy: {self._waiting} requests already wait "
@@ -58,6 +69,9 @@ class SerialWorker:
             await lock.acquire()
         finally:
             self._waiting -= 1
+        if self._closed:
+            lock.release()
+            raise self._unloaded()
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` on the worker thread in turn (no queue limit: for lifecycle work)."""

@@ -8,9 +8,14 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from backends.errors import InvalidRequestError, UnsupportedParameterError
+from backends.errors import UnsupportedParameterError
 from backends.events import Event
-from backends.local.plan import EngineLimits, GenerationPlan, template_messages
+from backends.local.plan import (
+    EngineLimits,
+    GenerationPlan,
+    template_messages,
+    template_rejected,
+)
 from backends.requests import GenerationRequest, OutputConstraint
 from backends.transformers.loading import LoadedModel
 from backends.transformers.scheduler import BatchScheduler, BatchStats
@@ -61,10 +66,7 @@ class TransformersEngine:
                 return_dict=False,
             )
         except Exception as exc:  # jinja errors, raise_exception() in templates
-            raise InvalidRequestError(
-                f"the chat template of model '{request.model}' rejected these messages: {exc}",
-                param="messages",
-            ) from exc
+            raise template_rejected(request.model, exc) from exc
         return [int(t) for t in prompt]
 
     def compile_constraint(self, constraint: OutputConstraint) -> Any:

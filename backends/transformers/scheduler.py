@@ -15,7 +15,6 @@ reach the event loop through its ``ThreadBridge``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections import deque
@@ -283,9 +282,7 @@ class BatchScheduler:
 
     def _sequence(self, request: _Request, index: int, adapter: str) -> _Sequence:
         job = request.job
-        params = job.sampling
-        if params.seed is not None and index:
-            params = dataclasses.replace(params, seed=params.seed + index)
+        params = job.sampling.for_choice(index)
         detokenizer = IncrementalDetokenizer(self._tokenizer)
         output = ChoiceOutput(
             index, job.stops, job.max_new_tokens, params.logprobs, detokenizer.flush

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -32,7 +32,7 @@ from backends.errors import (
 from backends.protocol import Health
 from backends.upstream.replicas import Replica, ReplicaPool
 from backends.upstream.settings import UpstreamSettings
-from backends.upstream.transport import map_transport_errors
+from backends.upstream.transport import TRANSPORT_ERRORS, map_transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,11 @@ class UpstreamClient:
     def started(self) -> bool:
         return self._client is not None
 
+    @property
+    def in_flight(self) -> int:
+        """Requests holding an open upstream stream (counted against ``max_in_flight``)."""
+        return self._in_flight
+
     async def start(self) -> None:
         if self._client is not None:
             return
@@ -146,7 +151,7 @@ class UpstreamClient:
                 timeout=self.settings.timeouts.connect,
             )
             return reply.status_code < 500
-        except (TimeoutError, httpx.HTTPError, OSError):
+        except TRANSPORT_ERRORS:
             return False
 
     async def _health_loop(self) -> None:
@@ -313,6 +318,32 @@ class UpstreamBackend:
 
     def map_status(self, status: int, body: bytes) -> GatewayError:
         raise NotImplementedError
+
+    async def open(
+        self, path: str, body: dict[str, Any], parse: Callable[[httpx.Response], AsyncIterator[E]]
+    ) -> tuple[UpstreamStream[E], Deadline]:
+        """POST ``body`` (starting the client on first use); see ``UpstreamClient.open_stream``."""
+        if not self.client.started:
+            await self.load()
+        deadline = Deadline(self.client.settings.timeouts.total)
+        return await self.client.open_stream(path, body, parse, deadline), deadline
+
+    async def items(
+        self, upstream: UpstreamStream[E], deadline: Deadline, ended_early: str
+    ) -> AsyncGenerator[E, None]:
+        """``upstream``'s first event and every further one, each within its deadlines; the
+        consumer stops at the protocol's last event. An upstream that closes before that
+        raises ``UpstreamError`` saying ``ended_early``. Closing this closes ``upstream``."""
+        try:
+            item = upstream.first
+            while True:
+                yield item
+                try:
+                    item = await next_event(upstream, self.model, deadline)
+                except StopAsyncIteration:
+                    raise UpstreamError(f"model '{self.model}': {ended_early}") from None
+        finally:
+            await upstream.aclose()
 
     @property
     def loaded(self) -> bool:

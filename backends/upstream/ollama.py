@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from backends.events import (
     Usage,
 )
 from backends.protocol import EventStream, OpenStream
-from backends.requests import GenerationRequest, Message
-from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream, next_event
+from backends.requests import GenerationRequest, Message, TextPart
+from backends.upstream.client import UpstreamBackend
 from backends.upstream.settings import OllamaSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
@@ -44,51 +44,7 @@ def to_ollama_request(
     request: GenerationRequest, settings: OllamaSettings, stream: bool
 ) -> dict[str, Any]:
     """The ``/api/chat`` body for ``request``; refuses what Ollama cannot do, by name."""
-    if request.sampling.logit_bias:
-        raise UnsupportedParameterError(
-            "'logit_bias' is not supported by the ollama backend", param="logit_bias"
-        )
-    if request.logprobs:
-        raise UnsupportedParameterError(
-            "'logprobs' is not supported by the ollama backend", param="logprobs"
-        )
-    if request.n > 1:
-        raise UnsupportedParameterError("the ollama backend generates one choice (n=1)", param="n")
-    if request.is_raw:
-        raise UnsupportedParameterError(
-            "raw prompts are not supported by the ollama backend yet", param="prompt"
-        )
-    if request.tool_choice is not None and request.tool_choice.mode in ("required", "function"):
-        raise UnsupportedParameterError(
-            "Ollama cannot force a tool call; use tool_choice 'auto' or 'none'", param="tool_choice"
-        )
-    if request.constraint is not None and request.constraint.kind == "grammar":
-        raise UnsupportedParameterError(
-            "Ollama cannot constrain output to a grammar", param="response_format"
-        )
-    s = request.sampling
-    options: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        options["num_predict"] = request.max_tokens
-    for key, value in (
-        ("temperature", s.temperature),
-        ("top_p", s.top_p),
-        ("top_k", s.top_k),
-        ("min_p", s.min_p),
-        ("seed", s.seed),
-    ):
-        if value is not None:
-            options[key] = value
-    if request.stop:
-        options["stop"] = list(request.stop)
-    if s.presence_penalty is not None:
-        options["presence_penalty"] = s.presence_penalty
-    if s.frequency_penalty is not None:
-        options["frequency_penalty"] = s.frequency_penalty
-    if s.repetition_penalty is not None:
-        options["repeat_penalty"] = s.repetition_penalty
-    if settings.num_ctx is not None:
-        options["num_ctx"] = settings.num_ctx
+    _refuse_unsupported(request)
     body: dict[str, Any] = {
         "model": settings.remote_model,
         "messages": [_ollama_message(i, m) for i, m in enumerate(request.messages)],
@@ -96,6 +52,7 @@ def to_ollama_request(
         # Fail an over-long prompt instead of silently dropping the start of the history.
         "truncate": False,
     }
+    options = _ollama_options(request, settings)
     if options:
         body["options"] = options
     if settings.keep_alive is not None:
@@ -110,6 +67,48 @@ def to_ollama_request(
     return body
 
 
+def _refuse_unsupported(request: GenerationRequest) -> None:
+    refusals = (
+        (bool(request.sampling.logit_bias), "logit_bias", "'logit_bias' is not supported"),
+        (request.logprobs, "logprobs", "'logprobs' is not supported"),
+        (request.n > 1, "n", "only one choice (n=1) is supported"),
+        (request.is_raw, "prompt", "raw prompts are not supported yet"),
+        (
+            request.tool_choice is not None
+            and request.tool_choice.mode in ("required", "function"),
+            "tool_choice",
+            "a tool call cannot be forced; use tool_choice 'auto' or 'none'",
+        ),
+        (
+            request.constraint is not None and request.constraint.kind == "grammar",
+            "response_format",
+            "output cannot be constrained to a grammar",
+        ),
+    )
+    for refused, param, what in refusals:
+        if refused:
+            raise UnsupportedParameterError(f"ollama backend: {what}", param=param)
+
+
+def _ollama_options(request: GenerationRequest, settings: OllamaSettings) -> dict[str, Any]:
+    """Ollama's ``options``: only what the client (or the model entry) set."""
+    s = request.sampling
+    named = {
+        "num_predict": request.max_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k,
+        "min_p": s.min_p,
+        "seed": s.seed,
+        "stop": list(request.stop) or None,
+        "presence_penalty": s.presence_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "repeat_penalty": s.repetition_penalty,
+        "num_ctx": settings.num_ctx,
+    }
+    return {key: value for key, value in named.items() if value is not None}
+
+
 def _ollama_tool(tool: Any) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name}
     if tool.description is not None:
@@ -122,7 +121,7 @@ def _ollama_tool(tool: Any) -> dict[str, Any]:
 def _ollama_message(index: int, message: Message) -> dict[str, Any]:
     text = message.text()
     if text is None:
-        kind = next(p.type for p in message.content if p.type != "text")
+        kind = next(p.type for p in message.content if not isinstance(p, TextPart))
         raise UnsupportedParameterError(
             f"content parts of type '{kind}' are not supported by the ollama backend (text only)",
             param=f"messages[{index}].content",
@@ -272,29 +271,20 @@ class OllamaBackend(UpstreamBackend):
 
     async def generate(self, request: GenerationRequest) -> EventStream:
         body = to_ollama_request(request, self.settings, stream=True)
-        if not self.client.started:
-            await self.load()
-        deadline = Deadline(self.settings.timeouts.total)
-        upstream = await self.client.open_stream("/api/chat", body, ndjson_lines, deadline)
-        return OpenStream(self._events(upstream, deadline), replica=upstream.replica.url)
+        upstream, deadline = await self.open("/api/chat", body, ndjson_lines)
+        lines = self.items(upstream, deadline, "upstream ollama ended the stream early")
+        events = self._events(lines)
+        return OpenStream(events, replica=upstream.replica.url, cleanup=upstream.aclose)
 
-    async def _events(
-        self, upstream: UpstreamStream[dict[str, Any]], deadline: Deadline
-    ) -> AsyncIterator[Event]:
-        lines = OllamaLines()
+    @staticmethod
+    async def _events(lines: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[Event]:
+        parser = OllamaLines()
         try:
             yield Started(0)
-            line = upstream.first
-            while True:
-                for event in lines.feed(line):
+            async for line in lines:
+                for event in parser.feed(line):
                     yield event
                 if line.get("done"):
                     break
-                try:
-                    line = await next_event(upstream, self.model, deadline)
-                except StopAsyncIteration:
-                    raise UpstreamError(
-                        f"model '{self.model}': upstream ollama ended the stream early"
-                    ) from None
         finally:
-            await upstream.aclose()
+            await lines.aclose()

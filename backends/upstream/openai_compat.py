@@ -11,7 +11,7 @@ becomes a chat body (``to_chat_body``) and the upstream's chunks become events
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ from backends.events import (
 )
 from backends.openai_types import ChatCompletionRequest
 from backends.protocol import EventStream, OpenStream, Relayed
-from backends.requests import GenerationRequest, Message
-from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream, next_event
+from backends.requests import GenerationRequest, Message, OutputConstraint
+from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream
 from backends.upstream.settings import OpenAICompatSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
@@ -113,7 +113,6 @@ def to_chat_body(request: GenerationRequest, remote_model: str) -> dict[str, Any
         raise UnsupportedParameterError(
             "raw prompts are not supported by the openai backend yet", param="prompt"
         )
-    s = request.sampling
     body: dict[str, Any] = {
         **request.extras,
         "model": remote_model,
@@ -121,7 +120,26 @@ def to_chat_body(request: GenerationRequest, remote_model: str) -> dict[str, Any
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    fields: dict[str, Any] = {
+    body.update(_chat_fields(request))
+    if request.tools:
+        body["tools"] = [_chat_tool(tool) for tool in request.tools]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}}
+            if choice.mode == "function"
+            else choice.mode
+        )
+    if request.constraint is not None:
+        body["response_format"] = _response_format(request.constraint)
+    return body
+
+
+def _chat_fields(request: GenerationRequest) -> dict[str, Any]:
+    """The scalar fields the client set (OpenAI's names, vLLM's for top_k / min_p /
+    repetition_penalty)."""
+    s = request.sampling
+    named: dict[str, Any] = {
         "max_tokens": request.max_tokens,
         "temperature": s.temperature,
         "top_p": s.top_p,
@@ -133,40 +151,24 @@ def to_chat_body(request: GenerationRequest, remote_model: str) -> dict[str, Any
         "seed": s.seed,
         "parallel_tool_calls": request.parallel_tool_calls,
         "user": request.user,
+        "logit_bias": {str(k): v for k, v in s.logit_bias.items()} or None,
+        "stop": list(request.stop) or None,
+        "n": request.n if request.n != 1 else None,
     }
-    body.update({k: v for k, v in fields.items() if v is not None})
-    if s.logit_bias:
-        body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
-    if request.stop:
-        body["stop"] = list(request.stop)
-    if request.n != 1:
-        body["n"] = request.n
     if request.logprobs:
-        body["logprobs"] = True
-        body["top_logprobs"] = request.top_logprobs
-    if request.tools:
-        body["tools"] = [_chat_tool(tool) for tool in request.tools]
-    if request.tool_choice is not None:
-        choice = request.tool_choice
-        body["tool_choice"] = (
-            {"type": "function", "function": {"name": choice.name}}
-            if choice.mode == "function"
-            else choice.mode
+        named.update(logprobs=True, top_logprobs=request.top_logprobs)
+    return {key: value for key, value in named.items() if value is not None}
+
+
+def _response_format(constraint: OutputConstraint) -> dict[str, Any]:
+    if constraint.kind == "grammar":
+        raise UnsupportedParameterError(
+            "the openai backend cannot pass a grammar upstream", param="response_format"
         )
-    if request.constraint is not None:
-        constraint = request.constraint
-        if constraint.kind == "grammar":
-            raise UnsupportedParameterError(
-                "the openai backend cannot pass a grammar upstream", param="response_format"
-            )
-        if constraint.kind == "json_schema" and constraint.schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": constraint.name or "response", "schema": constraint.schema},
-            }
-        else:
-            body["response_format"] = {"type": "json_object"}
-    return body
+    if constraint.kind == "json_schema" and constraint.schema is not None:
+        schema = {"name": constraint.name or "response", "schema": dict(constraint.schema)}
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": "json_object"}
 
 
 def _chat_message(message: Message) -> dict[str, Any]:
@@ -315,55 +317,45 @@ class OpenAICompatBackend(UpstreamBackend):
     async def relay_chat_stream(self, request: ChatCompletionRequest) -> OpenStream[bytes]:
         body = to_upstream_body(request, self.settings.remote_model)
         body["stream"] = True
-        payloads = await self._open(body)
+        payloads, upstream = await self._open(body)
         rewrite = ModelRewriter(self.settings.remote_model, request.model)
         relay = self._relay(payloads, rewrite, request.include_usage)
-        return OpenStream(relay, replica=payloads.replica)
+        return OpenStream(relay, replica=upstream.replica.url, cleanup=upstream.aclose)
 
     async def generate(self, request: GenerationRequest) -> EventStream:
-        payloads = await self._open(to_chat_body(request, self.settings.remote_model))
-        return OpenStream(self._events(payloads), replica=payloads.replica)
+        payloads, upstream = await self._open(to_chat_body(request, self.settings.remote_model))
+        events = self._events(payloads)
+        return OpenStream(events, replica=upstream.replica.url, cleanup=upstream.aclose)
 
-    async def _open(self, body: dict[str, Any]) -> OpenStream[bytes]:
-        """POST ``body`` as a stream: its payloads up to (without) ``[DONE]``."""
-        if not self.client.started:
-            await self.load()
-        deadline = Deadline(self.settings.timeouts.total)
-        upstream = await self.client.open_stream("/chat/completions", body, sse_payloads, deadline)
-        return OpenStream(self._payloads(upstream, deadline), replica=upstream.replica.url)
-
-    async def _payloads(
-        self, upstream: UpstreamStream[bytes], deadline: Deadline
-    ) -> AsyncIterator[bytes]:
-        try:
-            payload = upstream.first
-            while payload != _DONE:
-                yield payload
-                try:
-                    payload = await next_event(upstream, self.model, deadline)
-                except StopAsyncIteration:
-                    raise UpstreamError(
-                        f"model '{self.model}': the upstream ended the stream without [DONE]"
-                    ) from None
-        finally:
-            await upstream.aclose()
+    async def _open(
+        self, body: dict[str, Any]
+    ) -> tuple[AsyncGenerator[bytes, None], UpstreamStream[bytes]]:
+        """POST ``body`` as a stream: its SSE payloads (up to ``[DONE]``) and the open
+        upstream response (closing it drops the connection)."""
+        upstream, deadline = await self.open("/chat/completions", body, sse_payloads)
+        ended = "the upstream ended the stream without [DONE]"
+        return self.items(upstream, deadline, ended), upstream
 
     @staticmethod
     async def _relay(
-        payloads: OpenStream[bytes], rewrite: ModelRewriter, keep_usage: bool
+        payloads: AsyncGenerator[bytes, None], rewrite: ModelRewriter, keep_usage: bool
     ) -> AsyncIterator[bytes]:
         try:
             async for payload in payloads:
+                if payload == _DONE:
+                    break
                 if keep_usage or b'"choices":[]' not in payload:
                     yield rewrite(payload)
         finally:
             await payloads.aclose()
 
     @staticmethod
-    async def _events(payloads: OpenStream[bytes]) -> AsyncIterator[Event]:
+    async def _events(payloads: AsyncGenerator[bytes, None]) -> AsyncIterator[Event]:
         chunks = ChunkEvents()
         try:
             async for payload in payloads:
+                if payload == _DONE:
+                    break
                 for event in chunks.feed(payload):
                     yield event
             for event in chunks.end():

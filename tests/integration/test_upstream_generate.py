@@ -1,5 +1,6 @@
-"""The OpenAI-compatible backend's ``generate`` path (what a non-OpenAI surface uses): a core
-request becomes a chat body for a real socket, and the upstream's chunks become events."""
+"""The upstream backends' ``generate`` path (what a non-OpenAI surface uses): a core request
+becomes the upstream's body on a real socket, its replies become events, and a stream closed
+unread still gives its connection back."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from backends.requests import (
     Tool,
     ToolChoice,
 )
+from backends.upstream.ollama import OllamaBackend
 from backends.upstream.openai_compat import OpenAICompatBackend
-from backends.upstream.settings import OpenAICompatSettings
-from tests.fake_upstreams import FakeModel, FakeOpenAI
+from backends.upstream.settings import OllamaSettings, OpenAICompatSettings
+from tests.fake_upstreams import FakeModel, FakeOllama, FakeOpenAI
 from tests.integration.conftest import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -38,6 +40,7 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
         [
             "fake-model",
             FakeModel("tooly", tool_call={"name": "get_weather", "arguments": {"city": "Paris"}}),
+            FakeModel("long", tokens=[f" t{i}" for i in range(200)], token_delay=0.02),
         ]
     )
     thread = ServerThread(fake)  # type: ignore[arg-type]
@@ -106,3 +109,53 @@ def test_a_json_schema_constraint_is_sent_as_response_format(upstream):
     sent = fake.chat_bodies[-1]
     assert sent["response_format"]["type"] == "json_schema"
     assert sent["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_a_stream_closed_before_it_is_read_releases_the_upstream(upstream):
+    _, url = upstream
+
+    async def go() -> int:
+        settings = OpenAICompatSettings(
+            name="m", backend="openai", base_url=url, upstream_model="long"
+        )
+        backend = OpenAICompatBackend(settings)
+        try:
+            stream = await backend.generate(ask("Say hello"))
+            assert backend.client.in_flight == 1
+            await stream.aclose()
+            return backend.client.in_flight
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(go()) == 0
+
+
+def test_an_ollama_stream_closed_before_it_is_read_releases_the_upstream():
+    fake = FakeOllama([FakeModel("long", tokens=[f" t{i}" for i in range(200)], token_delay=0.02)])
+    thread = ServerThread(fake)  # type: ignore[arg-type]
+    thread.start()
+
+    async def go() -> tuple[int, int, list[Event]]:
+        settings = OllamaSettings(
+            name="m",
+            backend="ollama",
+            base_url=f"http://127.0.0.1:{thread.port}",
+            upstream_model="long",
+        )
+        backend = OllamaBackend(settings)
+        try:
+            unread = await backend.generate(ask("Say hello", max_tokens=2))
+            held = backend.client.in_flight
+            await unread.aclose()
+            read = await backend.generate(ask("Say hello", max_tokens=2))
+            events = [event async for event in read]
+            return held, backend.client.in_flight, events
+        finally:
+            await backend.aclose()
+
+    try:
+        held, after, events = asyncio.run(go())
+    finally:
+        thread.stop()
+    assert (held, after) == (1, 0)
+    assert events[0] == Started(0) and events[-1] == Usage(events[-1].prompt_tokens, 2)

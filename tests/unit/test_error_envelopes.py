@@ -59,6 +59,15 @@ async def test_malformed_json_is_400_not_422(app_client):
         ({**GOOD, "stream": "yes please"}, "stream"),
         ({**GOOD, "response_format": {"type": "xml"}}, "response_format.type"),
         ({**GOOD, "messages": "hello"}, "messages"),
+        (
+            {**GOOD, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "messages[0].content",
+        ),
+        (
+            {**GOOD, "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]},
+            "messages[0].content",
+        ),
+        ({**GOOD, "tool_choice": {"type": "function"}}, "tool_choice"),
     ],
 )
 async def test_schema_violation_is_400_naming_the_field(app_client, body, param):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from backends.errors import QueueFullError
+from backends.errors import BackendUnavailableError, QueueFullError
 from backends.local.bridge import StopSignal
 from backends.local.serial_worker import SerialWorker
 
@@ -136,4 +136,23 @@ async def test_producer_exception_reaches_the_consumer_and_frees_the_turn():
         async for _ in worker.stream(broken):
             pass
     assert [x async for x in worker.stream(counting_producer([], limit=2, delay=0))] == [0, 1]
+    worker.shutdown()
+
+
+async def test_after_close_waiters_and_newcomers_get_a_retryable_503():
+    worker = SerialWorker("t", max_queue=4)
+    produced: list[int] = []
+    running = worker.stream(counting_producer(produced, limit=50))
+    assert await anext(running) == 0
+    waiting = asyncio.ensure_future(anext(worker.stream(counting_producer([]))))
+    await asyncio.sleep(0.02)
+    worker.close()
+    rest = [item async for item in running]  # the running stream finishes whole
+    assert rest[-1] == 49
+    with pytest.raises(BackendUnavailableError) as queued:
+        await waiting
+    assert queued.value.retryable
+    with pytest.raises(BackendUnavailableError):
+        await anext(worker.stream(counting_producer([])))
+    assert await worker.run(lambda: "freed") == "freed"  # lifecycle work still runs
     worker.shutdown()
