@@ -12,6 +12,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import install_exception_handlers
 from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
 from gateway.routing import BackendFactory, ModelRouter
+from gateway.webchat import install_chat_page
 
 
 def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = None) -> FastAPI:
@@ -43,6 +44,7 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     app.state.config = config
     install_exception_handlers(app)
     app.include_router(api)
+    install_chat_page(app)
     # Outermost last: auth runs first, then disconnect watching around the handlers.
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(ApiKeyMiddleware, keys=config.server.api_key_entries())

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 
@@ -41,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--config", default=DEFAULT_CONFIG)
     models.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8000/v1")
     models.add_argument("--api-key", default=None)
-    chat = sub.add_parser("chat", help="multi-turn chat in the terminal against a server")
+    chat = sub.add_parser(
+        "chat", help="multi-turn chat in the terminal against a server (/help inside)"
+    )
     chat.add_argument("--url", default="http://127.0.0.1:8000/v1")
     chat.add_argument("--model", default="default")
     chat.add_argument("--api-key", default=None)
@@ -113,74 +113,6 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    import httpx
+    from gateway.terminal_chat import run_chat
 
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    history: list[dict[str, Any]] = []
-    if args.system:
-        history.append({"role": "system", "content": args.system})
-    print(f"chatting with '{args.model}' at {args.url} — /reset clears, /exit or Ctrl-D quits")
-    with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=None) as client:
-        while True:
-            try:
-                line = input("you> ").strip()
-            except (EOFError, KeyboardInterrupt):
-                print()
-                return 0
-            if not line:
-                continue
-            if line in {"/exit", "/quit"}:
-                return 0
-            if line == "/reset":
-                history = history[:1] if args.system else []
-                continue
-            history.append({"role": "user", "content": line})
-            try:
-                answer = _chat_turn(client, args, history)
-            except httpx.HTTPError as exc:
-                print(f"\nllmgate: cannot reach {args.url}: {exc}", file=sys.stderr)
-                history.pop()
-                continue
-            except RuntimeError as exc:
-                print(f"\nerror: {exc}", file=sys.stderr)
-                history.pop()
-                continue
-            history.append({"role": "assistant", "content": answer})
-
-
-def _chat_turn(client: Any, args: argparse.Namespace, history: list[dict[str, Any]]) -> str:
-    body = {
-        "model": args.model,
-        "messages": history,
-        "stream": True,
-        "max_tokens": args.max_tokens,
-    }
-    parts: list[str] = []
-    print("assistant> ", end="", flush=True)
-    with client.stream("POST", "/chat/completions", json=body) as reply:
-        if reply.status_code != 200:
-            reply.read()
-            raise RuntimeError(_error_message(reply.text))
-        for line in reply.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            data = line[6:]
-            if data == "[DONE]":
-                break
-            event = json.loads(data)
-            if "error" in event:
-                raise RuntimeError(event["error"].get("message", "stream failed"))
-            for choice in event.get("choices", []):
-                text = choice.get("delta", {}).get("content")
-                if text:
-                    parts.append(text)
-                    print(text, end="", flush=True)
-    print()
-    return "".join(parts)
-
-
-def _error_message(text: str) -> str:
-    try:
-        return str(json.loads(text)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return text
+    return run_chat(args.url, args.model, args.api_key, args.system, args.max_tokens)

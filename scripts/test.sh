@@ -9,6 +9,15 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q -c requirements.lock pip
 # llama-cpp-python compiles from source the first time (~15 min on 2 cores); pip caches the wheel.
 .venv/bin/python -m pip install -q -c requirements.lock -e '.[all,test]'
+# The chat page's browser tests drive Debian's Chromium (never a downloaded browser build).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "scripts/test.sh: the browser tests need Chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -1,0 +1,375 @@
+"""``llmgate chat``: a terminal chat against a running llmgate (or any OpenAI-compatible server).
+
+Line editing, history across sessions and completion come from ``prompt_toolkit``; colours
+from ``rich``. Ctrl-C while an answer streams stops that answer (the request is closed, so the
+engine stops) and returns to the prompt; Ctrl-C at an empty prompt twice, or Ctrl-D, exits.
+Commands: ``/model NAME``, ``/system TEXT``, ``/set KEY VALUE``, ``/reset``, ``/stats``,
+``/help``, ``/exit``. ``\"\"\"`` starts and ends a multi-line message (as in ``ollama run``),
+and Esc then Enter inserts a newline. Exit codes: 0 done, 1 server unreachable, 2 bad model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+COMMANDS = ["/model", "/models", "/system", "/set", "/reset", "/stats", "/help", "/exit"]
+SETTINGS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int}
+HELP = """\
+/model NAME        switch model (Tab completes names)   /models   list models
+/system TEXT       set the system prompt (/system alone clears it)
+/set KEY VALUE     temperature, top_p, top_k, max_tokens, seed (/set alone shows them)
+/reset             forget this conversation              /stats    usage after each answer
+/exit              quit (also Ctrl-D, or Ctrl-C twice at an empty prompt)
+\"\"\" ... \"\"\"         a multi-line message; Esc then Enter also starts a new line
+Ctrl-C while an answer streams stops it."""
+
+
+class ChatError(Exception):
+    """The server answered with an error, or could not be reached; the message says which."""
+
+
+@dataclass
+class Answer:
+    text: str = ""
+    reasoning: str = ""
+    usage: dict[str, Any] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+    last: float | None = None
+    stopped: bool = False
+
+    def stats(self) -> str:
+        parts = []
+        tokens = (self.usage or {}).get("completion_tokens")
+        if tokens is not None:
+            parts.append(f"{tokens} tokens")
+        if self.first is not None:
+            parts.append(f"first token {self.first - self.started:.2f} s")
+        first, last = self.first, self.last
+        if tokens and tokens > 1 and first is not None and last is not None and last > first:
+            parts.append(f"{(tokens - 1) / (last - first):.1f} tok/s")
+        return " · ".join(parts)
+
+
+class ChatClient:
+    """The few calls the chat makes, over one ``httpx.Client``."""
+
+    def __init__(self, url: str, api_key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=None)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def models(self) -> list[str]:
+        try:
+            reply = self._http.get("/models", timeout=10)
+        except httpx.HTTPError as exc:
+            raise ChatError(f"cannot reach {self.url}: {exc}. Is `llmgate serve` running?") from exc
+        if reply.status_code != 200:
+            raise ChatError(_error_message(reply))
+        return [card["id"] for card in reply.json().get("data", [])]
+
+    def stream(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+        """The chunks of a streamed chat completion; closing the iterator closes the request."""
+        try:
+            with self._http.stream("POST", "/chat/completions", json=body) as reply:
+                if reply.status_code != 200:
+                    reply.read()
+                    raise ChatError(_error_message(reply))
+                for line in reply.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise ChatError(chunk["error"].get("message", "the stream failed"))
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise ChatError(f"cannot reach {self.url}: {exc}") from exc
+
+
+def _error_message(reply: httpx.Response) -> str:
+    try:
+        return f"{reply.status_code}: {reply.json()['error']['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{reply.status_code}: {reply.text.strip()[:500]}"
+
+
+def history_path() -> Path:
+    explicit = os.environ.get("LLMGATE_CHAT_HISTORY")
+    if explicit:
+        return Path(explicit).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "llmgate" / "chat_history"
+
+
+class TerminalChat:
+    def __init__(
+        self,
+        client: ChatClient,
+        model: str,
+        system: str | None,
+        max_tokens: int,
+        console: Console,
+        read_line: Callable[[str], str] | None = None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.system = system
+        self.settings: dict[str, float | int] = {"max_tokens": max_tokens}
+        self.history: list[dict[str, str]] = []
+        self.show_stats = False
+        self.console = console
+        self.models: list[str] = []
+        self._read_line = read_line or self._prompt_toolkit_reader()
+
+    # -- input ---------------------------------------------------------------------------
+
+    def _prompt_toolkit_reader(self) -> Callable[[str], str]:
+        if not sys.stdin.isatty():
+            return input
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.completion import Completer, Completion
+        from prompt_toolkit.history import FileHistory
+        from prompt_toolkit.key_binding import KeyBindings
+
+        chat = self
+
+        class ChatCompleter(Completer):
+            def get_completions(self, document: Any, complete_event: Any) -> Iterator[Completion]:
+                text = document.text_before_cursor
+                if text.startswith("/model "):
+                    word = text[len("/model ") :]
+                    for name in chat.models:
+                        if name.startswith(word):
+                            yield Completion(name, start_position=-len(word))
+                elif text.startswith("/set ") and " " not in text[5:]:
+                    word = text[5:]
+                    for key in SETTINGS:
+                        if key.startswith(word):
+                            yield Completion(key, start_position=-len(word))
+                elif text.startswith("/") and " " not in text:
+                    for command in COMMANDS:
+                        if command.startswith(text):
+                            yield Completion(command, start_position=-len(text))
+
+        keys = KeyBindings()
+
+        @keys.add("c-c")
+        def _(event: Any) -> None:
+            buffer = event.app.current_buffer
+            if buffer.text:
+                buffer.reset()
+            else:
+                event.app.exit(exception=KeyboardInterrupt)
+
+        @keys.add("escape", "enter")
+        def _(event: Any) -> None:
+            event.app.current_buffer.insert_text("\n")
+
+        path = history_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        session: Any = PromptSession(
+            history=FileHistory(str(path)), completer=ChatCompleter(), key_bindings=keys
+        )
+        return lambda prompt: str(session.prompt(prompt))
+
+    def _read_message(self) -> str:
+        """One message: a line, or a \"\"\"-block spanning several."""
+        line = self._read_line(">>> ")
+        if not line.lstrip().startswith('"""'):
+            return line.strip()
+        lines = [line.lstrip()[3:]]
+        while not lines[-1].rstrip().endswith('"""'):
+            lines.append(self._read_line("... "))
+        lines[-1] = lines[-1].rstrip()[:-3]
+        return "\n".join(lines).strip()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.models = self.client.models()
+        except ChatError as exc:
+            self.console.print(f"[red]llmgate: {exc}[/red]", highlight=False)
+            return 1
+        if self.model not in self.models and not self._alias_ok(self.model):
+            self._unknown_model(self.model)
+            return 2
+        self.console.print(
+            f"chatting with [bold]{self.model}[/bold] at {self.client.url} — /help for commands",
+            highlight=False,
+        )
+        armed = False  # a first Ctrl-C at an empty prompt arms the second
+        while True:
+            try:
+                text = self._read_message()
+            except EOFError:
+                self.console.print()
+                return 0
+            except KeyboardInterrupt:
+                if armed:
+                    self.console.print()
+                    return 0
+                armed = True
+                self.console.print("[dim](Ctrl-C again or Ctrl-D to exit)[/dim]")
+                continue
+            armed = False
+            if not text:
+                continue
+            try:
+                if text.startswith("/"):
+                    if not self._command(text):
+                        return 0
+                    continue
+                self._ask(text)
+            except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
+                self.console.print(" [dim](stopped)[/dim]")
+
+    def _alias_ok(self, name: str) -> bool:
+        """An alias is not listed as a model id; ask the server whether it knows the name."""
+        try:
+            self.client._http.get(f"/models/{name}", timeout=10).raise_for_status()
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def _unknown_model(self, name: str) -> None:
+        available = ", ".join(self.models) or "none"
+        self.console.print(
+            f"[red]llmgate: model '{name}' is not served there; available: {available}[/red]",
+            highlight=False,
+        )
+
+    def _command(self, text: str) -> bool:
+        """Run a slash command; False means exit."""
+        name, _, rest = text.partition(" ")
+        rest = rest.strip()
+        print_ = self.console.print
+        if name in ("/exit", "/quit", "/bye"):
+            return False
+        if name == "/help":
+            print_(HELP, highlight=False, markup=False)
+        elif name == "/reset":
+            self.history.clear()
+            print_("[dim]conversation cleared[/dim]")
+        elif name == "/stats":
+            self.show_stats = not self.show_stats
+            print_(f"[dim]stats after each answer: {'on' if self.show_stats else 'off'}[/dim]")
+        elif name == "/system":
+            self.system = rest or None
+            print_(f"[dim]system prompt {'set' if rest else 'cleared'}[/dim]")
+        elif name == "/models":
+            print_("\n".join(self.models), highlight=False, markup=False)
+        elif name == "/model":
+            self._switch_model(rest)
+        elif name == "/set":
+            self._set(rest)
+        else:
+            print_(f"[red]unknown command {name}; /help lists them[/red]", highlight=False)
+        return True
+
+    def _switch_model(self, name: str) -> None:
+        if not name:
+            self.console.print(f"model: {self.model}", highlight=False)
+            return
+        try:
+            self.models = self.client.models()
+        except ChatError as exc:
+            self.console.print(f"[red]{exc}[/red]", highlight=False)
+            return
+        if name not in self.models and not self._alias_ok(name):
+            self._unknown_model(name)
+            return
+        self.model = name
+        self.console.print(f"[dim]now chatting with {name}[/dim]", highlight=False)
+
+    def _set(self, rest: str) -> None:
+        if not rest:
+            shown = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+            self.console.print(shown or "defaults", highlight=False)
+            return
+        key, _, value = rest.partition(" ")
+        kind = SETTINGS.get(key)
+        if kind is None:
+            self.console.print(f"[red]/set takes one of {', '.join(SETTINGS)}[/red]")
+            return
+        try:
+            self.settings[key] = kind(value)
+        except ValueError:
+            self.console.print(f"[red]{key} needs a {kind.__name__}, got {value!r}[/red]")
+            return
+        self.console.print(f"[dim]{key} = {self.settings[key]}[/dim]", highlight=False)
+
+    def _ask(self, text: str) -> None:
+        self.history.append({"role": "user", "content": text})
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
+            *self.history
+        ]
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **self.settings,
+        }
+        answer = Answer()
+        chunks = self.client.stream(body)
+        try:
+            for chunk in chunks:
+                self._show(chunk, answer)
+        except KeyboardInterrupt:
+            answer.stopped = True
+        except ChatError as exc:
+            self.console.print(f"\n[red]error: {exc}[/red]", highlight=False)
+            self.history.pop()
+            return
+        finally:
+            chunks.close()  # closes the request: the server stops generating
+        self.console.print(" [dim](stopped)[/dim]" if answer.stopped else "")
+        if answer.text:
+            self.history.append({"role": "assistant", "content": answer.text})
+        else:
+            self.history.pop()
+        if self.show_stats:
+            self.console.print(f"[dim]{answer.stats()}[/dim]", highlight=False)
+
+    def _show(self, chunk: dict[str, Any], answer: Answer) -> None:
+        if chunk.get("usage"):
+            answer.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            reasoning, content = delta.get("reasoning_content"), delta.get("content")
+            if reasoning or content:
+                answer.last = time.perf_counter()
+                answer.first = answer.first or answer.last
+            if reasoning:
+                answer.reasoning += reasoning
+                self.console.print(reasoning, style="dim", end="", markup=False, highlight=False)
+            if content:
+                answer.text += content
+                self.console.file.write(content)
+                self.console.file.flush()
+
+
+def run_chat(url: str, model: str, api_key: str | None, system: str | None, max_tokens: int) -> int:
+    console = Console(highlight=False)
+    client = ChatClient(url, api_key)
+    try:
+        return TerminalChat(client, model, system, max_tokens, console).run()
+    finally:
+        client.close()

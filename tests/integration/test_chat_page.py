@@ -1,0 +1,217 @@
+"""The chat page in a real browser (Debian's Chromium driven by Playwright) against a real
+gateway: streaming, Stop (proved by the engine's counter), switching models, hostile model
+output rendered as text, errors shown, conversations kept, API keys. Screenshots are saved
+under test-artifacts/ (LLMGATE_TEST_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.integration.chat_ui import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    ChatGateway,
+    chat_gateway,
+    chromium_path,
+)
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+ESSAY = "Write a very long essay about the history of the sea, with many chapters."
+
+
+@pytest.fixture(scope="module")
+def gateway(tiny_gguf: Path) -> Iterator[ChatGateway]:
+    yield from chat_gateway(tiny_gguf)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, gateway: ChatGateway, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(gateway.server.base_url + "/")
+    expect(page.locator("#model option")).not_to_have_count(0)
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"chat-page-{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not dialogs, f"the page ran script from model output: {dialogs}"
+
+
+def send(page: Page, text: str) -> None:
+    page.locator("#prompt").fill(text)
+    page.locator("#prompt").press("Enter")
+
+
+def last_answer(page: Page):
+    return page.locator("article.message.assistant").last
+
+
+def test_the_page_is_served_with_its_assets_and_a_strict_policy(gateway):
+    with httpx.Client(base_url=gateway.server.base_url) as client:
+        index = client.get("/")
+        assert index.status_code == 200 and "text/html" in index.headers["content-type"]
+        policy = index.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+        for asset in ("chat.js", "chat.css", "vendor/markdown-it.min.js", "vendor/purify.min.js"):
+            assert client.get(f"/static/{asset}").status_code == 200, asset
+
+
+def test_a_message_streams_in_and_shows_its_stats(page, gateway):
+    page.select_option("#model", "smollm2")
+    page.locator("#temperature").focus()
+    page.keyboard.press("Home")  # temperature 0: a reproducible answer
+    expect(page.locator("#temperature-value")).to_have_text("0")
+    send(page, "Name the capital city of France in one word.")
+    answer = last_answer(page)
+    expect(page.locator("#stop")).to_be_visible()  # the answer is streaming
+    expect(page.locator("#send")).to_be_visible(timeout=60_000)
+    expect(answer.locator(".body")).to_contain_text("Paris")
+    expect(answer.locator(".stats")).to_contain_text("tokens")
+    expect(answer.locator(".stats")).to_contain_text("tok/s")
+    expect(page.locator("article.message.user .body")).to_have_text(
+        "Name the capital city of France in one word."
+    )
+
+
+def test_stop_aborts_the_request_and_the_engine_stops(page, gateway):
+    stats = gateway.server.backend("smollm2").stats
+    cancelled = stats.requests_cancelled
+    page.select_option("#model", "smollm2")
+    send(page, ESSAY)  # 512 tokens by default: several seconds of streaming
+    answer = last_answer(page)
+    expect(answer.locator(".body")).not_to_have_text("", timeout=30_000)  # tokens arrived
+    expect(page.locator("#stop")).to_be_visible()
+    page.locator("#stop").click()
+    expect(answer.locator(".stopped")).to_have_text("stopped")
+    assert wait_until(lambda: stats.requests_cancelled == cancelled + 1, 10), "engine kept going"
+    generated = stats.tokens_generated
+    time.sleep(0.5)
+    assert stats.tokens_generated == generated
+    expect(page.locator("#send")).to_be_visible()
+
+
+def test_switching_model_sends_to_the_new_model(page, gateway):
+    started = gateway.server.backend("tiny").stats.requests_started
+    page.select_option("#model", "tiny")
+    send(page, "hello")
+    expect(page.locator("#send")).to_be_visible(timeout=60_000)
+    expect(last_answer(page).locator(".role")).to_have_text("tiny")
+    assert gateway.server.backend("tiny").stats.requests_started == started + 1
+    page.reload()  # the choice is remembered
+    expect(page.locator("#model")).to_have_value("tiny")
+
+
+def test_hostile_model_output_renders_as_text(page, gateway):
+    page.select_option("#model", "hostile")
+    send(page, "say something")
+    expect(page.locator("#send")).to_be_visible(timeout=30_000)
+    body = last_answer(page).locator(".body")
+    expect(body).to_contain_text("<img src=x onerror=alert(1)>")
+    expect(body).to_contain_text("<script>alert(2)</script>")
+    expect(body.locator("img")).to_have_count(0)
+    expect(body.locator("script")).to_have_count(0)
+
+
+def test_markdown_code_blocks_render_with_a_copy_button(page, gateway):
+    gateway.upstream.models["echo"].tokens = ["Here:\n\n```python\nprint(1)\n```\n"]
+    try:
+        page.select_option("#model", "echo")
+        send(page, "code please")
+        expect(page.locator("#send")).to_be_visible(timeout=30_000)
+        body = last_answer(page).locator(".body")
+        expect(body.locator("pre code")).to_have_text("print(1)\n")
+        expect(body.locator("pre button.copy-code")).to_have_accessible_name("Copy code")
+    finally:
+        gateway.upstream.models["echo"].tokens = ["Noted", "."]
+
+
+def test_an_error_from_the_server_is_shown(page, gateway):
+    page.select_option("#model", "smollm2")
+    page.locator("#max-tokens").focus()
+    page.keyboard.press("End")  # 4096 tokens: more than SmolLM2's 2048-token window
+    send(page, "hello")
+    error = page.locator("article.message.error")
+    expect(error).to_contain_text("400")
+    expect(error).to_contain_text("maximum context length is 2048 tokens")
+    expect(page.locator("#send")).to_be_visible()
+
+
+def test_conversations_are_kept_and_edit_regenerate_work(page, gateway):
+    page.select_option("#model", "echo")
+    send(page, "first conversation")
+    expect(page.locator("#send")).to_be_visible(timeout=30_000)
+    page.locator("#new-chat").click()
+    send(page, "second conversation")
+    expect(page.locator("#send")).to_be_visible(timeout=30_000)
+    page.reload()
+    titles = page.locator("#conversation-list button.open")
+    expect(titles.nth(0)).to_have_text("second conversation")
+    expect(titles.nth(1)).to_have_text("first conversation")
+    titles.nth(1).click()
+    expect(page.locator("article.message.user")).to_contain_text("first conversation")
+
+    bodies_before = len(gateway.upstream.chat_bodies)
+    page.get_by_role("button", name="Regenerate answer").click()
+    expect(page.locator("#send")).to_be_visible(timeout=30_000)
+    assert len(gateway.upstream.chat_bodies) == bodies_before + 1
+    expect(page.locator("article.message.assistant")).to_have_count(1)
+
+    page.get_by_role("button", name="Edit and resend this message").click()
+    expect(page.locator("#prompt")).to_have_value("first conversation")
+    page.locator("#prompt").fill("first conversation, edited")
+    page.locator("#prompt").press("Enter")
+    expect(page.locator("#send")).to_be_visible(timeout=30_000)
+    sent = gateway.upstream.chat_bodies[-1]["messages"]
+    assert [m["content"] for m in sent] == ["first conversation, edited"]
+
+
+def test_shift_enter_is_a_newline_and_the_page_fits_a_phone(browser, gateway):
+    context = browser.new_context(viewport={"width": 390, "height": 800}, color_scheme="dark")
+    page = context.new_page()
+    page.goto(gateway.server.base_url + "/")
+    expect(page.locator("#model option")).not_to_have_count(0)
+    page.locator("#prompt").press("a")
+    page.locator("#prompt").press("Shift+Enter")
+    page.locator("#prompt").press("b")
+    expect(page.locator("#prompt")).to_have_value("a\nb")
+    expect(page.locator("#sidebar")).not_to_be_in_viewport()
+    page.get_by_role("button", name="Show conversations and settings").click()
+    expect(page.locator("#sidebar")).to_be_in_viewport()
+    width = page.locator("body").bounding_box()
+    assert width is not None and width["width"] <= 390
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-page-phone-dark.png"))
+    context.close()
+
+
+def test_a_server_with_keys_asks_for_one(browser, tiny_gguf):
+    for keyed in chat_gateway(tiny_gguf, api_keys=["sk-page-test"]):
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(keyed.server.base_url + "/")
+        expect(page.locator("#status")).to_have_text("This server needs an API key")
+        key = page.get_by_label("API key")
+        expect(key).to_be_visible()
+        key.fill("sk-page-test")
+        key.press("Enter")
+        key.blur()
+        expect(page.locator("#model option")).not_to_have_count(0)
+        context.close()

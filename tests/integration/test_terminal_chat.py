@@ -1,0 +1,149 @@
+"""``llmgate chat`` through a real pty (pexpect) against a real gateway: a two-turn chat whose
+history reaches the model, Ctrl-C mid-answer (the engine stops; the next question works),
+/model, /reset, /set, and the exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.integration.chat_ui import ChatGateway, chat_gateway
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+PROMPT = ">>>"
+
+
+@pytest.fixture(scope="module")
+def gateway(tiny_gguf: Path) -> Iterator[ChatGateway]:
+    yield from chat_gateway(tiny_gguf)
+
+
+def spawn(url: str, model: str, tmp_path: Path) -> pexpect.spawn:
+    env = {
+        **os.environ,
+        "PROMPT_TOOLKIT_NO_CPR": "1",  # no cursor-position queries to the pty
+        "LLMGATE_CHAT_HISTORY": str(tmp_path / "history"),
+        "TERM": "xterm",
+    }
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "gateway", "chat", "--url", url, "--model", model],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 160),
+    )
+    child.expect("chatting with")
+    child.expect(PROMPT)
+    return child
+
+
+def say(child: pexpect.spawn, line: str, until: str = "tokens") -> None:
+    """Send ``line`` and wait for the answer's stats line (``/stats`` is on), then the prompt."""
+    child.sendline(line)
+    child.expect(until)
+    child.expect(PROMPT)
+
+
+def finish(child: pexpect.spawn) -> int:
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    return int(child.exitstatus)
+
+
+def test_a_two_turn_chat_sends_the_history_and_reset_clears_it(gateway, tmp_path):
+    child = spawn(gateway.server.base_url + "/v1", "echo", tmp_path)
+    say(child, "/stats", until="on")
+    say(child, "My name is Zed.")
+    say(child, "What is my name?")
+    sent = gateway.upstream.chat_bodies[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("user", "My name is Zed."),
+        ("assistant", "Noted."),
+        ("user", "What is my name?"),
+    ]
+    say(child, "/reset", until="cleared")
+    say(child, "/system Be brief.", until="system prompt set")
+    say(child, "Hello again")
+    sent = gateway.upstream.chat_bodies[-1]["messages"]
+    assert sent == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello again"},
+    ]
+    assert finish(child) == 0
+
+
+def test_ctrl_c_stops_the_answer_and_the_engine_then_the_chat_goes_on(gateway, tmp_path):
+    stats = gateway.server.backend("smollm2").stats
+    cancelled = stats.requests_cancelled
+    child = spawn(gateway.server.base_url + "/v1", "smollm2", tmp_path)
+    say(child, "/stats", until="on")
+    say(child, "/set max_tokens 900", until="max_tokens = 900")
+    child.sendline("Write a very long essay about the history of the sea.")
+    child.expect(r"history of the sea\.")  # the line as typed
+    child.expect(r"\n[^\n>]{40}")  # then the answer streams in
+    assert wait_until(lambda: stats.tokens_generated > 20, 10)
+    child.sendintr()
+    child.expect(r"\(stopped\)")
+    child.expect(PROMPT)
+    assert wait_until(lambda: stats.requests_cancelled == cancelled + 1, 10), "engine kept going"
+    say(child, "/set max_tokens 8", until="max_tokens = 8")
+    say(child, "Name the capital of France.")  # the next question is answered
+    child.sendintr()  # at an empty prompt: arms
+    child.expect("Ctrl-C again")
+    child.sendintr()  # exits, no traceback
+    child.expect(pexpect.EOF)
+    assert "Traceback" not in (child.before or "")
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_model_switch_and_settings(gateway, tmp_path):
+    child = spawn(gateway.server.base_url + "/v1", "default", tmp_path)  # an alias works
+    say(child, "/model nope", until="is not served there")
+    say(child, "/model echo", until="now chatting with echo")
+    say(child, "/set temperature 0.2", until="temperature = 0.2")
+    say(child, "/set temperature hot", until="needs a float")
+    say(child, "/stats", until="on")
+    say(child, "hello")
+    body = gateway.upstream.chat_bodies[-1]
+    assert body["model"] == "echo" and body["temperature"] == 0.2
+    say(child, "/help", until="/reset")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_a_down_server_or_an_unknown_model_is_a_clear_error(gateway, tmp_path):
+    env = {**os.environ, "LLMGATE_CHAT_HISTORY": str(tmp_path / "history")}
+    down = pexpect.spawn(
+        sys.executable,
+        ["-m", "gateway", "chat", "--url", "http://127.0.0.1:9/v1"],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+    )
+    down.expect("cannot reach http://127.0.0.1:9/v1")
+    down.expect(pexpect.EOF)
+    down.close()
+    assert down.exitstatus == 1
+    unknown = pexpect.spawn(
+        sys.executable,
+        ["-m", "gateway", "chat", "--url", gateway.server.base_url + "/v1", "--model", "nope"],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+    )
+    unknown.expect("model 'nope' is not served there; available: smollm2, tiny")
+    unknown.expect(pexpect.EOF)
+    unknown.close()
+    assert unknown.exitstatus == 2
