@@ -184,7 +184,10 @@ class TerminalChat:
         path = history_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         session: Any = PromptSession(
-            history=FileHistory(str(path)), completer=ChatCompleter(), key_bindings=keys
+            history=FileHistory(str(path)),
+            completer=ChatCompleter(),
+            complete_while_typing=False,  # Tab completes (a unique name at once)
+            key_bindings=keys,
         )
         return lambda prompt: str(session.prompt(prompt))
 

@@ -175,6 +175,7 @@ class FakeModel:
     supports_tools: bool = True  # Ollama: False makes a request with tools a 400
     token_delay: float = 0.0  # seconds between generated tokens
     context_length: int = 4096  # OpenAI: max_model_len; Ollama: /api/ps context_length
+    reasoning: list[str] | None = None  # OpenAI: streamed first as `reasoning_content` deltas
     family: str = "llama"
     parameter_size: str = "8.0B"
     quantization_level: str = "Q4_0"
@@ -1426,6 +1427,7 @@ class FakeOpenAI(_FakeUpstream):
                 {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]},
             ]
         else:
+            deltas += [{"reasoning_content": piece} for piece in model.reasoning or []]
             deltas += [{"content": piece} for piece in pieces]
 
         async def events() -> AsyncIterator[bytes]:

@@ -30,7 +30,11 @@ class ChatGateway:
 
 def chat_gateway(tiny_gguf: Path, api_keys: list[str] | None = None) -> Iterator[ChatGateway]:
     upstream = FakeOpenAI(
-        [FakeModel("hostile", tokens=HOSTILE), FakeModel("echo", tokens=["Noted", "."])]
+        [
+            FakeModel("hostile", tokens=HOSTILE),
+            FakeModel("echo", tokens=["Noted", "."]),
+            FakeModel("thinker", tokens=["4"], reasoning=["Two plus two ", "is four."]),
+        ]
     )
     upstream_thread = ServerThread(upstream)  # type: ignore[arg-type]
     upstream_thread.start()
@@ -52,6 +56,7 @@ def chat_gateway(tiny_gguf: Path, api_keys: list[str] | None = None) -> Iterator
             LlamaCppSettings(name="tiny", backend="llama_cpp", source=str(tiny_gguf)),
             relayed("hostile"),
             relayed("echo"),
+            relayed("thinker"),
         ],
     )  # fmt: skip
     app = create_app(config)

@@ -143,6 +143,19 @@ def test_markdown_code_blocks_render_with_a_copy_button(page, gateway):
         gateway.upstream.models["echo"].tokens = ["Noted", "."]
 
 
+def test_reasoning_is_shown_collapsed_apart_from_the_answer(page, gateway):
+    page.select_option("#model", "thinker")
+    send(page, "2+2?")
+    expect(page.locator("#send")).to_be_visible(timeout=30_000)
+    answer = last_answer(page)
+    expect(answer.locator(".body")).to_have_text("4")
+    reasoning = answer.locator("details.reasoning")
+    expect(reasoning).not_to_have_attribute("open", "")
+    expect(reasoning.locator(".thinking")).not_to_be_visible()
+    reasoning.locator("summary").click()
+    expect(reasoning.locator(".thinking")).to_have_text("Two plus two is four.")
+
+
 def test_an_error_from_the_server_is_shown(page, gateway):
     page.select_option("#model", "smollm2")
     page.locator("#max-tokens").focus()

@@ -123,6 +123,30 @@ def test_model_switch_and_settings(gateway, tmp_path):
     assert child.exitstatus == 0
 
 
+def test_multi_line_input_completion_and_history_across_sessions(gateway, tmp_path):
+    child = spawn(gateway.server.base_url + "/v1", "echo", tmp_path)
+    say(child, "/stats", until="on")
+    child.sendline('"""first line')
+    child.sendline('second line"""')
+    child.expect("tokens")
+    child.expect(PROMPT)
+    assert gateway.upstream.chat_bodies[-1]["messages"][-1]["content"] == "first line\nsecond line"
+    child.send("/model thi\t")  # Tab completes the model name
+    child.expect("thinker")
+    child.sendline("")
+    child.expect("now chatting with thinker")
+    child.expect(PROMPT)
+    say(child, "2+2?")  # a thinking model: its reasoning shows before the answer
+    assert finish(child) == 0
+    again = spawn(gateway.server.base_url + "/v1", "echo", tmp_path)  # same history file
+    again.send("\x1b[A")  # Up: the last line of the previous session
+    again.expect("2\\+2\\?")
+    again.sendline("")
+    again.expect("Noted")  # the recalled line was sent
+    again.expect(PROMPT)
+    assert finish(again) == 0
+
+
 def test_a_down_server_or_an_unknown_model_is_a_clear_error(gateway, tmp_path):
     env = {**os.environ, "LLMGATE_CHAT_HISTORY": str(tmp_path / "history")}
     down = pexpect.spawn(
@@ -143,7 +167,7 @@ def test_a_down_server_or_an_unknown_model_is_a_clear_error(gateway, tmp_path):
         encoding="utf-8",
         timeout=30,
     )
-    unknown.expect("model 'nope' is not served there; available: smollm2, tiny")
+    unknown.expect("model 'nope' is not served there; available: smollm2, tiny, hostile")
     unknown.expect(pexpect.EOF)
     unknown.close()
     assert unknown.exitstatus == 2
