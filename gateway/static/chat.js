@@ -442,9 +442,14 @@ function init() {
     render();
     $("prompt").focus();
   });
-  $("toggle-sidebar").addEventListener("click", () => {
+  $("toggle-sidebar").addEventListener("click", (event) => {
+    event.stopPropagation();
     const open = $("app").classList.toggle("sidebar-open");
     $("toggle-sidebar").setAttribute("aria-expanded", String(open));
+  });
+  $("close-sidebar").addEventListener("click", closeSidebar);
+  document.querySelector("main.chat").addEventListener("click", () => {
+    if ($("app").classList.contains("sidebar-open")) closeSidebar();
   });
   const prompt = $("prompt");
   prompt.addEventListener("input", autosize);

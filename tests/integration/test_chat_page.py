@@ -206,12 +206,15 @@ def test_shift_enter_is_a_newline_and_the_page_fits_a_phone(browser, gateway):
     page.locator("#prompt").press("b")
     expect(page.locator("#prompt")).to_have_value("a\nb")
     expect(page.locator("#sidebar")).not_to_be_in_viewport()
-    page.get_by_role("button", name="Show conversations and settings").click()
-    expect(page.locator("#sidebar")).to_be_in_viewport()
-    width = page.locator("body").bounding_box()
-    assert width is not None and width["width"] <= 390
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-page-phone-dark.png"))
+    page.get_by_role("button", name="Show conversations and settings").click()
+    expect(page.locator("#sidebar")).to_be_in_viewport(ratio=1)
+    width = page.locator("body").bounding_box()
+    assert width is not None and width["width"] <= 390
+    page.screenshot(path=str(ARTIFACTS / "chat-page-phone-dark-sidebar.png"))
+    page.get_by_role("button", name="Hide conversations and settings").click()
+    expect(page.locator("#sidebar")).not_to_be_in_viewport()
     context.close()
 
 
