@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from rich.console import Console
@@ -36,6 +38,18 @@ Ctrl-C while an answer streams stops it."""
 
 class ChatError(Exception):
     """The server answered with an error, or could not be reached; the message says which."""
+
+
+# Model output may carry terminal control sequences (clipboard writes, title changes, a fake
+# prompt): only newlines and tabs of the C0/C1 controls reach the terminal.
+# Whole escape sequences go (CSI such as ESC[2J, OSC such as ESC]52;...BEL), then any other
+# control character.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 @dataclass
@@ -79,7 +93,10 @@ class ChatClient:
             raise ChatError(f"cannot reach {self.url}: {exc}. Is `llmgate serve` running?") from exc
         if reply.status_code != 200:
             raise ChatError(_error_message(reply))
-        return [card["id"] for card in reply.json().get("data", [])]
+        try:
+            return [str(card["id"]) for card in reply.json()["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ChatError(f"{self.url}/models did not answer with a model list") from exc
 
     def stream(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
         """The chunks of a streamed chat completion; closing the iterator closes the request."""
@@ -88,18 +105,35 @@ class ChatClient:
                 if reply.status_code != 200:
                     reply.read()
                     raise ChatError(_error_message(reply))
+                data: list[str] = []
                 for line in reply.iter_lines():
-                    if not line.startswith("data:"):
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
                         continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                    if line or not data:
+                        continue  # comments, other fields; an event ends at a blank line
+                    payload, data = "\n".join(data), []
+                    if payload == "[DONE]":
                         return
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise ChatError(chunk["error"].get("message", "the stream failed"))
-                    yield chunk
+                    yield _chunk(payload)
+                if data and data != ["[DONE]"]:
+                    yield _chunk("\n".join(data))
         except httpx.HTTPError as exc:
             raise ChatError(f"cannot reach {self.url}: {exc}") from exc
+
+
+def _chunk(payload: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(payload)
+    except ValueError as exc:
+        raise ChatError(f"the server sent a chunk that is not JSON: {payload[:200]!r}") from exc
+    if not isinstance(chunk, dict):
+        raise ChatError("the server sent an unexpected chunk")
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise ChatError(str(message or "the stream failed"))
+    return chunk
 
 
 def _error_message(reply: httpx.Response) -> str:
@@ -181,10 +215,17 @@ class TerminalChat:
         def _(event: Any) -> None:
             event.app.current_buffer.insert_text("\n")
 
-        path = history_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        history: Any
+        try:
+            path = history_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            history = FileHistory(str(path))
+        except OSError:
+            from prompt_toolkit.history import InMemoryHistory
+
+            history = InMemoryHistory()  # an unwritable home: history for this session only
         session: Any = PromptSession(
-            history=FileHistory(str(path)),
+            history=history,
             completer=ChatCompleter(),
             complete_while_typing=False,  # Tab completes (a unique name at once)
             key_bindings=keys,
@@ -241,12 +282,14 @@ class TerminalChat:
                     continue
                 self._ask(text)
             except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
+                if self.history and self.history[-1]["role"] == "user":
+                    self.history.pop()  # keep user / assistant turns alternating
                 self.console.print(" [dim](stopped)[/dim]")
 
     def _alias_ok(self, name: str) -> bool:
         """An alias is not listed as a model id; ask the server whether it knows the name."""
         try:
-            self.client._http.get(f"/models/{name}", timeout=10).raise_for_status()
+            self.client._http.get(f"/models/{quote(name)}", timeout=10).raise_for_status()
         except httpx.HTTPError:
             return False
         return True
@@ -362,10 +405,14 @@ class TerminalChat:
                 answer.first = answer.first or answer.last
             if reasoning:
                 answer.reasoning += reasoning
-                self.console.print(reasoning, style="dim", end="", markup=False, highlight=False)
+                self.console.print(
+                    printable(reasoning), style="dim", end="", markup=False, highlight=False
+                )
             if content:
+                if answer.reasoning and not answer.text:
+                    self.console.file.write("\n")  # the answer starts below the reasoning
                 answer.text += content
-                self.console.file.write(content)
+                self.console.file.write(printable(content))
                 self.console.file.flush()
 
 
@@ -374,5 +421,8 @@ def run_chat(url: str, model: str, api_key: str | None, system: str | None, max_
     client = ChatClient(url, api_key)
     try:
         return TerminalChat(client, model, system, max_tokens, console).run()
+    except KeyboardInterrupt:  # Ctrl-C before the prompt was up (a slow server at start)
+        console.print()
+        return 130
     finally:
         client.close()

@@ -5,9 +5,11 @@ offline). The page talks to this server's own ``/v1`` API; ``POST /`` is not the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -33,6 +35,16 @@ async def chat_page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
+class _Assets(StaticFiles):
+    """The page's assets, revalidated on every load (ETag), so an upgrade is seen at once."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["cache-control"] = "no-cache"
+        response.headers["x-content-type-options"] = "nosniff"
+        return response
+
+
 def install_chat_page(app: FastAPI) -> None:
     app.include_router(page)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _Assets(directory=STATIC), name="static")

@@ -23,8 +23,19 @@ function load() {
 }
 
 function save() {
-  localStorage.setItem(STORE, JSON.stringify(state));
+  try {
+    localStorage.setItem(STORE, JSON.stringify(state));
+  } catch (err) {
+    setStatus(`Could not save conversations (${err.name}): delete some old ones`);
+  }
 }
+
+// Another tab changed the conversations: take its state (unless an answer streams here).
+window.addEventListener("storage", (event) => {
+  if (event.key !== STORE || running) return;
+  Object.assign(state, load());
+  render();
+});
 
 function newId() {
   return Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
@@ -73,6 +84,8 @@ async function loadModels() {
   }
   if (reply.status === 401) {
     $("api-key-row").hidden = false;
+    openSidebar();
+    $("api-key").focus();
     setStatus(state.apiKey ? "That API key was refused" : "This server needs an API key");
     select.replaceChildren();
     return;
@@ -81,7 +94,13 @@ async function loadModels() {
     setStatus(await errorText(reply));
     return;
   }
-  const cards = (await reply.json()).data.filter(isChatModel);
+  let cards;
+  try {
+    cards = (await reply.json()).data.filter(isChatModel);
+  } catch {
+    setStatus("The server's model list is not what an OpenAI-compatible server sends");
+    return;
+  }
   select.replaceChildren(...cards.map((card) => {
     const option = document.createElement("option");
     option.value = card.id;
@@ -89,8 +108,10 @@ async function loadModels() {
     return option;
   }));
   if (cards.some((c) => c.id === state.model)) select.value = state.model;
-  state.model = select.value;
-  save();
+  if (cards.length) {
+    state.model = select.value;
+    save();
+  }
   setStatus(cards.length ? "" : "No chat models are configured");
 }
 
@@ -118,12 +139,24 @@ function renderMarkdown(element, text) {
 }
 
 async function copy(text, button) {
+  let copied = false;
   try {
     await navigator.clipboard.writeText(text);
-    button.textContent = "Copied";
+    copied = true;
   } catch {
-    button.textContent = "Copy failed";
+    // Plain http on a LAN address is not a secure context: no async clipboard there.
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    try { copied = document.execCommand("copy"); } catch { copied = false; }
+    area.remove();
   }
+  button.textContent = copied ? "Copied" : "Copy failed";
+  setStatus(copied ? "Copied to the clipboard" : "Could not copy");
   setTimeout(() => { button.textContent = "Copy"; }, 1200);
 }
 
@@ -140,6 +173,7 @@ function formatStats(stats) {
   if (!stats) return "";
   const parts = [];
   if (stats.tokens != null) parts.push(`${stats.tokens} tokens`);
+  else if (stats.approx != null) parts.push(`${stats.approx} pieces`);
   if (stats.ttft != null) parts.push(`first token ${(stats.ttft / 1000).toFixed(2)} s`);
   if (stats.rate != null) parts.push(`${stats.rate.toFixed(1)} tok/s`);
   return parts.join(" · ");
@@ -154,17 +188,7 @@ function messageElement(convo, message, index) {
   role.textContent = message.role === "assistant" ? (message.model || "assistant") : message.role;
   wrapper.appendChild(role);
 
-  if (message.reasoning) {
-    const details = document.createElement("details");
-    details.className = "reasoning";
-    const summary = document.createElement("summary");
-    summary.textContent = "Reasoning";
-    const thinking = document.createElement("div");
-    thinking.className = "thinking";
-    thinking.textContent = message.reasoning;
-    details.append(summary, thinking);
-    wrapper.appendChild(details);
-  }
+  if (message.reasoning) wrapper.appendChild(reasoningElement(message));
 
   const body = document.createElement("div");
   body.className = "body";
@@ -195,6 +219,20 @@ function messageElement(convo, message, index) {
   return wrapper;
 }
 
+function reasoningElement(message) {
+  const details = document.createElement("details");
+  details.className = "reasoning";
+  details.open = Boolean(message.reasoningOpen);
+  details.addEventListener("toggle", () => { message.reasoningOpen = details.open; });
+  const summary = document.createElement("summary");
+  summary.textContent = "Reasoning";
+  const thinking = document.createElement("div");
+  thinking.className = "thinking";
+  thinking.textContent = message.reasoning;
+  details.append(summary, thinking);
+  return details;
+}
+
 function lastUserIndex(convo) {
   for (let i = convo.messages.length - 1; i >= 0; i--) if (convo.messages[i].role === "user") return i;
   return -1;
@@ -214,8 +252,10 @@ function render() {
       render();
     });
     open.className = "open";
+    if (c.id === convo.id) open.setAttribute("aria-current", "true");
     const remove = actionButton("✕", `Delete conversation: ${c.title || "New chat"}`, () => deleteConversation(c.id));
     remove.className = "delete";
+    open.disabled = remove.disabled = Boolean(running);
     item.append(open, remove);
     return item;
   }));
@@ -227,10 +267,11 @@ function render() {
   messages.scrollTop = messages.scrollHeight;
   $("send").hidden = Boolean(running);
   $("stop").hidden = !running;
+  $("new-chat").disabled = Boolean(running);
 }
 
 function deleteConversation(id) {
-  if (running && running.convo.id === id) return;
+  if (running) return;
   state.conversations = state.conversations.filter((c) => c.id !== id);
   if (state.current === id) state.current = state.conversations[0]?.id ?? null;
   save();
@@ -248,14 +289,52 @@ function requestMessages(convo) {
   return out;
 }
 
+let editing = null; // {convo, index} while the last user message is being edited
+
 async function send(text) {
   const convo = currentConversation();
-  if (text) {
-    convo.messages.push({ role: "user", content: text });
-    if (convo.title === "New chat") convo.title = text.slice(0, 48);
-  }
   convo.messages = convo.messages.filter((m) => m.role !== "error");
+  if (editing && editing.convo === convo) convo.messages = convo.messages.slice(0, editing.index);
+  editing = null;
+  // A question left without an answer (an error, or stopped before any text) is replaced, so
+  // the history keeps alternating user / assistant turns, as chat templates require.
+  while (convo.messages.length && convo.messages[convo.messages.length - 1].role === "user") {
+    convo.messages.pop();
+  }
+  convo.messages.push({ role: "user", content: text });
+  if (convo.title === "New chat") convo.title = text.slice(0, 48);
   await answer(convo);
+}
+
+function nearBottom(element) {
+  return element.scrollHeight - element.scrollTop - element.clientHeight < 48;
+}
+
+// Server-Sent Events, as the spec frames them: lines end in \n, \r\n or \r; an event's data
+// lines are joined with \n; a blank line ends the event.
+function sseParser(onData) {
+  let buffer = "";
+  let data = [];
+  const line = (text) => {
+    if (text === "") {
+      if (data.length) onData(data.join("\n"));
+      data = [];
+    } else if (text.startsWith("data:")) {
+      data.push(text.slice(text.startsWith("data: ") ? 6 : 5));
+    }
+  };
+  return {
+    push(chunk) {
+      buffer += chunk;
+      const parts = buffer.split(/\r\n|\n|\r(?!$)/);
+      buffer = parts.pop();
+      parts.forEach(line);
+    },
+    end() {
+      if (buffer) line(buffer.replace(/\r$/, ""));
+      line("");
+    },
+  };
 }
 
 async function answer(convo) {
@@ -266,101 +345,103 @@ async function answer(convo) {
   }
   const message = { role: "assistant", content: "", reasoning: "", model, stats: null };
   const controller = new AbortController();
-  const body = {
-    model,
-    messages: requestMessages(convo),
-    stream: true,
-    stream_options: { include_usage: true },
-    max_tokens: Number(state.settings.max_tokens),
-    temperature: Number(state.settings.temperature),
-    top_p: Number(state.settings.top_p),
-  };
   running = { controller, convo, message };
-  convo.messages.push(message);
-  save();
-  render();
   const started = performance.now();
   let first = null;
   let last = null;
   let usage = null;
-  const element = $("messages").lastElementChild;
-  const bodyElement = element.querySelector(".body");
-  bodyElement.classList.add("cursor");
-  let pending = false;
-  const repaint = () => {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(() => {
-      pending = false;
-      renderMarkdown(bodyElement, message.content);
-      bodyElement.classList.add("cursor");
-      let details = element.querySelector("details.reasoning");
-      if (message.reasoning && !details) {
-        details = document.createElement("details");
-        details.className = "reasoning";
-        details.innerHTML = "<summary>Reasoning</summary><div class=\"thinking\"></div>";
-        element.insertBefore(details, bodyElement);
-      }
-      if (details) details.querySelector(".thinking").textContent = message.reasoning;
-      const messages = $("messages");
-      messages.scrollTop = messages.scrollHeight;
-    });
-  };
+  let pieces = 0;
+  const messages = $("messages");
   try {
+    const body = {
+      model,
+      messages: requestMessages(convo),
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: Number(state.settings.max_tokens),
+      temperature: Number(state.settings.temperature),
+      top_p: Number(state.settings.top_p),
+    };
+    convo.messages.push(message);
+    save();
+    render();
+    messages.setAttribute("aria-busy", "true");
+    const element = messages.lastElementChild;
+    const bodyElement = element.querySelector(".body");
+    bodyElement.classList.add("cursor");
+    let pending = false;
+    const repaint = () => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => {
+        pending = false;
+        const stick = nearBottom(messages);
+        renderMarkdown(bodyElement, message.content);
+        bodyElement.classList.add("cursor");
+        let details = element.querySelector("details.reasoning");
+        if (message.reasoning && !details) {
+          details = reasoningElement(message);
+          element.insertBefore(details, bodyElement);
+        }
+        if (details) details.querySelector(".thinking").textContent = message.reasoning;
+        if (stick) messages.scrollTop = messages.scrollHeight;
+      });
+    };
+    const onData = (data) => {
+      if (data === "[DONE]") return;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message || "the stream failed");
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices || []) {
+        const delta = choice.delta || {};
+        if (delta.content || delta.reasoning_content) {
+          last = performance.now();
+          if (first === null) first = last;
+          pieces += 1;
+        }
+        if (delta.content) message.content += delta.content;
+        if (delta.reasoning_content) message.reasoning += delta.reasoning_content;
+        if (choice.finish_reason === "length") message.cut = true;
+      }
+      repaint();
+    };
     const reply = await fetch("v1/chat/completions", {
       method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
     });
     if (!reply.ok) throw new Error(await errorText(reply));
     const reader = reply.body.getReader();
     const decoder = new TextDecoder();
-    let buffer = "";
+    const parser = sseParser(onData);
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const frame = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        for (const line of frame.split("\n")) {
-          if (!line.startsWith("data:")) continue;
-          const data = line.slice(5).trim();
-          if (data === "[DONE]") continue;
-          const chunk = JSON.parse(data);
-          if (chunk.error) throw new Error(chunk.error.message || "the stream failed");
-          if (chunk.usage) usage = chunk.usage;
-          for (const choice of chunk.choices || []) {
-            const delta = choice.delta || {};
-            const piece = (delta.content || "") + (delta.reasoning_content || "");
-            if (piece) {
-              last = performance.now();
-              if (first === null) first = last;
-            }
-            if (delta.content) message.content += delta.content;
-            if (delta.reasoning_content) message.reasoning += delta.reasoning_content;
-            if (choice.finish_reason === "length") message.cut = true;
-          }
-          repaint();
-        }
-      }
+      parser.push(decoder.decode(value, { stream: true }));
     }
+    parser.end();
   } catch (err) {
-    if (err.name === "AbortError") {
+    if (controller.signal.aborted) {
       message.stopped = true;
     } else {
-      if (!message.content) convo.messages.pop();
-      showError(convo, err.message, false);
+      if (!message.content && convo.messages[convo.messages.length - 1] === message) {
+        convo.messages.pop();
+      }
+      convo.messages.push({ role: "error", content: err.message });
     }
   } finally {
+    controller.abort(); // no-op when the stream ended; otherwise the server stops generating
     running = null;
+    messages.removeAttribute("aria-busy");
     const tokens = usage ? usage.completion_tokens : null;
     message.stats = {
       tokens,
+      approx: tokens === null && pieces ? pieces : null,
       ttft: first !== null ? first - started : null,
       rate: tokens && tokens > 1 && last > first ? ((tokens - 1) * 1000) / (last - first) : null,
     };
-    save();
     render();
+    save();
+    const stats = formatStats(message.stats);
+    setStatus(message.stopped ? "Stopped" : stats ? `Answer complete: ${stats}` : "");
     $("prompt").focus();
   }
 }
@@ -381,11 +462,10 @@ function regenerate() {
 function editLast(convo) {
   const index = lastUserIndex(convo);
   if (index < 0 || running) return;
+  editing = { convo, index }; // the history is cut only when the edit is sent (Esc cancels)
   const prompt = $("prompt");
   prompt.value = convo.messages[index].content;
-  convo.messages = convo.messages.slice(0, index);
-  save();
-  render();
+  setStatus("Editing your last message: Enter resends, Esc cancels");
   autosize();
   prompt.focus();
 }
@@ -396,6 +476,11 @@ function autosize() {
   const prompt = $("prompt");
   prompt.style.height = "auto";
   prompt.style.height = `${Math.min(prompt.scrollHeight, window.innerHeight * 0.4)}px`;
+}
+
+function openSidebar() {
+  $("app").classList.add("sidebar-open");
+  $("toggle-sidebar").setAttribute("aria-expanded", "true");
 }
 
 function closeSidebar() {
@@ -434,8 +519,11 @@ function init() {
   });
   $("new-chat").addEventListener("click", () => {
     if (running) return;
-    const convo = { id: newId(), title: "New chat", messages: [] };
-    state.conversations.unshift(convo);
+    let convo = state.conversations.find((c) => c.messages.length === 0);
+    if (!convo) {
+      convo = { id: newId(), title: "New chat", messages: [] };
+      state.conversations.unshift(convo);
+    }
     state.current = convo.id;
     save();
     closeSidebar();
@@ -444,8 +532,15 @@ function init() {
   });
   $("toggle-sidebar").addEventListener("click", (event) => {
     event.stopPropagation();
-    const open = $("app").classList.toggle("sidebar-open");
-    $("toggle-sidebar").setAttribute("aria-expanded", String(open));
+    if ($("app").classList.contains("sidebar-open")) {
+      closeSidebar();
+    } else {
+      openSidebar();
+      if (getComputedStyle($("close-sidebar")).display !== "none") $("close-sidebar").focus();
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && $("app").classList.contains("sidebar-open")) closeSidebar();
   });
   $("close-sidebar").addEventListener("click", closeSidebar);
   document.querySelector("main.chat").addEventListener("click", () => {
@@ -454,6 +549,13 @@ function init() {
   const prompt = $("prompt");
   prompt.addEventListener("input", autosize);
   prompt.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && editing) {
+      editing = null;
+      prompt.value = "";
+      autosize();
+      setStatus("");
+      return;
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       $("composer").requestSubmit();

@@ -34,6 +34,7 @@ def chat_gateway(tiny_gguf: Path, api_keys: list[str] | None = None) -> Iterator
             FakeModel("hostile", tokens=HOSTILE),
             FakeModel("echo", tokens=["Noted", "."]),
             FakeModel("thinker", tokens=["4"], reasoning=["Two plus two ", "is four."]),
+            FakeModel("escapes", tokens=["safe", "\x1b]52;c;cHduZWQ=\x07", "\x1b[2J", " text"]),
         ]
     )
     upstream_thread = ServerThread(upstream)  # type: ignore[arg-type]
@@ -57,6 +58,7 @@ def chat_gateway(tiny_gguf: Path, api_keys: list[str] | None = None) -> Iterator
             relayed("hostile"),
             relayed("echo"),
             relayed("thinker"),
+            relayed("escapes"),
         ],
     )  # fmt: skip
     app = create_app(config)

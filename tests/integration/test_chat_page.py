@@ -5,6 +5,7 @@ under test-artifacts/ (LLMGATE_TEST_ARTIFACTS)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,6 @@ def test_a_message_streams_in_and_shows_its_stats(page, gateway):
     expect(page.locator("#temperature-value")).to_have_text("0")
     send(page, "Name the capital city of France in one word.")
     answer = last_answer(page)
-    expect(page.locator("#stop")).to_be_visible()  # the answer is streaming
     expect(page.locator("#send")).to_be_visible(timeout=60_000)
     expect(answer.locator(".body")).to_contain_text("Paris")
     expect(answer.locator(".stats")).to_contain_text("tokens")
@@ -165,6 +165,12 @@ def test_an_error_from_the_server_is_shown(page, gateway):
     expect(error).to_contain_text("400")
     expect(error).to_contain_text("maximum context length is 2048 tokens")
     expect(page.locator("#send")).to_be_visible()
+    page.locator("#max-tokens").focus()
+    page.keyboard.press("Home")
+    send(page, "hello again")  # replaces the unanswered question: turns keep alternating
+    expect(page.locator("#send")).to_be_visible(timeout=60_000)
+    expect(page.locator("article.message.error")).to_have_count(0)
+    expect(page.locator("article.message.user .body")).to_have_text(["hello again"])
 
 
 def test_conversations_are_kept_and_edit_regenerate_work(page, gateway):
@@ -219,7 +225,8 @@ def test_shift_enter_is_a_newline_and_the_page_fits_a_phone(browser, gateway):
 
 
 def test_a_server_with_keys_asks_for_one(browser, tiny_gguf):
-    for keyed in chat_gateway(tiny_gguf, api_keys=["sk-page-test"]):
+    with contextlib.closing(chat_gateway(tiny_gguf, api_keys=["sk-page-test"])) as gateways:
+        keyed = next(gateways)
         context = browser.new_context()
         page = context.new_page()
         page.goto(keyed.server.base_url + "/")

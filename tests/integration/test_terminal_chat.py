@@ -147,6 +147,15 @@ def test_multi_line_input_completion_and_history_across_sessions(gateway, tmp_pa
     assert finish(again) == 0
 
 
+def test_control_sequences_in_model_output_never_reach_the_terminal(gateway, tmp_path):
+    child = spawn(gateway.server.base_url + "/v1", "escapes", tmp_path)
+    child.sendline("hi")
+    child.expect("safe text")  # the escape sequences between the two words were dropped
+    child.expect(PROMPT)
+    assert "]52;" not in (child.before or "") and "\x1b[2J" not in (child.before or "")
+    assert finish(child) == 0
+
+
 def test_a_down_server_or_an_unknown_model_is_a_clear_error(gateway, tmp_path):
     env = {**os.environ, "LLMGATE_CHAT_HISTORY": str(tmp_path / "history")}
     down = pexpect.spawn(
