@@ -293,7 +293,10 @@ let editing = null; // {convo, index} while the last user message is being edite
 
 async function send(text) {
   const convo = currentConversation();
-  convo.messages = convo.messages.filter((m) => m.role !== "error");
+  // Errors, and answers stopped before any text, are not part of the conversation.
+  convo.messages = convo.messages.filter(
+    (m) => m.role !== "error" && !(m.role === "assistant" && !m.content),
+  );
   if (editing && editing.convo === convo) convo.messages = convo.messages.slice(0, editing.index);
   editing = null;
   // A question left without an answer (an error, or stopped before any text) is replaced, so

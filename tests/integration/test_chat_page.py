@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.fake_upstreams import Fault
 from tests.integration.chat_ui import (
     ARTIFACTS,
     CHROMIUM_ARGS,
@@ -106,6 +107,19 @@ def test_stop_aborts_the_request_and_the_engine_stops(page, gateway):
     time.sleep(0.5)
     assert stats.tokens_generated == generated
     expect(page.locator("#send")).to_be_visible()
+
+
+def test_a_question_stopped_before_any_answer_is_replaced_by_the_next(page, gateway):
+    page.select_option("#model", "echo")
+    gateway.upstream.faults.append(Fault("hang_before_headers", seconds=5))  # a slow upstream
+    send(page, "never answered")
+    expect(page.locator("#stop")).to_be_visible()
+    page.locator("#stop").click()
+    expect(page.locator("#send")).to_be_visible()
+    send(page, "answered")
+    expect(last_answer(page).locator(".body")).to_have_text("Noted.", timeout=30_000)
+    sent = gateway.upstream.chat_bodies[-1]["messages"]
+    assert [m["content"] for m in sent] == ["answered"]
 
 
 def test_switching_model_sends_to_the_new_model(page, gateway):
