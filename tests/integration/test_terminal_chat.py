@@ -156,27 +156,21 @@ def test_control_sequences_in_model_output_never_reach_the_terminal(gateway, tmp
     assert finish(child) == 0
 
 
-def test_a_down_server_or_an_unknown_model_is_a_clear_error(gateway, tmp_path):
+def exit_code(url: str, model: str, tmp_path: Path, expected: str) -> int:
+    """Start a chat that cannot begin; return its exit code once it printed ``expected``."""
     env = {**os.environ, "LLMGATE_CHAT_HISTORY": str(tmp_path / "history")}
-    down = pexpect.spawn(
-        sys.executable,
-        ["-m", "gateway", "chat", "--url", "http://127.0.0.1:9/v1"],
-        env=env,
-        encoding="utf-8",
-        timeout=30,
-    )
-    down.expect("cannot reach http://127.0.0.1:9/v1")
-    down.expect(pexpect.EOF)
-    down.close()
-    assert down.exitstatus == 1
-    unknown = pexpect.spawn(
-        sys.executable,
-        ["-m", "gateway", "chat", "--url", gateway.server.base_url + "/v1", "--model", "nope"],
-        env=env,
-        encoding="utf-8",
-        timeout=30,
-    )
-    unknown.expect("model 'nope' is not served there; available: smollm2, tiny, hostile")
-    unknown.expect(pexpect.EOF)
-    unknown.close()
-    assert unknown.exitstatus == 2
+    argv = ["-m", "gateway", "chat", "--url", url, "--model", model]
+    child = pexpect.spawn(sys.executable, argv, env=env, encoding="utf-8", timeout=30)
+    child.expect(expected)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "Traceback" not in (child.before or "")
+    return int(child.exitstatus)
+
+
+def test_a_down_server_or_an_unknown_model_is_a_clear_error(gateway, tmp_path):
+    down = "http://127.0.0.1:9/v1"
+    assert exit_code(down, "default", tmp_path, f"cannot reach {down}") == 1
+    url = gateway.server.base_url + "/v1"
+    unknown = "model 'nope' is not served there; available: smollm2, tiny, hostile"
+    assert exit_code(url, "nope", tmp_path, unknown) == 2

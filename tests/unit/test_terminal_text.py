@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.terminal_chat import printable
+from gateway.chat_client import printable
 
 
 @pytest.mark.parametrize(
