@@ -71,7 +71,8 @@ EventStream = OpenStream[Event]
 
 @dataclass(frozen=True, slots=True)
 class Relayed:
-    """A whole upstream answer already encoded as JSON in the client's terms."""
+    """A whole answer already encoded as JSON in the client's terms: an upstream's reply
+    relayed, or one a surface encoded; ``replica`` is the upstream that gave it, if any."""
 
     data: bytes
     replica: str | None = None
