@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -29,7 +29,7 @@ from backends.errors import (
     UpstreamError,
     may_retry,
 )
-from backends.protocol import Health
+from backends.protocol import Health, OpenStream
 from backends.upstream.replicas import Replica, ReplicaPool
 from backends.upstream.settings import UpstreamSettings
 from backends.upstream.transport import TRANSPORT_ERRORS, map_transport_errors
@@ -51,9 +51,10 @@ class Deadline:
         return max(0.0, min(limit, self.started + self.total - time.monotonic()))
 
 
-class UpstreamStream(Generic[E]):
-    """An open upstream response whose first event is ``first``. Iterate for the rest; close
-    (``aclose``) to drop the upstream connection at once."""
+class UpstreamStream(OpenStream[E]):
+    """An open upstream response whose first event is ``first``; ``replica`` is the URL that
+    serves it. Iterate for the rest; ``aclose`` drops the connection at once and gives the
+    replica's in-flight slot back, read or not."""
 
     def __init__(
         self,
@@ -63,30 +64,14 @@ class UpstreamStream(Generic[E]):
         first: E,
         release: Callable[[], None],
     ) -> None:
-        self.replica = replica
-        self.response = response
+        async def drop_connection() -> None:
+            try:
+                await response.aclose()
+            finally:
+                release()
+
+        super().__init__(events, replica=replica.url, cleanup=drop_connection)
         self.first = first
-        self._events = events
-        self._release = release
-        self._closed = False
-
-    def __aiter__(self) -> UpstreamStream[E]:
-        return self
-
-    async def __anext__(self) -> E:
-        return await anext(self._events)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            aclose = getattr(self._events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            await self.response.aclose()
-        finally:
-            self._release()
 
 
 class UpstreamClient:

@@ -274,7 +274,7 @@ class OllamaBackend(UpstreamBackend):
         upstream, deadline = await self.open("/api/chat", body, ndjson_lines)
         lines = self.items(upstream, deadline, "upstream ollama ended the stream early")
         events = self._events(lines)
-        return OpenStream(events, replica=upstream.replica.url, cleanup=upstream.aclose)
+        return OpenStream(events, replica=upstream.replica, cleanup=upstream.aclose)
 
     @staticmethod
     async def _events(lines: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[Event]:

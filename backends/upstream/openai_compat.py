@@ -320,12 +320,12 @@ class OpenAICompatBackend(UpstreamBackend):
         payloads, upstream = await self._open(body)
         rewrite = ModelRewriter(self.settings.remote_model, request.model)
         relay = self._relay(payloads, rewrite, request.include_usage)
-        return OpenStream(relay, replica=upstream.replica.url, cleanup=upstream.aclose)
+        return OpenStream(relay, replica=upstream.replica, cleanup=upstream.aclose)
 
     async def generate(self, request: GenerationRequest) -> EventStream:
         payloads, upstream = await self._open(to_chat_body(request, self.settings.remote_model))
         events = self._events(payloads)
-        return OpenStream(events, replica=upstream.replica.url, cleanup=upstream.aclose)
+        return OpenStream(events, replica=upstream.replica, cleanup=upstream.aclose)
 
     async def _open(
         self, body: dict[str, Any]

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -80,12 +82,9 @@ def test_next_request_starts_at_once_after_a_cancel(server, http):
     assert time.perf_counter() - started < 3
 
 
-def test_full_queue_is_429_and_queued_cancel_never_starts(server):
-    backend = server.backend("smollm2-q1")
-    stats = backend.stats
-    started_before = stats.requests_started
-    results: dict[str, int] = {}
-
+@contextlib.contextmanager
+def busy_engine(server) -> Iterator[httpx.Client]:
+    """A client, while a long stream keeps smollm2-q1 (one request at a time, max_queue 1) busy."""
     with (
         httpx.Client(base_url=server.base_url, timeout=60) as client,
         client.stream(
@@ -93,6 +92,16 @@ def test_full_queue_is_429_and_queued_cancel_never_starts(server):
         ) as running,
     ):
         next(running.iter_lines())  # the engine is busy with this one now
+        yield client
+
+
+def test_full_queue_is_429_and_queued_cancel_never_starts(server):
+    backend = server.backend("smollm2-q1")
+    stats = backend.stats
+    started_before = stats.requests_started
+    results: dict[str, int] = {}
+
+    with busy_engine(server) as client:
         waiting = raw_request(server.port, {**LONG, "model": "smollm2-q1"})
         assert wait_until(lambda: backend.waiting == 1, 5), "never queued"
 
@@ -168,13 +177,7 @@ def test_a_bad_request_is_refused_before_it_queues_behind_a_running_stream(serve
     """Checks that need the loaded model (context window, vocabulary) run before queueing: a
     bad request does not wait for another user's generation to end."""
     backend = server.backend("smollm2-q1")
-    with (
-        httpx.Client(base_url=server.base_url, timeout=60) as client,
-        client.stream(
-            "POST", "/v1/chat/completions", json={**LONG, "model": "smollm2-q1", "stream": True}
-        ) as running,
-    ):
-        next(running.iter_lines())  # the engine is busy with this one now
+    with busy_engine(server) as client:
         started = backend.stats.requests_started
         t0 = time.perf_counter()
         bad = client.post("/v1/chat/completions", json={**LONG, "model": "smollm2-q1", **extra})

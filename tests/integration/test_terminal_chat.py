@@ -136,7 +136,11 @@ def test_multi_line_input_completion_and_history_across_sessions(gateway, tmp_pa
     child.sendline("")
     child.expect("now chatting with thinker")
     child.expect(PROMPT)
-    say(child, "2+2?")  # a thinking model: its reasoning shows before the answer
+    child.sendline("2+2?")  # a thinking model: its reasoning shows, then the answer below it
+    child.expect("Two plus two ")  # dim: each piece comes in its own colour codes
+    child.expect("is four.")
+    child.expect(r"\n(\x1b\[[0-9;]*m)*4")
+    child.expect(PROMPT)
     assert finish(child) == 0
     again = spawn(gateway.server.base_url + "/v1", "echo", tmp_path)  # same history file
     again.send("\x1b[A")  # Up: the last line of the previous session
