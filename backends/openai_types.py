@@ -61,6 +61,9 @@ class ChatMessage(_Request):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    # an assistant turn's thinking, sent back by clients of either convention (vLLM/DeepSeek)
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessage:
@@ -140,6 +143,7 @@ class ChatCompletionRequest(_Request):
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     user: str | None = None
 
     @field_validator("logit_bias")
@@ -238,10 +242,14 @@ class MessageToolCall(_Response):
 
 
 class AssistantMessage(_Response):
-    _omit_if_none = frozenset({"tool_calls", "reasoning_content"})
+    """``reasoning`` and ``reasoning_content`` carry the same thinking, apart from the answer:
+    vLLM and Ollama's /v1 moved to the first, DeepSeek and older clients read the second."""
+
+    _omit_if_none = frozenset({"tool_calls", "reasoning_content", "reasoning"})
     role: Literal["assistant"] = "assistant"
     content: str | None
-    reasoning_content: str | None = None  # thinking, apart from the answer (DeepSeek's name)
+    reasoning_content: str | None = None
+    reasoning: str | None = None
     tool_calls: list[MessageToolCall] | None = None
 
 
@@ -281,10 +289,13 @@ class ToolCallDelta(_Response):
 
 
 class Delta(_Response):
-    _omit_if_none = frozenset({"role", "content", "reasoning_content", "tool_calls"})
+    """``reasoning`` and ``reasoning_content``: the same thinking, as in ``AssistantMessage``."""
+
+    _omit_if_none = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    reasoning: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 
@@ -306,12 +317,27 @@ class ChatCompletionChunk(_Response):
     usage: Usage | None = None
 
 
+class ModelCapabilities(_Response):
+    """What a model can do, discovered from its chat template and engine (or its upstream).
+    ``tools``: "native" (the template renders tools), "prompted" (llmgate's documented
+    fallback: tools described in the system prompt, calls constrained), "passthrough" (the
+    upstream decides), or None (no tool calling). ``tool_parser`` / ``reasoning_parser`` name
+    the output formats read."""
+
+    tools: Literal["native", "prompted", "passthrough"] | None = None
+    tool_parser: str | None = None
+    json_schema: bool = False
+    reasoning: bool = False
+    reasoning_parser: str | None = None
+    context_length: int | None = None
+
+
 class ModelCard(_Response):
     """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``parent`` are
     llmgate extras (OpenAI clients ignore unknown keys). ``parent`` names the base model of a
     LoRA adapter (as vLLM reports it)."""
 
-    _omit_if_none = frozenset({"parent"})
+    _omit_if_none = frozenset({"parent", "max_model_len"})
 
     id: str
     object: Literal["model"] = "model"
@@ -321,6 +347,8 @@ class ModelCard(_Response):
     backend: str
     loaded: bool
     parent: str | None = None
+    max_model_len: int | None = None  # the context window, under vLLM's name
+    capabilities: ModelCapabilities | None = None  # None: not known yet (a model not loaded)
 
 
 class ModelList(_Response):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from backends.events import Event
-from backends.openai_types import ChatCompletionRequest
+from backends.openai_types import ChatCompletionRequest, ModelCapabilities
 from backends.requests import GenerationRequest
 
 T = TypeVar("T")
@@ -123,3 +123,13 @@ class HasVariants(Protocol):
     lifecycle belongs to this one."""
 
     def variants(self) -> list[Backend]: ...
+
+
+@runtime_checkable
+class HasCapabilities(Protocol):
+    """A backend that can say what its model supports (``GET /v1/models``): tools, JSON
+    schema, reasoning, context length — discovered from the model's template and engine, or
+    asked of its upstream. None: not known now (a model not loaded, an upstream not reached);
+    it never loads a model or waits long."""
+
+    async def capabilities(self) -> ModelCapabilities | None: ...

@@ -55,13 +55,14 @@ async def chat_completions(
 
 @api.get("/v1/models")
 async def list_models(router: RouterDep, allowed: AllowedDep) -> Response:
-    models = ModelList(data=router.list_models(allowed))
+    models = ModelList(data=await router.list_models(allowed))
     return Response(models.model_dump_json(), media_type="application/json")
 
 
 @api.get("/v1/models/{model_id:path}")
 async def retrieve_model(model_id: str, router: RouterDep, allowed: AllowedDep) -> Response:
-    return Response(router.card(model_id, allowed).model_dump_json(), media_type="application/json")
+    card = await router.card(model_id, allowed)
+    return Response(card.model_dump_json(), media_type="application/json")
 
 
 @api.get("/health")

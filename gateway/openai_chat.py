@@ -76,6 +76,7 @@ def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
         tool_choice=_tool_choice(request.tool_choice),
         parallel_tool_calls=request.parallel_tool_calls,
         constraint=_constraint(request),
+        reasoning=_reasoning(request),
         user=request.user,
         extras=dict(request.model_extra or {}),
     )
@@ -102,7 +103,22 @@ def _message(index: int, message: ChatMessage) -> Message:
             ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []
         ),
         tool_call_id=message.tool_call_id,
+        reasoning=message.reasoning_content or message.reasoning,
     )
+
+
+def _reasoning(request: ChatCompletionRequest) -> bool | None:
+    """Whether to think first: ``reasoning_effort`` (OpenAI; "none" turns it off) or vLLM's
+    ``chat_template_kwargs: {"enable_thinking": ...}`` (Qwen3's switch); None: the model's
+    default."""
+    if request.reasoning_effort is not None:
+        return request.reasoning_effort != "none"
+    kwargs = (request.model_extra or {}).get("chat_template_kwargs")
+    if isinstance(kwargs, dict):
+        for key in ("enable_thinking", "thinking"):
+            if isinstance(kwargs.get(key), bool):
+                return bool(kwargs[key])
+    return None
 
 
 def _tool_choice(choice: str | dict[str, Any] | None) -> ToolChoice | None:
@@ -163,7 +179,7 @@ class ChunkBuilder:
         return self._chunk([ChunkChoice(index=index, delta=Delta(content=text), logprobs=lp)])
 
     def reasoning(self, text: str, index: int = 0) -> ChatCompletionChunk:
-        return self._delta(index, Delta(reasoning_content=text))
+        return self._delta(index, Delta(reasoning_content=text, reasoning=text))
 
     def tool_call(self, call: ev.ToolCallDelta) -> ChatCompletionChunk:
         delta = ToolCallDelta(
@@ -264,9 +280,11 @@ class _Choice:
             for _, call in sorted(self.tool_calls.items())
         ]
         text = "".join(self.text)
+        reasoning = "".join(self.reasoning) or None
         message = AssistantMessage(
             content=text if text or not calls else None,
-            reasoning_content="".join(self.reasoning) or None,
+            reasoning_content=reasoning,
+            reasoning=reasoning,
             tool_calls=calls or None,
         )
         logprobs = ChoiceLogprobs(content=self.logprobs) if self.logprobs is not None else None

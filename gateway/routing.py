@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from backends.errors import ModelNotFoundError
-from backends.openai_types import ModelCard
-from backends.protocol import Backend, HasVariants, Health
+from backends.openai_types import ModelCapabilities, ModelCard
+from backends.protocol import Backend, HasCapabilities, HasVariants, Health
 from backends.registry import BackendSettings, create_backend
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,10 @@ class ModelRouter:
             return True
         return any(self._by_name.get(name) is backend for name in allowed)
 
-    def list_models(self, allowed: Iterable[str] | None = None) -> list[ModelCard]:
+    async def list_models(self, allowed: Iterable[str] | None = None) -> list[ModelCard]:
         visible = set(self.public_names(allowed))
+        routes = [route for route in self._routes if route.name in visible]
+        found = await asyncio.gather(*(_capabilities(route.backend) for route in routes))
         return [
             ModelCard(
                 id=route.name,
@@ -105,16 +108,17 @@ class ModelRouter:
                 backend=route.kind,
                 loaded=route.backend.loaded,
                 parent=route.parent,
+                max_model_len=capabilities.context_length if capabilities else None,
+                capabilities=capabilities,
             )
-            for route in self._routes
-            if route.name in visible
+            for route, capabilities in zip(routes, found, strict=True)
         ]
 
-    def card(self, name: str, allowed: Iterable[str] | None = None) -> ModelCard:
+    async def card(self, name: str, allowed: Iterable[str] | None = None) -> ModelCard:
         backend = self.resolve(name, allowed)
         if not self.is_allowed(backend, allowed):
             raise ModelNotFoundError(f"model '{name}' not found")
-        return next(c for c in self.list_models(allowed) if c.id == backend.model)
+        return next(c for c in await self.list_models(allowed) if c.id == backend.model)
 
     async def start(self) -> None:
         """Load every model marked ``preload``; a failure stops startup."""
@@ -136,3 +140,13 @@ class ModelRouter:
                 await route.backend.aclose()
             except Exception:
                 log.exception("closing model %s failed", route.name)
+
+
+async def _capabilities(backend: Backend) -> ModelCapabilities | None:
+    if not isinstance(backend, HasCapabilities):
+        return None
+    try:
+        return await backend.capabilities()
+    except Exception:  # a listing never fails because one model could not say
+        log.exception("model %s: capabilities unavailable", backend.model)
+        return None
