@@ -175,7 +175,10 @@ class FakeModel:
     supports_tools: bool = True  # Ollama: False makes a request with tools a 400
     token_delay: float = 0.0  # seconds between generated tokens
     context_length: int = 4096  # OpenAI: max_model_len; Ollama: /api/ps context_length
-    reasoning: list[str] | None = None  # OpenAI: streamed first as `reasoning_content` deltas
+    # Thinking, before the answer: OpenAI deltas (and message) under `reasoning_field`; Ollama's
+    # `thinking` unless `think` is false. None: the model cannot think (Ollama: `think: true` 400s).
+    reasoning: list[str] | None = None
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
     family: str = "llama"
     parameter_size: str = "8.0B"
     quantization_level: str = "Q4_0"
@@ -293,26 +296,101 @@ def _generate(pieces: list[str], limit: int, stops: list[str]) -> tuple[list[str
     return pieces, generated, "length" if limited and not stopped else "stop"
 
 
-def _instance_of(schema: Any) -> Any:
-    """A minimal value that satisfies a (simple) JSON schema."""
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+_MINIMAL: dict[str, Any] = {"integer": 0, "number": 0.0, "boolean": True, "null": None}
+
+
+def _resolve(schema: Any, root: Any) -> Any:
+    """``schema`` with a local ``$ref`` (``#/$defs/X``, ``#/definitions/X``) followed."""
+    seen = 0
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < 32:
+        target = root
+        for key in schema["$ref"].removeprefix("#").strip("/").split("/"):
+            target = target.get(key, {}) if isinstance(target, dict) and key else target
+        schema, seen = target, seen + 1
+    return schema
+
+
+def _fits(value: Any, schema: Any, root: Any) -> bool:
+    """A rough check that ``value`` has the shape ``schema`` asks for (type, const, enum)."""
+    schema = _resolve(schema, root)
     if not isinstance(schema, dict):
-        return "fake"
+        return value is not None
+    if "const" in schema:
+        return bool(value == schema["const"])
+    if schema.get("enum"):
+        return value in schema["enum"]
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        return any(_fits(value, b, root) for b in branches)
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind else []
+    return not kinds or any(_KINDS.get(k, lambda v: True)(value) for k in kinds)
+
+
+def _instance_of(schema: Any, hint: Any = None, root: Any = None) -> Any:
+    """A value that satisfies a (simple) JSON schema — ``hint``'s values where they fit, the
+    smallest ones elsewhere. Follows local ``$ref``s, picks an ``anyOf``/``oneOf`` branch that
+    ``hint`` fits (first a branch whose ``const`` values it matches), fills every property."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if not isinstance(schema, dict):
+        return hint if hint is not None else "fake"
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
-        return schema["enum"][0]
+        return hint if hint in schema["enum"] else schema["enum"][0]
+    branches = schema.get("anyOf") or schema.get("oneOf") or schema.get("allOf")
+    if branches:
+        return _instance_of(_branch(branches, hint, root), hint, root)
     kind = schema.get("type")
     if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
+        fitting = (k for k in kind if hint is not None and _KINDS.get(k, bool)(hint))
+        kind = next(fitting, None) or next((k for k in kind if k != "null"), "null")
     if kind == "object" or "properties" in schema:
-        return {k: _instance_of(v) for k, v in (schema.get("properties") or {}).items()}
-    return {
-        "array": [],
-        "integer": 0,
-        "number": 0.0,
-        "boolean": True,
-        "null": None,
-    }.get(kind, "fake")
+        given = hint if isinstance(hint, dict) else {}
+        properties = schema.get("properties") or {}
+        if not properties:
+            return dict(given)
+        return {k: _instance_of(v, given.get(k), root) for k, v in properties.items()}
+    if kind == "array":
+        given_items = hint if isinstance(hint, list) else []
+        count = max(len(given_items), int(schema.get("minItems") or 0))
+        items = schema.get("items")
+        return [
+            _instance_of(items, given_items[i] if i < len(given_items) else None, root)
+            for i in range(count)
+        ]
+    if kind in _KINDS and _KINDS[kind](hint):
+        return hint
+    return _MINIMAL.get(kind, "fake")
+
+
+def _branch(branches: list[Any], hint: Any, root: Any) -> Any:
+    resolved = [_resolve(b, root) for b in branches]
+    for branch in resolved:
+        properties = branch.get("properties") if isinstance(branch, dict) else None
+        consts = {
+            k: v["const"]
+            for k, v in (properties or {}).items()
+            if isinstance(v, dict) and "const" in v
+        }
+        if consts and isinstance(hint, dict) and all(hint.get(k) == v for k, v in consts.items()):
+            return branch
+    if hint is not None:
+        for branch in resolved:
+            if _fits(hint, branch, root):
+                return branch
+    not_null = [b for b in resolved if not (isinstance(b, dict) and b.get("type") == "null")]
+    return (not_null or resolved)[0]
 
 
 def _json_pieces(value: Any) -> list[str]:
@@ -678,6 +756,7 @@ def _ollama_option_error(options: dict[str, Any]) -> str | None:
     return None
 
 
+_THINK_LEVELS = ("high", "medium", "low")
 _GO_DURATION = re.compile(r"[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+")
 
 
@@ -712,6 +791,7 @@ class FakeOllama(_FakeUpstream):
             self._route("/api/version", self._version, "GET"),
             self._route("/api/tags", self._tags, "GET"),
             self._route("/api/ps", self._ps, "GET"),
+            self._route("/api/show", self._show, "POST"),
             self._route("/api/chat", self._chat, "POST"),
         ]
         handlers = {404: self._not_found, 405: self._not_found}
@@ -803,6 +883,40 @@ class FakeOllama(_FakeUpstream):
         ]
         return self._plain(rec, _go_json({"models": models}), _JSON_GO)
 
+    async def _show(self, request: Request) -> Response:
+        rec = await self._record(request)
+        if reply := self._status_fault_reply(rec):
+            return reply
+        body = rec.body if isinstance(rec.body, dict) else {}
+        name = body.get("model") or body.get("name") or ""
+        if not isinstance(name, str) or not name:
+            return self._json({"error": "model is required"}, 400)
+        model = self.lookup(name)
+        if model is None:
+            return self._json({"error": f"model '{name}' not found"}, 404)
+        capabilities = ["completion"]
+        if model.supports_tools:
+            capabilities.append("tools")
+        if model.reasoning is not None:
+            capabilities.append("thinking")
+        family = model.family
+        show = {
+            "license": "",
+            "modelfile": f"FROM {model.name}\n",
+            "parameters": 'stop "<|eot_id|>"',
+            "template": "{{ .Prompt }}",
+            "details": self._details(model),
+            "model_info": {
+                "general.architecture": family,
+                "general.parameter_count": 8_030_261_248,
+                f"{family}.context_length": model.context_length,
+                f"{family}.embedding_length": 4096,
+            },
+            "capabilities": capabilities,
+            "modified_at": "2025-09-30T10:12:09.123456789Z",
+        }
+        return self._json(show)
+
     # -- /api/chat
 
     async def _chat(self, request: Request) -> Response:
@@ -862,6 +976,15 @@ class FakeOllama(_FakeUpstream):
             quoted = json.dumps(json.dumps(fmt))
             msg = f'invalid format: {quoted}; expected "json" or a valid JSON Schema object'
             return self._json({"error": msg}, 500)
+        think = body.get("think")
+        if think is not None and not isinstance(think, bool) and think not in _THINK_LEVELS:
+            msg = (
+                f"invalid think value: {json.dumps(think)} "
+                '(must be "high", "medium", "low", true, or false)'
+            )
+            return self._json({"error": msg}, 400)
+        if think not in (None, False) and model.reasoning is None:
+            return self._json({"error": f'"{name}" does not support thinking'}, 400)
 
         num_ctx = int(options.get("num_ctx") or self.default_num_ctx)
         prompt_tokens = sum(_words(m.get("content") or "") for m in messages if isinstance(m, dict))
@@ -882,13 +1005,16 @@ class FakeOllama(_FakeUpstream):
 
         # what the model "generates"
         last_role = messages[-1].get("role") if isinstance(messages[-1], dict) else None
-        tool_call = model.tool_call if tools and last_role != "tool" else None
+        # a format constrains the whole answer: the model writes JSON, not a call
+        tool_call = model.tool_call if tools and not fmt and last_role != "tool" else None
+        thoughts = list(model.reasoning or []) if think is not False else []
         if tool_call is not None:
             pieces: list[str] = []
             generated, reason = 1, "stop"
         else:
             if fmt:
-                value = _instance_of(fmt) if isinstance(fmt, dict) else model.json_reply
+                hint = {**model.json_reply, **(model.tool_call or {})}
+                value = _instance_of(fmt, hint) if isinstance(fmt, dict) else model.json_reply
                 pieces = _json_pieces(value)
             else:
                 pieces = self.tokens_of(model)
@@ -899,10 +1025,15 @@ class FakeOllama(_FakeUpstream):
         stream = True if stream is None else stream
         fault = rec.fault
         n_chunks = max(1, len(pieces)) + 1
-        kwargs = self._reply_kwargs(rec, model, n_chunks, stream)
+        generated += len(thoughts)
+        kwargs = self._reply_kwargs(rec, model, n_chunks + len(thoughts), stream)
 
-        def final(content: str, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+        def final(
+            content: str, tool_calls: list[dict[str, Any]] | None, thinking: str = ""
+        ) -> dict[str, Any]:
             message: dict[str, Any] = {"role": "assistant", "content": content}
+            if thinking:
+                message["thinking"] = thinking
             if tool_calls:
                 message["tool_calls"] = tool_calls
             out: dict[str, Any] = {
@@ -940,7 +1071,7 @@ class FakeOllama(_FakeUpstream):
                 self,
                 rec,
                 media_type=_JSON_GO,
-                body=lambda: _go_json(final("".join(pieces), calls)),
+                body=lambda: _go_json(final("".join(pieces), calls, "".join(thoughts))),
                 model=name,
                 **kwargs,
             )
@@ -948,10 +1079,13 @@ class FakeOllama(_FakeUpstream):
         async def lines() -> AsyncIterator[bytes]:
             error_after = fault.after if fault is not None and fault.kind == "error_line" else None
             partials: list[dict[str, Any]] = [
-                {"role": "assistant", "content": piece} for piece in pieces
+                {"role": "assistant", "content": "", "thinking": piece} for piece in thoughts
             ]
+            partials += [{"role": "assistant", "content": piece} for piece in pieces]
             if calls is not None:
-                partials = [{"role": "assistant", "content": "", "tool_calls": calls}]
+                partials[len(thoughts) :] = [
+                    {"role": "assistant", "content": "", "tool_calls": calls}
+                ]
             for sent, message in enumerate(partials):
                 if error_after is not None and sent >= error_after:
                     break
@@ -1188,6 +1322,66 @@ def _oai_validate(body: dict[str, Any], models: dict[str, FakeModel]) -> Respons
     return None
 
 
+def _oai_tool_choice_error(tools: Any, choice: Any) -> Response | None:
+    if choice is None or choice in ("none", "auto"):
+        return None
+    if not tools:
+        return _oai_error(
+            400,
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+            "specified.",
+            param="tool_choice",
+        )
+    if choice == "required":
+        return None
+    wanted = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if wanted is None:
+        return _oai_error(
+            400,
+            f"Invalid value for 'tool_choice': {json.dumps(choice)}.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if wanted not in _oai_tool_names(tools):
+        return _oai_error(
+            400,
+            f"Invalid value for 'tool_choice': no function named '{wanted}' was specified in "
+            "the 'tools' parameter.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    return None
+
+
+def _oai_tool_names(tools: list[Any]) -> list[str]:
+    return [str((t.get("function") or {}).get("name")) for t in tools if isinstance(t, dict)]
+
+
+def _oai_tool_call(
+    model: FakeModel, tools: list[Any], choice: Any, messages: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The call the model makes: a forced one ("required", a named function) always — the
+    scripted call when it is the one wanted, else the wanted tool with arguments built from its
+    parameters; with "auto" the scripted call unless the last message is a tool result."""
+    if not tools or choice in (None, "auto", "none"):
+        auto = choice != "none" and messages[-1].get("role") != "tool"
+        return model.tool_call if tools and auto else None
+    names = _oai_tool_names(tools)
+    scripted = model.tool_call
+    if isinstance(choice, dict):
+        wanted = choice["function"]["name"]
+    else:
+        wanted = scripted["name"] if scripted and scripted["name"] in names else names[0]
+    if scripted is not None and scripted["name"] == wanted:
+        return scripted
+    parameters = next(
+        (t["function"].get("parameters") for t in tools if t["function"].get("name") == wanted),
+        None,
+    )
+    arguments = _instance_of(parameters, model.json_reply) if parameters else {}
+    return {"name": wanted, "arguments": arguments}
+
+
 class FakeOpenAI(_FakeUpstream):
     """An OpenAI-compatible server (``/v1/chat/completions``, ``/v1/models``, ``/health``).
 
@@ -1316,14 +1510,13 @@ class FakeOpenAI(_FakeUpstream):
             )
 
         tools = body.get("tools") or []
-        tool_call = (
-            model.tool_call
-            if tools and body.get("tool_choice") != "none" and messages[-1].get("role") != "tool"
-            else None
-        )
+        if error := _oai_tool_choice_error(tools, body.get("tool_choice")):
+            return error
+        tool_call = _oai_tool_call(model, tools, body.get("tool_choice"), messages)
         pieces: list[str] = []
         generated, reason = 0, "stop"
         call_id = "call_" + secrets.token_hex(12)
+        thoughts = list(model.reasoning or [])
         if tool_call is not None:
             arguments = json.dumps(tool_call["arguments"])
             generated, reason = max(1, _words(arguments)), "tool_calls"
@@ -1331,7 +1524,8 @@ class FakeOpenAI(_FakeUpstream):
             fmt = body.get("response_format")
             fmt = fmt if isinstance(fmt, dict) else {}
             if fmt.get("type") == "json_schema":
-                pieces = _json_pieces(_instance_of((fmt.get("json_schema") or {}).get("schema")))
+                schema = (fmt.get("json_schema") or {}).get("schema")
+                pieces = _json_pieces(_instance_of(schema, model.json_reply))
             elif fmt.get("type") == "json_object":
                 pieces = _json_pieces(model.json_reply)
             else:
@@ -1340,6 +1534,7 @@ class FakeOpenAI(_FakeUpstream):
             stops = [stop] if isinstance(stop, str) else stop
             pieces, generated, reason = _generate(pieces, max_tokens or 0, stops)
 
+        generated += len(thoughts)
         n = int(body.get("n") or 1)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -1350,7 +1545,7 @@ class FakeOpenAI(_FakeUpstream):
         created = int(time.time())
         fault = rec.fault
         stream = bool(body.get("stream"))
-        steps = 3 if tool_call is not None else len(pieces)
+        steps = len(thoughts) + (3 if tool_call is not None else len(pieces))
         kwargs = self._reply_kwargs(rec, model, steps + 2, stream)
         error_text = (fault.message if fault else None) or "The model's engine died unexpectedly."
 
@@ -1362,6 +1557,8 @@ class FakeOpenAI(_FakeUpstream):
                 "content": "".join(pieces) if tool_call is None else None,
                 "refusal": None,
             }
+            if thoughts:
+                message[model.reasoning_field] = "".join(thoughts)
             if tool_call is not None:
                 message["tool_calls"] = [
                     {
@@ -1410,6 +1607,7 @@ class FakeOpenAI(_FakeUpstream):
             return b"data: " + _compact(payload) + b"\n\n"
 
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas += [{model.reasoning_field: piece} for piece in thoughts]
         if tool_call is not None:
             half = len(arguments) // 2
             deltas += [
@@ -1427,7 +1625,6 @@ class FakeOpenAI(_FakeUpstream):
                 {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]},
             ]
         else:
-            deltas += [{"reasoning_content": piece} for piece in model.reasoning or []]
             deltas += [{"content": piece} for piece in pieces]
 
         async def events() -> AsyncIterator[bytes]:

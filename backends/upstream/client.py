@@ -29,6 +29,7 @@ from backends.errors import (
     UpstreamError,
     may_retry,
 )
+from backends.openai_types import ModelCapabilities
 from backends.protocol import Health, OpenStream
 from backends.upstream.replicas import Replica, ReplicaPool
 from backends.upstream.settings import UpstreamSettings
@@ -151,6 +152,35 @@ class UpstreamClient:
                 f"model '{self.settings.name}' is not started", retry_after=1
             )
         return self._client
+
+    async def fetch_json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Metadata (not a generation) from the first replica that answers, available ones
+        first: no in-flight slot, no failure recorded. Before ``start`` it goes through a
+        client of its own, so asking does not start this one. The caller bounds the time.
+        Raises ``GatewayError`` (an error status, a body that is not JSON) or the last
+        transport error."""
+        now = time.monotonic()
+        replicas = sorted(self.pool.replicas, key=lambda r: not r.available(now))
+        async with contextlib.AsyncExitStack() as stack:
+            client = self._client
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient())
+            last: BaseException | None = None
+            for replica in replicas:
+                try:
+                    reply = await client.request(
+                        method, replica.url + path, json=body, headers=self.headers()
+                    )
+                except TRANSPORT_ERRORS as exc:
+                    last = exc
+                    continue
+                if reply.status_code >= 400:
+                    raise self._map_status(reply.status_code, reply.content)
+                try:
+                    return reply.json()
+                except ValueError as exc:
+                    raise UpstreamError("the upstream sent a body that is not JSON") from exc
+            raise last or BackendUnavailableError(f"model '{self.settings.name}' has no replica")
 
     async def request_json(
         self, path: str, body: dict[str, Any], deadline: Deadline
@@ -296,12 +326,30 @@ class UpstreamBackend:
 
     kind: str
     health_path: str
+    capabilities_timeout: float = 2.0
 
     def __init__(self, settings: UpstreamSettings, base_dir: Path | None = None) -> None:
         self.model = settings.name
         self.client = UpstreamClient(settings, self.health_path, self.map_status)
+        self._capabilities: ModelCapabilities | None = None
 
     def map_status(self, status: int, body: bytes) -> GatewayError:
+        raise NotImplementedError
+
+    async def capabilities(self) -> ModelCapabilities | None:
+        """What the upstream says the model can do (``HasCapabilities``), asked within
+        ``capabilities_timeout`` seconds; an answer is kept for the backend's life. Never
+        raises: an upstream that cannot say now (down, slow, an odd reply) gives None."""
+        if self._capabilities is None:
+            try:
+                async with asyncio.timeout(self.capabilities_timeout):
+                    self._capabilities = await self.ask_capabilities()
+            except (GatewayError, *TRANSPORT_ERRORS) as exc:
+                log.info("model %s: the upstream did not say its capabilities: %r", self.model, exc)
+        return self._capabilities
+
+    async def ask_capabilities(self) -> ModelCapabilities | None:
+        """Ask the upstream (one request through ``self.client.fetch_json``)."""
         raise NotImplementedError
 
     async def open(

@@ -9,9 +9,7 @@ The translation is pure functions with table tests: ``to_ollama_request`` (a
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,17 @@ from backends.events import (
     ToolCallDelta,
     Usage,
 )
+from backends.openai_types import ModelCapabilities
 from backends.protocol import EventStream, OpenStream
-from backends.requests import GenerationRequest, Message, TextPart
+from backends.requests import GenerationRequest, Message, TextPart, ToolCall
+from backends.upstream.capabilities import ollama_capabilities
 from backends.upstream.client import UpstreamBackend
+from backends.upstream.forced_call import (
+    ForcedCallReader,
+    forced_call_schema,
+    forces_call,
+    new_call_id,
+)
 from backends.upstream.settings import OllamaSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
@@ -47,7 +53,7 @@ def to_ollama_request(
     _refuse_unsupported(request)
     body: dict[str, Any] = {
         "model": settings.remote_model,
-        "messages": [_ollama_message(i, m) for i, m in enumerate(request.messages)],
+        "messages": _ollama_messages(request.messages),
         "stream": stream,
         # Fail an over-long prompt instead of silently dropping the start of the history.
         "truncate": False,
@@ -57,7 +63,10 @@ def to_ollama_request(
         body["options"] = options
     if settings.keep_alive is not None:
         body["keep_alive"] = settings.keep_alive
-    if request.constraint is not None:
+    forced = forced_call_schema(request, "the ollama backend")
+    if forced is not None:
+        body["format"] = forced  # a call is forced by its schema; tools still go along
+    elif request.constraint is not None:
         schema = request.constraint.schema
         body["format"] = dict(schema) if schema else "json"
     if request.wants_tools:
@@ -73,12 +82,6 @@ def _refuse_unsupported(request: GenerationRequest) -> None:
         (request.logprobs, "logprobs", "'logprobs' is not supported"),
         (request.n > 1, "n", "only one choice (n=1) is supported"),
         (request.is_raw, "prompt", "raw prompts are not supported yet"),
-        (
-            request.tool_choice is not None
-            and request.tool_choice.mode in ("required", "function"),
-            "tool_choice",
-            "a tool call cannot be forced; use tool_choice 'auto' or 'none'",
-        ),
         (
             request.constraint is not None and request.constraint.kind == "grammar",
             "response_format",
@@ -118,7 +121,19 @@ def _ollama_tool(tool: Any) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _ollama_message(index: int, message: Message) -> dict[str, Any]:
+def _ollama_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    # A tool result names its tool for Ollama's templates; OpenAI clients send only the id of
+    # the call it answers, so the name comes from that call earlier in the history.
+    names: dict[str, str] = {}
+    out = []
+    for index, message in enumerate(messages):
+        names.update((call.id, call.name) for call in message.tool_calls)
+        tool_name = message.name or names.get(message.tool_call_id or "")
+        out.append(_ollama_message(index, message, tool_name))
+    return out
+
+
+def _ollama_message(index: int, message: Message, tool_name: str | None) -> dict[str, Any]:
     text = message.text()
     if text is None:
         kind = next(p.type for p in message.content if not isinstance(p, TextPart))
@@ -128,22 +143,29 @@ def _ollama_message(index: int, message: Message) -> dict[str, Any]:
         )
     result: dict[str, Any] = {"role": message.role, "content": text}
     if message.tool_calls:
-        calls = []
-        for call in message.tool_calls:
-            try:
-                arguments = json.loads(call.arguments or "{}")
-            except ValueError as exc:
-                raise InvalidRequestError(
-                    f"tool call arguments are not JSON: {call.arguments!r}",
-                    param=f"messages[{index}].tool_calls",
-                ) from exc
-            calls.append({"function": {"name": call.name, "arguments": arguments}})
-        result["tool_calls"] = calls
-    if message.role == "tool" and message.name:
-        result["tool_name"] = message.name
+        result["tool_calls"] = [
+            {"function": {"name": call.name, "arguments": _arguments_object(index, call)}}
+            for call in message.tool_calls
+        ]
+    if message.role == "tool" and tool_name:
+        result["tool_name"] = tool_name
     if message.reasoning:
         result["thinking"] = message.reasoning
     return result
+
+
+def _arguments_object(index: int, call: ToolCall) -> dict[str, Any]:
+    """Ollama takes a call's arguments as an object, not as the JSON text OpenAI sends."""
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidRequestError(
+            f"tool call arguments must be a JSON object, got {call.arguments!r}",
+            param=f"messages[{index}].tool_calls",
+        )
+    return arguments
 
 
 def ollama_error(status: int, body: bytes, model: str = "", remote: str = "") -> GatewayError:
@@ -185,12 +207,23 @@ def _context_message(text: str) -> str:
         return f"the messages do not fit the model's context window: {text}"
 
 
-@dataclass
 class OllamaLines:
-    """Turns Ollama's chat lines into events (one instance per response)."""
+    """Turns Ollama's chat lines into events (one instance per response).
 
-    tool_calls: int = 0
-    content_pieces: int = 0
+    ``forced``: the answer is a tool call forced through ``format`` (``forced_call``), read
+    into the call's deltas as it streams — unless Ollama parsed the call itself, whose
+    ``tool_calls`` are used then. ``one_call``: only the first call is kept (the client set
+    ``parallel_tool_calls: false``)."""
+
+    def __init__(self, forced: bool = False, one_call: bool = False) -> None:
+        self.tool_calls = 0  # calls Ollama returned
+        self.content_pieces = 0
+        self._forced = ForcedCallReader("upstream ollama") if forced else None
+        self._one_call = one_call
+
+    @classmethod
+    def for_request(cls, request: GenerationRequest) -> OllamaLines:
+        return cls(forces_call(request), request.parallel_tool_calls is False)
 
     def feed(self, line: dict[str, Any]) -> list[Event]:
         """Events for one line (error lines never get here: ``ndjson_lines`` raises on them)."""
@@ -202,19 +235,22 @@ class OllamaLines:
         content = message.get("content")
         if content:
             self.content_pieces += 1
-            out.append(TextDelta(0, content))
+            if self._forced is None:
+                out.append(TextDelta(0, content))
+            elif not self.tool_calls:
+                out += self._forced.feed(content)
         for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
-            arguments = function.get("arguments", {})
-            if not isinstance(arguments, str):
-                arguments = json.dumps(arguments, ensure_ascii=False)
-            call_id = call.get("id") or f"call_{secrets.token_hex(12)}"
-            out.append(
-                ToolCallDelta(0, self.tool_calls, call_id, function.get("name", ""), arguments)
-            )
-            self.tool_calls += 1
+            if (self._one_call and self.tool_calls) or (self._forced and self._forced.started):
+                continue
+            out.append(self._call(call))
         if line.get("done"):
-            out.append(Finished(0, self._finish_reason(line.get("done_reason"))))
+            truncated = line.get("done_reason") == "length"
+            forced_call = False
+            if self._forced is not None and not self.tool_calls:
+                out += self._forced.end(truncated)
+                forced_call = self._forced.complete
+            reason: FinishReason = "length" if truncated else "stop"
+            out.append(Finished(0, "tool_calls" if self.tool_calls or forced_call else reason))
             prompt = line.get("prompt_eval_count")
             completion = line.get("eval_count")
             out.append(
@@ -225,10 +261,16 @@ class OllamaLines:
             )
         return out
 
-    def _finish_reason(self, done_reason: str | None) -> FinishReason:
-        if self.tool_calls:
-            return "tool_calls"
-        return "length" if done_reason == "length" else "stop"
+    def _call(self, call: dict[str, Any]) -> ToolCallDelta:
+        function = call.get("function") or {}
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        delta = ToolCallDelta(
+            0, self.tool_calls, call.get("id") or new_call_id(), function.get("name", ""), arguments
+        )
+        self.tool_calls += 1
+        return delta
 
 
 async def ndjson_lines(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -269,16 +311,23 @@ class OllamaBackend(UpstreamBackend):
     def map_status(self, status: int, body: bytes) -> GatewayError:
         return ollama_error(status, body, self.model, self.settings.remote_model)
 
+    async def ask_capabilities(self) -> ModelCapabilities | None:
+        show = await self.client.fetch_json(
+            "POST", "/api/show", {"model": self.settings.remote_model}
+        )
+        return ollama_capabilities(show, self.settings.num_ctx)
+
     async def generate(self, request: GenerationRequest) -> EventStream:
         body = to_ollama_request(request, self.settings, stream=True)
         upstream, deadline = await self.open("/api/chat", body, ndjson_lines)
         lines = self.items(upstream, deadline, "upstream ollama ended the stream early")
-        events = self._events(lines)
+        events = self._events(lines, OllamaLines.for_request(request))
         return OpenStream(events, replica=upstream.replica, cleanup=upstream.aclose)
 
     @staticmethod
-    async def _events(lines: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[Event]:
-        parser = OllamaLines()
+    async def _events(
+        lines: AsyncGenerator[dict[str, Any], None], parser: OllamaLines
+    ) -> AsyncIterator[Event]:
         try:
             yield Started(0)
             async for line in lines:

@@ -3,7 +3,8 @@
 Two paths. The relay (``OpenAIChatRelay``): an OpenAI chat request is forwarded with the
 client's own fields (vendor extras included) and the upstream's model name, and the reply is
 relayed with as little re-encoding as possible: stream chunks keep the upstream's bytes and only
-get their ``model`` rewritten. ``generate`` serves any other surface: a ``GenerationRequest``
+get their ``model`` rewritten — and a chunk with thinking gets it under both names
+(``with_reasoning_twins``). ``generate`` serves any other surface: a ``GenerationRequest``
 becomes a chat body (``to_chat_body``) and the upstream's chunks become events
 (``ChunkEvents``).
 """
@@ -29,14 +30,17 @@ from backends.events import (
     TopToken,
     Usage,
 )
-from backends.openai_types import ChatCompletionRequest
+from backends.openai_types import ChatCompletionRequest, ModelCapabilities
 from backends.protocol import EventStream, OpenStream, Relayed
 from backends.requests import GenerationRequest, Message, OutputConstraint
+from backends.upstream.capabilities import openai_capabilities
 from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream
 from backends.upstream.settings import OpenAICompatSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
 _DONE = b"[DONE]"
+_REASONING = b'"reasoning'
+_REASONING_TWINS = (("reasoning", "reasoning_content"), ("reasoning_content", "reasoning"))
 
 
 def to_upstream_body(request: ChatCompletionRequest, remote_model: str) -> dict[str, Any]:
@@ -91,6 +95,40 @@ class ModelRewriter:
         if isinstance(value, dict) and "model" in value:
             value["model"] = self._public
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def with_reasoning_twins(payload: bytes) -> bytes:
+    """A stream chunk with its thinking under both names (``add_reasoning_twins``). Only a
+    chunk whose bytes mention ``"reasoning`` is parsed; every other one, and one with nothing
+    to add, stays byte for byte."""
+    if _REASONING not in payload:
+        return payload
+    try:
+        chunk = json.loads(payload)
+    except ValueError:
+        return payload
+    if not add_reasoning_twins(chunk, "delta"):
+        return payload
+    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def add_reasoning_twins(reply: Any, part: str) -> bool:
+    """In each choice's ``part`` (``delta`` of a chunk, ``message`` of a completion), set the
+    missing one of ``reasoning`` / ``reasoning_content`` to the other: upstreams send
+    thinking under one name (vLLM and Ollama's /v1 the first, DeepSeek and older vLLM the
+    second) and clients read one or the other. True when one was added."""
+    added = False
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    for choice in choices if isinstance(choices, list) else []:
+        fields = choice.get(part) if isinstance(choice, dict) else None
+        if not isinstance(fields, dict):
+            continue
+        for name, twin in _REASONING_TWINS:
+            if isinstance(fields.get(name), str) and fields.get(twin) is None:
+                fields[twin] = fields[name]
+                added = True
+                break
+    return added
 
 
 async def sse_payloads(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -303,6 +341,10 @@ class OpenAICompatBackend(UpstreamBackend):
     def map_status(self, status: int, body: bytes) -> GatewayError:
         return openai_error(status, body, self.model)
 
+    async def ask_capabilities(self) -> ModelCapabilities | None:
+        models = await self.client.fetch_json("GET", "/models")
+        return openai_capabilities(models, self.settings.remote_model)
+
     async def relay_chat(self, request: ChatCompletionRequest) -> Relayed:
         body = to_upstream_body(request, self.settings.remote_model)
         body["stream"] = False
@@ -312,6 +354,7 @@ class OpenAICompatBackend(UpstreamBackend):
             "/chat/completions", body, Deadline(self.settings.timeouts.total)
         )
         data["model"] = request.model
+        add_reasoning_twins(data, "message")
         return Relayed(json.dumps(data, ensure_ascii=False).encode(), replica.url)
 
     async def relay_chat_stream(self, request: ChatCompletionRequest) -> OpenStream[bytes]:
@@ -345,7 +388,7 @@ class OpenAICompatBackend(UpstreamBackend):
                 if payload == _DONE:
                     break
                 if keep_usage or b'"choices":[]' not in payload:
-                    yield rewrite(payload)
+                    yield rewrite(with_reasoning_twins(payload))
         finally:
             await payloads.aclose()
 
