@@ -8,6 +8,7 @@ stops startup with the key's name. Pydantic only: importing this never imports a
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -57,3 +58,23 @@ class ModelSettings(BaseModel):
     def public_names(self) -> list[str]:
         """Every name a client may send for this entry (and what it derives, e.g. adapters)."""
         return [self.name, *self.aliases]
+
+
+ToolParserName = Literal["auto", "none", "hermes", "llama3_json", "mistral"]
+ReasoningParserName = Literal["auto", "none", "think", "mistral"]
+
+
+class InProcessSettings(ModelSettings):
+    """Keys of a model served in-process (llama.cpp, transformers): how its output is read.
+    ``auto`` picks the parser from the model's chat template (docs/tools.md)."""
+
+    tool_parser: ToolParserName = Field(
+        default="auto",
+        description="tool-call format: auto (from the chat template), none (no tool calling), "
+        "hermes (<tool_call>{...}</tool_call>: Qwen, Hermes), llama3_json, mistral ([TOOL_CALLS])",
+    )
+    reasoning_parser: ReasoningParserName = Field(
+        default="auto",
+        description="thinking format: auto (from the chat template), none, think "
+        "(<think>...</think>: Qwen3, DeepSeek-R1), mistral ([THINK]...[/THINK])",
+    )

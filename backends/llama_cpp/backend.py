@@ -16,7 +16,6 @@ class LlamaCppBackend(LocalBackend):
     """See ``LocalBackend``; a full wait queue (``max_queue``) is a 429."""
 
     kind: ClassVar[str] = "llama_cpp"
-    constraints: ClassVar[bool] = True  # GBNF grammars: JSON object and JSON schema
 
     def __init__(self, settings: LlamaCppSettings, base_dir: Path | None = None) -> None:
         super().__init__(settings, base_dir)

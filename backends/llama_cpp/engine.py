@@ -12,27 +12,22 @@ checked on every token.
 from __future__ import annotations
 
 import codecs
-import json
+import ctypes
 import math
 import secrets
-from collections.abc import AsyncIterator, Generator
+import threading
+from collections.abc import AsyncIterator, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
-from backends.errors import InvalidRequestError
 from backends.events import Event, Started, TokenLogprob, TopToken, Usage
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.bridge import StopSignal
 from backends.local.engine import EngineStats
+from backends.local.grammar import TokenConstraint
 from backends.local.output import ChoiceOutput
-from backends.local.plan import (
-    EngineLimits,
-    GenerationPlan,
-    template_messages,
-    template_rejected,
-)
+from backends.local.plan import EngineLimits, GenerationPlan
 from backends.local.serial_worker import SerialWorker
-from backends.requests import GenerationRequest, OutputConstraint
 
 # llama.cpp server's sampling defaults, used where the request leaves a knob unset.
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05}
@@ -45,7 +40,10 @@ class LlamaCppEngine:
     def __init__(self, llm: Any, settings: LlamaCppSettings) -> None:
         self._llm = llm
         self._settings = settings
-        self._formatter = _build_formatter(llm, settings)
+        self._formatter, self._template = _build_formatter(llm, settings)
+        self._specials = _special_tokens(llm)
+        self._grammar_lock = threading.Lock()
+        self._grammar_tokenizer: Any = None
         self._worker = SerialWorker(settings.name, settings.max_queue)
         self.stats = EngineStats()
         self.limits = EngineLimits(
@@ -94,32 +92,28 @@ class LlamaCppEngine:
 
     # -- before the queue (any thread) ------------------------------------------------------
 
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        if request.prompt is not None:
-            text, add_bos = request.prompt, True
-        else:
-            try:
-                rendered = self._formatter(messages=template_messages(request))
-            except Exception as exc:  # jinja errors, raise_exception() in templates
-                raise template_rejected(request.model, exc) from exc
-            text, add_bos = rendered.prompt, not rendered.added_special
+    @property
+    def chat_template(self) -> str | None:
+        return self._template
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **options: Any
+    ) -> tuple[str, bool]:
+        rendered = self._formatter(messages=messages, tools=tools, **options)
+        return rendered.prompt, not rendered.added_special
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
-    def compile_constraint(self, constraint: OutputConstraint) -> Any:
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+    @property
+    def special_tokens(self) -> Mapping[str, int]:
+        return self._specials
 
-        try:
-            if constraint.kind == "grammar":
-                return LlamaGrammar.from_string(constraint.grammar or "", verbose=False)
-            if constraint.kind == "json_schema" and constraint.schema:
-                schema = json.dumps(dict(constraint.schema))
-                return LlamaGrammar.from_json_schema(schema, verbose=False)
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        except Exception as exc:
-            raise InvalidRequestError(
-                f"response_format could not be compiled to a grammar: {exc}",
-                param="response_format",
-            ) from exc
+    def grammar_tokenizer(self) -> Any:
+        with self._grammar_lock:
+            if self._grammar_tokenizer is None:
+                self._grammar_tokenizer = _grammar_tokenizer(self._llm, self.limits.vocab_size)
+            return self._grammar_tokenizer
 
     # -- on the worker thread ---------------------------------------------------------------
 
@@ -190,7 +184,9 @@ class LlamaCppEngine:
             plan.max_new_tokens,
             sampling.logprobs,
             flush_text=lambda: utf8.decode(b"", final=True),
+            spec=plan.spec,
         )
+        constraint = plan.grammar.constraint() if plan.grammar is not None else None
         tokens = llm.generate(
             plan.prompt,
             top_k=sampling.top_k,
@@ -200,19 +196,21 @@ class LlamaCppEngine:
             repeat_penalty=1.0,
             frequency_penalty=sampling.frequency_penalty,
             presence_penalty=sampling.presence_penalty,
-            logits_processor=_logit_bias_processor(sampling.logit_bias),
-            grammar=plan.compiled_constraint,
+            logits_processor=_logits_processor(sampling.logit_bias, constraint),
         )
         try:
             for token in tokens:
                 if stop.is_set():
                     return output
+                if constraint is not None:
+                    constraint.accept(token)
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     yield from output.token(None)
                     return output
                 self.stats.tokens_generated += 1
                 logprob = self._logprob(token, sampling.top_logprobs) if sampling.logprobs else None
-                yield from output.token(utf8.decode(llm.detokenize([token])), logprob)
+                piece = llm.detokenize([token], special=token in plan.visible)
+                yield from output.token(utf8.decode(piece), logprob)
                 if output.reason is not None:
                     return output
         finally:
@@ -243,8 +241,9 @@ class LlamaCppEngine:
         return TopToken(raw.decode("utf-8", errors="replace"), logprob, bytes(raw))
 
 
-def _logit_bias_processor(bias: dict[int, float]) -> Any:
-    if not bias:
+def _logits_processor(bias: dict[int, float], constraint: TokenConstraint | None) -> Any:
+    """``logit_bias`` added, then the grammar's mask applied (disallowed tokens: -inf)."""
+    if not bias and constraint is None:
         return None
     from llama_cpp import LogitsProcessorList
 
@@ -252,13 +251,62 @@ def _logit_bias_processor(bias: dict[int, float]) -> Any:
     values = [bias[i] for i in ids]
 
     def apply(_input_ids: Any, scores: Any) -> Any:
-        scores[ids] += values
+        if ids:
+            scores[ids] += values
+        if constraint is not None:
+            scores[~constraint.allowed()] = -math.inf
         return scores
 
     return LogitsProcessorList([apply])
 
 
-def _build_formatter(llm: Any, settings: LlamaCppSettings) -> Any:
+def _token_kinds(llm: Any) -> list[tuple[bytes, bool]]:
+    """Every token's bytes, and whether llguidance treats it as special: control tokens, and
+    user-defined ones that look like ``<...>`` (the rule of ``llguidance.llamacpp``)."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    buffer = ctypes.create_string_buffer(16 * 1024)
+    kinds: list[tuple[bytes, bool]] = []
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer) - 1, 0, True)
+        piece = bytes(buffer[: max(size, 0)])
+        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+        special = bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL) or bool(
+            attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            and piece.startswith(b"<")
+            and piece.endswith(b">")
+        )
+        kinds.append((piece, special))
+    return kinds
+
+
+def _special_tokens(llm: Any) -> dict[str, int]:
+    """Text -> id of the vocabulary's special tokens (as llguidance sees them)."""
+    found: dict[str, int] = {}
+    for token, (piece, special) in enumerate(_token_kinds(llm)):
+        if special and piece:
+            found.setdefault(piece.decode("utf-8", errors="replace"), token)
+    return found
+
+
+def _grammar_tokenizer(llm: Any, vocab_size: int) -> Any:
+    """The vocabulary as llguidance reads it (about a second for a 150k vocabulary)."""
+    import llama_cpp
+    from llguidance import LLTokenizer
+
+    vocab = llm._model.vocab
+    tokens = [b"\xff" + piece if special else piece for piece, special in _token_kinds(llm)]
+    tokens += [b""] * (vocab_size - len(tokens))
+    eog = [t for t in range(len(tokens)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+    tokenize = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+    return LLTokenizer.from_llamacpp(
+        tokens=tokens, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=eog or llm.token_eos()
+    )
+
+
+def _build_formatter(llm: Any, settings: LlamaCppSettings) -> tuple[Any, str | None]:
+    """The chat renderer and its Jinja source (None for a llama-cpp-python named format)."""
     from llama_cpp import llama_chat_format
 
     template = settings.chat_template
@@ -269,7 +317,7 @@ def _build_formatter(llm: Any, settings: LlamaCppSettings) -> Any:
             raise ValueError(
                 f"chat_format {settings.chat_format!r} is not a llama-cpp-python chat format"
             )
-        return formatter
+        return formatter, None
     if template is None:
         template = llm.metadata.get("tokenizer.chat_template")
     if template is None:
@@ -283,8 +331,9 @@ def _build_formatter(llm: Any, settings: LlamaCppSettings) -> Any:
             return ""
         return str(llm._model.token_get_text(token_id))
 
-    return llama_chat_format.Jinja2ChatFormatter(
+    formatter = llama_chat_format.Jinja2ChatFormatter(
         template=template,
         eos_token=token_text(llm.token_eos()),
         bos_token=token_text(llm.token_bos()),
     )
+    return formatter, template

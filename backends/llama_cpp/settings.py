@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from backends.settings import ModelSettings
+from backends.settings import InProcessSettings
 
 
-class LlamaCppSettings(ModelSettings):
+class LlamaCppSettings(InProcessSettings):
     """A GGUF served in-process by llama-cpp-python."""
 
     backend: Literal["llama_cpp"]

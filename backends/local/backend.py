@@ -20,11 +20,14 @@ from typing import Any, ClassVar, TypeVar
 
 from backends.errors import BackendUnavailableError, GatewayError, InternalError
 from backends.events import Event
+from backends.local.chat import ChatFeatures, probe_features, render_prompt, special_ids
 from backends.local.engine import EngineStats, LocalEngine
+from backends.local.grammar import build_grammar, compile_grammar
 from backends.local.plan import GenerationPlan, check_request, make_plan
+from backends.openai_types import ModelCapabilities
 from backends.protocol import EventStream, Health, OpenStream
 from backends.requests import GenerationRequest
-from backends.settings import ModelSettings
+from backends.settings import InProcessSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,13 @@ class LocalBackend:
     stream it returns stops the request's generation within about one decode step."""
 
     kind: ClassVar[str]
-    constraints: ClassVar[bool] = False  # can constrain output (JSON object / schema / grammar)
 
-    def __init__(self, settings: ModelSettings, base_dir: Path | None = None) -> None:
+    def __init__(self, settings: InProcessSettings, base_dir: Path | None = None) -> None:
         self.model = settings.name
+        self._settings = settings
         self._base_dir = base_dir
         self._engine: LocalEngine | None = None
+        self._features = ChatFeatures()
         self._load_error: str | None = None
         self._loading = asyncio.Lock()
         self._unloading = False
@@ -81,21 +85,37 @@ class LocalBackend:
             if self._closed:
                 raise BackendUnavailableError(f"model '{self.model}' is shut down")
             try:
-                engine = await asyncio.to_thread(self._build)
+                engine, features = await asyncio.to_thread(self._build)
             except GatewayError as exc:
                 self._load_error = exc.message
                 raise
-            self._engine, self._load_error = engine, None
+            self._engine, self._features, self._load_error = engine, features, None
 
-    def _build(self) -> LocalEngine:
+    def _build(self) -> tuple[LocalEngine, ChatFeatures]:
         try:
-            return self._load_engine()
+            engine = self._load_engine()
+            return engine, probe_features(engine, self._settings)
         except GatewayError:
             raise
         except Exception as exc:
             raise BackendUnavailableError(
                 f"model '{self.model}' failed to load: {type(exc).__name__}: {exc}"
             ) from exc
+
+    async def capabilities(self) -> ModelCapabilities | None:
+        """What the loaded model supports, learnt from its template and engine (None until
+        loaded)."""
+        engine, features = self._engine, self._features
+        if engine is None:
+            return None
+        return ModelCapabilities(
+            tools=features.tools,
+            tool_parser=features.tool_format.name if features.tool_format else None,
+            json_schema=True,
+            reasoning=features.reasoning is not None,
+            reasoning_parser=features.reasoning.name if features.reasoning else None,
+            context_length=engine.limits.context_window,
+        )
 
     async def unload(self) -> None:
         """Let go of the model: requests still being planned finish planning first (they then
@@ -127,7 +147,7 @@ class LocalBackend:
     async def generate(self, request: GenerationRequest, adapter: str | None = None) -> EventStream:
         """Serve ``request`` (on ``adapter``, a LoRA adapter of this model, if given); returns
         once the first event is ready. See the class docstring for what it raises."""
-        check_request(request, self.kind, self.constraints)
+        check_request(request, self.kind)
         if self._engine is None:
             await self.load()
         engine = self._engine
@@ -152,10 +172,17 @@ class LocalBackend:
         if self._engine is not engine:
             raise BackendUnavailableError(f"model '{self.model}' was unloaded", retry_after=5)
         try:
-            plan = make_plan(request, engine.prompt_tokens(request), engine.limits, adapter)
-            if plan.constraint is not None:
-                compiled = engine.compile_constraint(plan.constraint)
-                plan = replace(plan, compiled_constraint=compiled)
+            features = self._features
+            prompt = render_prompt(request, features, engine)
+            plan = make_plan(request, prompt.tokens, engine.limits, adapter)
+            source = build_grammar(request, prompt.spec, engine.special_tokens)
+            grammar = None
+            if source is not None:
+                grammar = compile_grammar(
+                    source, engine.grammar_tokenizer(), engine.limits.vocab_size
+                )
+            visible = special_ids(engine.special_tokens, features.markers)
+            plan = replace(plan, spec=prompt.spec, grammar=grammar, visible=visible)
         except GatewayError:
             raise
         except Exception as exc:

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from backends.events import Event
 from backends.local.plan import EngineLimits, GenerationPlan
-from backends.requests import GenerationRequest, OutputConstraint
 
 
 @dataclass
@@ -26,9 +25,10 @@ class EngineStats:
 class LocalEngine(Protocol):
     """A loaded model, as the shared layer sees it.
 
-    - ``prompt_tokens`` and ``compile_constraint`` may run in any worker thread (rendering the
-      chat template and tokenizing only read the vocabulary); they raise ``InvalidRequestError``
-      for what the model cannot take (a template that rejects the messages, a bad grammar).
+    - ``chat_template``, ``render_chat``, ``tokenize`` (``backends.local.chat.ChatEngine``),
+      ``special_tokens`` (text -> id of the vocabulary's special tokens) and
+      ``grammar_tokenizer`` (the vocabulary as llguidance reads it, built once, on first use)
+      may be called from any worker thread: they only read the vocabulary.
     - ``submit`` is called on the event loop and returns the request's events, produced on the
       engine's own thread (``Started`` per choice, deltas, ``Finished``, then ``Usage``);
       closing that iterator stops the request within about one decode step. It raises
@@ -46,9 +46,19 @@ class LocalEngine(Protocol):
     @property
     def waiting(self) -> int: ...
 
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]: ...
+    @property
+    def chat_template(self) -> str | None: ...
 
-    def compile_constraint(self, constraint: OutputConstraint) -> Any: ...
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **options: Any
+    ) -> tuple[str, bool]: ...
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]: ...
+
+    @property
+    def special_tokens(self) -> Mapping[str, int]: ...
+
+    def grammar_tokenizer(self) -> Any: ...
 
     def submit(self, plan: GenerationPlan) -> AsyncIterator[Event]: ...
 

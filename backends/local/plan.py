@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from backends.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
     UnsupportedParameterError,
 )
-from backends.requests import GenerationRequest, OutputConstraint, TextPart
+from backends.local.output import OutputSpec
+from backends.requests import GenerationRequest, TextPart
+
+if TYPE_CHECKING:
+    from backends.local.grammar import CompiledGrammar
 
 
 @dataclass(frozen=True)
@@ -62,37 +66,20 @@ class GenerationPlan:
     sampling: SamplingParams
     stops: tuple[str, ...] = ()
     n: int = 1
-    constraint: OutputConstraint | None = None
-    compiled_constraint: Any = None  # the engine's own form of ``constraint`` (a grammar)
     adapter: str | None = None  # a LoRA adapter's name; None: the base model
+    spec: OutputSpec = field(default_factory=OutputSpec)  # how the output is read
+    grammar: CompiledGrammar | None = None  # what decoding is constrained to
+    visible: frozenset[int] = frozenset()  # special tokens shown as text (the spec's markers)
 
 
-def check_request(request: GenerationRequest, kind: str, constraints: bool) -> None:
+def check_request(request: GenerationRequest, kind: str) -> None:
     """Refuse, by field name, what an in-process engine of ``kind`` cannot do; needs no model."""
-    if request.wants_tools:
-        raise UnsupportedParameterError(
-            f"model '{request.model}' ({kind} backend) does not support tool calling; "
-            "remove 'tools' or set tool_choice to 'none'",
-            param="tools",
-        )
-    if request.tool_choice is not None and request.tool_choice.mode in ("required", "function"):
-        raise UnsupportedParameterError(
-            f"model '{request.model}' ({kind} backend) does not support tool calling",
-            param="tool_choice",
-        )
-    if request.constraint is not None and not constraints:
-        raise UnsupportedParameterError(
-            f"model '{request.model}' ({kind} backend) cannot constrain its output "
-            "(response_format); serve it with an engine that can, or drop the field",
-            param="response_format",
-        )
     constraint = request.constraint
     if constraint is not None and constraint.kind == "grammar" and not constraint.grammar:
         raise InvalidRequestError("a grammar constraint needs a grammar", param="response_format")
     for name, value in (
         ("echo", request.echo or None),
         ("repetition_penalty", request.sampling.repetition_penalty),
-        ("reasoning", request.reasoning or None),
     ):
         if value is not None:
             raise UnsupportedParameterError(
@@ -106,32 +93,6 @@ def check_request(request: GenerationRequest, kind: str, constraints: bool) -> N
                 "(text only)",
                 param=f"messages[{index}].content",
             )
-        if message.tool_calls:
-            raise UnsupportedParameterError(
-                f"assistant tool_calls in the history are not supported by the {kind} backend",
-                param=f"messages[{index}].tool_calls",
-            )
-
-
-def template_messages(request: GenerationRequest) -> list[dict[str, Any]]:
-    """The chat history as the plain dicts Jinja chat templates take (after ``check_request``)."""
-    plain: list[dict[str, Any]] = []
-    for message in request.messages:
-        item: dict[str, Any] = {"role": message.role, "content": message.text() or ""}
-        if message.name:
-            item["name"] = message.name
-        if message.tool_call_id:
-            item["tool_call_id"] = message.tool_call_id
-        plain.append(item)
-    return plain
-
-
-def template_rejected(model: str, error: Exception) -> InvalidRequestError:
-    """The 400 for a chat template that refused the messages (a Jinja error, or the template's
-    own ``raise_exception``, e.g. roles that do not alternate)."""
-    return InvalidRequestError(
-        f"the chat template of model '{model}' rejected these messages: {error}", param="messages"
-    )
 
 
 def make_plan(
@@ -160,7 +121,6 @@ def make_plan(
         sampling=resolve_sampling(request, limits.sampling_defaults, limits.default_seed),
         stops=tuple(s for s in request.stop if s),
         n=request.n,
-        constraint=request.constraint,
         adapter=adapter,
     )
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 from backends.errors import BackendUnavailableError
 from backends.local.backend import LocalBackend
 from backends.local.engine import LocalEngine
+from backends.openai_types import ModelCapabilities
 from backends.protocol import Backend, EventStream, Health
 from backends.requests import GenerationRequest
 from backends.transformers.settings import TransformersSettings
@@ -84,6 +85,9 @@ class AdapterBackend:
 
     async def generate(self, request: GenerationRequest) -> EventStream:
         return await self.base.generate(request, adapter=self.model)
+
+    async def capabilities(self) -> ModelCapabilities | None:
+        return await self.base.capabilities()
 
     async def aclose(self) -> None:
         return None

@@ -16,21 +16,31 @@ _REPLACEMENT = "\ufffd"
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: Any) -> None:
+    """Special tokens are left out of the text, except those in ``visible`` (the markers a tool
+    or reasoning parser reads, such as Mistral's ``[TOOL_CALLS]``)."""
+
+    def __init__(self, tokenizer: Any, visible: frozenset[int] = frozenset()) -> None:
         self._tokenizer = tokenizer
+        self._skip = True
+        self._hidden: frozenset[int] = frozenset()
+        if visible:
+            self._skip = False
+            self._hidden = frozenset(tokenizer.all_special_ids) - visible
         self._ids: list[int] = []
         self._prefix_offset = 0  # start of the decode window
         self._read_offset = 0  # ids before this are emitted
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (may be empty)."""
+        if token_id in self._hidden:
+            return ""
         self._ids.append(token_id)
         decode = self._tokenizer.decode
         window = self._ids[self._prefix_offset :]
         prefix = decode(
-            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=self._skip
         )
-        text = decode(window, skip_special_tokens=True)
+        text = decode(window, skip_special_tokens=self._skip)
         if len(text) > len(prefix) and not text.endswith(_REPLACEMENT):
             self._prefix_offset = self._read_offset
             self._read_offset = len(self._ids)
@@ -41,9 +51,9 @@ class IncrementalDetokenizer:
         """What is still held back (an incomplete character at the very end)."""
         decode = self._tokenizer.decode
         prefix = decode(
-            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=self._skip
         )
-        text = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
+        text = decode(self._ids[self._prefix_offset :], skip_special_tokens=self._skip)
         self._prefix_offset = self._read_offset = len(self._ids)
         return text[len(prefix) :]
 

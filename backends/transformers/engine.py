@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from backends.errors import UnsupportedParameterError
 from backends.events import Event
-from backends.local.plan import (
-    EngineLimits,
-    GenerationPlan,
-    template_messages,
-    template_rejected,
-)
-from backends.requests import GenerationRequest, OutputConstraint
+from backends.local.plan import EngineLimits, GenerationPlan
 from backends.transformers.loading import LoadedModel
 from backends.transformers.scheduler import BatchScheduler, BatchStats
 from backends.transformers.settings import TransformersSettings
@@ -44,6 +38,13 @@ class TransformersEngine:
             default_seed=settings.seed,
             max_n=settings.max_batch_size,
         )
+        self._specials = {
+            str(token.content): int(token_id)
+            for token_id, token in loaded.tokenizer.added_tokens_decoder.items()
+            if token.special
+        }
+        self._grammar_lock = threading.Lock()
+        self._grammar_tokenizer: Any = None
         self._scheduler.start()
 
     @property
@@ -54,26 +55,37 @@ class TransformersEngine:
     def waiting(self) -> int:
         return self._scheduler.waiting
 
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        tokenizer = self.loaded.tokenizer
-        if request.prompt is not None:
-            return [int(t) for t in tokenizer(request.prompt)["input_ids"]]
-        try:
-            prompt = tokenizer.apply_chat_template(
-                template_messages(request),
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-            )
-        except Exception as exc:  # jinja errors, raise_exception() in templates
-            raise template_rejected(request.model, exc) from exc
-        return [int(t) for t in prompt]
+    @property
+    def chat_template(self) -> str | None:
+        template = getattr(self.loaded.tokenizer, "chat_template", None)
+        return template if isinstance(template, str) else None
 
-    def compile_constraint(self, constraint: OutputConstraint) -> Any:
-        raise UnsupportedParameterError(
-            f"model '{self._name}' (transformers backend) cannot constrain output",
-            param="response_format",
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **options: Any
+    ) -> tuple[str, bool]:
+        text = self.loaded.tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=False, **options
         )
+        return str(text), False  # the template writes its own BOS
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        ids = self.loaded.tokenizer(text, add_special_tokens=add_bos)["input_ids"]
+        return [int(t) for t in ids]
+
+    @property
+    def special_tokens(self) -> Mapping[str, int]:
+        return self._specials
+
+    def grammar_tokenizer(self) -> Any:
+        with self._grammar_lock:
+            if self._grammar_tokenizer is None:
+                from llguidance.hf import from_tokenizer
+
+                eos = sorted(self.loaded.eos_token_ids)
+                self._grammar_tokenizer = from_tokenizer(
+                    self.loaded.tokenizer, n_vocab=self.limits.vocab_size, eos_token=eos or None
+                )
+            return self._grammar_tokenizer
 
     def submit(self, plan: GenerationPlan) -> AsyncIterator[Event]:
         return self._scheduler.stream(plan)

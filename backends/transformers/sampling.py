@@ -1,6 +1,7 @@
 """Choosing the next token for every row of a batch at once, each row with its own settings.
 
-OpenAI semantics: ``logit_bias`` is added to the raw logits; presence/frequency penalties
+A grammar (``backends.local.grammar``) first masks the tokens it does not allow. Then OpenAI
+semantics: ``logit_bias`` is added to the raw logits; presence/frequency penalties
 subtract ``presence * [count > 0] + frequency * count`` over the tokens generated so far;
 temperature 0 is greedy. Then, in vLLM's order: temperature, top-k, softmax, min-p, top-p.
 Each row draws from its own ``torch.Generator`` (seeded from the request's seed), so a
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from backends.local.grammar import TokenConstraint
 from backends.local.plan import SamplingParams
 
 # (log-probability of the chosen token, [(token id, log-probability)] of the most likely ones)
@@ -28,8 +30,16 @@ TokenLogprobs = tuple[float, list[tuple[int, float]]]
 class RowSampler:
     """The sampling state of one sequence: its generator and its token counts."""
 
-    def __init__(self, params: SamplingParams, vocab_size: int, device: Any) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        vocab_size: int,
+        device: Any,
+        constraint: TokenConstraint | None = None,
+    ) -> None:
         self.params = params
+        self.constraint = constraint  # the grammar's position, if decoding is constrained
+        self.device = device
         self.generator = torch.Generator(device="cpu")
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         self.generator.manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
@@ -46,6 +56,20 @@ class RowSampler:
     def observe(self, token: int) -> None:
         if self.counts is not None:
             self.counts[token] += 1
+
+    def follow(self, token: int) -> None:
+        """Advance the grammar past ``token`` (an end-of-generation token included)."""
+        if self.constraint is not None:
+            self.constraint.accept(token)
+
+    def allowed(self, width: int) -> torch.Tensor | None:
+        """The grammar's mask for the next token over ``width`` logits (None: no grammar)."""
+        if self.constraint is None:
+            return None
+        mask = torch.from_numpy(self.constraint.allowed())
+        if mask.shape[0] < width:  # logits padded past the tokenizer's vocabulary
+            mask = torch.cat([mask, torch.zeros(width - mask.shape[0], dtype=torch.bool)])
+        return mask[:width].to(self.device, non_blocking=True)
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,9 @@ def draw(logits: torch.Tensor, rows: list[RowSampler]) -> Drawn:
 
 def _adjust(logits: torch.Tensor, rows: list[RowSampler]) -> None:
     for i, row in enumerate(rows):
+        allowed = row.allowed(logits.shape[-1])
+        if allowed is not None:
+            logits[i].masked_fill_(~allowed, float("-inf"))
         if row.bias_ids is not None and row.bias_values is not None:
             logits[i].index_add_(0, row.bias_ids, row.bias_values)
         if row.counts is not None:

@@ -283,13 +283,14 @@ class BatchScheduler:
     def _sequence(self, request: _Request, index: int, adapter: str) -> _Sequence:
         job = request.job
         params = job.sampling.for_choice(index)
-        detokenizer = IncrementalDetokenizer(self._tokenizer)
+        detokenizer = IncrementalDetokenizer(self._tokenizer, job.visible)
         output = ChoiceOutput(
-            index, job.stops, job.max_new_tokens, params.logprobs, detokenizer.flush
+            index, job.stops, job.max_new_tokens, params.logprobs, detokenizer.flush, job.spec
         )
+        constraint = job.grammar.constraint() if job.grammar is not None else None
         return _Sequence(
             request=request,
-            sampler=RowSampler(params, self._loaded.vocab_size, self._device),
+            sampler=RowSampler(params, self._loaded.vocab_size, self._device, constraint),
             detokenizer=detokenizer,
             output=output,
             adapter=adapter,
@@ -314,6 +315,7 @@ class BatchScheduler:
     def _accept(self, sequence: _Sequence, token: int, logprob: TokenLogprobs | None) -> None:
         """Account for one sampled token of ``sequence``: emit its text, detect its end."""
         request, output = sequence.request, sequence.output
+        sequence.sampler.follow(token)
         if token in self._loaded.eos_token_ids:
             request.send(output.token(None))
         else:

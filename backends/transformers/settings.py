@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from backends.settings import ModelSettings, check_model_name
+from backends.settings import InProcessSettings, check_model_name
 
 
 class AdapterSettings(BaseModel):
@@ -23,7 +23,7 @@ class AdapterSettings(BaseModel):
         return check_model_name(value)
 
 
-class TransformersSettings(ModelSettings):
+class TransformersSettings(InProcessSettings):
     """A Hugging Face model served in-process by ``transformers``, batching concurrent requests."""
 
     backend: Literal["transformers"]

@@ -144,16 +144,19 @@ def test_context_length_exceeded_names_both_numbers(http):
     assert reply.json()["error"]["code"] == "context_length_exceeded"
 
 
-def test_tools_are_refused_by_name(http):
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    reply = chat(http, model="tiny", tools=tools)
+def test_a_schema_feature_that_cannot_be_enforced_is_refused_by_name(http):
+    parameters = {"type": "object", "propertyNames": {"pattern": "^a"}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": parameters}}]
+    reply = chat(http, model="tiny", tools=tools, tool_choice="required")
     assert reply.status_code == 400
-    assert reply.json()["error"] == {
-        "message": reply.json()["error"]["message"],
+    error = reply.json()["error"]
+    assert error == {
+        "message": error["message"],
         "type": "invalid_request_error",
         "param": "tools",
-        "code": "unsupported_parameter",
+        "code": "invalid_request",
     }
+    assert "propertyNames" in error["message"]
 
 
 def test_lazy_model_loads_on_first_request(http, server):

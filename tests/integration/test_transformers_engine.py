@@ -155,12 +155,31 @@ def test_penalties_change_the_output(hf_server):
         ({"content": "word " * 400}, 400, "context_length_exceeded", "messages"),
         ({"max_tokens": 250}, 400, "context_length_exceeded", "messages"),
         (
-            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
             400,
-            "unsupported_parameter",
-            "tools",
+            "invalid_request",
+            "tool_choice",
         ),
-        ({"response_format": {"type": "json_object"}}, 400, "unsupported_parameter", None),
+        (
+            {"tool_choice": "required"},
+            400,
+            "invalid_request",
+            "tool_choice",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"propertyNames": {"pattern": "a"}}},
+                }
+            },
+            400,
+            "invalid_request",
+            "response_format",
+        ),
         ({"n": 9}, 400, "unsupported_parameter", "n"),
         ({"logit_bias": {"99999": 5}}, 400, "invalid_request", "logit_bias"),
     ],

@@ -19,7 +19,6 @@ from backends.local.plan import (
     check_request,
     make_plan,
     resolve_sampling,
-    template_messages,
 )
 from backends.openai_types import ChatCompletionRequest
 from backends.requests import GenerationRequest, Sampling
@@ -78,78 +77,48 @@ TOOL_CALL_HISTORY = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("extra", "constraints", "param"),
-    [
-        ({"tools": TOOLS}, True, "tools"),
-        ({"tool_choice": "required"}, True, "tool_choice"),
-        ({"response_format": {"type": "json_object"}}, False, "response_format"),
-        (
-            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-            False,
-            "response_format",
-        ),
-        (
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-            True,
-            "messages[0].content",
-        ),
-        ({"messages": TOOL_CALL_HISTORY}, True, "messages[0].tool_calls"),
-    ],
-)
-def test_what_an_engine_cannot_do_is_refused_by_name(extra, constraints, param):
+def test_what_an_engine_cannot_do_is_refused_by_name():
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]
     with pytest.raises(UnsupportedParameterError) as caught:
-        check_request(request(**extra), "llama_cpp", constraints)
-    assert caught.value.param == param
+        check_request(request(messages=image), "llama_cpp")
+    assert caught.value.param == "messages[0].content"
 
 
 @pytest.mark.parametrize(
     ("change", "param"),
     [
         ({"echo": True}, "echo"),
-        ({"reasoning": True}, "reasoning"),
         ({"sampling": Sampling(repetition_penalty=1.1)}, "repetition_penalty"),
     ],
 )
 def test_core_fields_no_local_engine_serves_yet_are_refused_by_name(change, param):
     with pytest.raises(UnsupportedParameterError) as caught:
-        check_request(replace(request(), **change), "transformers", constraints=True)
+        check_request(replace(request(), **change), "transformers")
     assert caught.value.param == param
 
 
 def test_a_raw_prompt_needs_no_messages():
     raw = GenerationRequest(model="m", prompt="Once upon a time")
-    check_request(raw, "llama_cpp", constraints=True)
-    assert raw.is_raw and template_messages(raw) == []
+    check_request(raw, "llama_cpp")
+    assert raw.is_raw
 
 
 @pytest.mark.parametrize(
     "extra",
     [
+        {"tools": TOOLS},
         {"tools": TOOLS, "tool_choice": "none"},
+        {"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False},
+        {"messages": TOOL_CALL_HISTORY},
         {"response_format": {"type": "text"}},
         {"response_format": {"type": "json_object"}},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+        {"reasoning_effort": "low"},
         {"user": "someone", "some_vendor_extra": 1},
     ],
 )
 def test_what_an_engine_can_do_passes(extra):
-    check_request(request(**extra), "llama_cpp", constraints=True)
-
-
-def test_template_messages_flatten_parts_and_developer_is_system():
-    r = request(
-        messages=[
-            {"role": "developer", "content": "be brief"},
-            {
-                "role": "user",
-                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
-            },
-        ]
-    )
-    assert template_messages(r) == [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "ab"},
-    ]
+    check_request(request(**extra), "llama_cpp")
 
 
 def test_plan_fills_the_budget_and_carries_stops_n_and_adapter():
