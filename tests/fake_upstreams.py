@@ -29,17 +29,28 @@ What is faithful (checked against the official ``ollama`` and ``openai`` clients
   ``option "stop" must be of type array`` (and the like) for a mistyped option; 500 for a
   ``format`` that is neither ``"json"`` nor a schema object; and the nested-JSON-string 400
   ``exceed_context_size_error`` for ``truncate: false`` with a prompt longer than ``num_ctx``.
+  ``think``: a model with ``reasoning`` streams it first as ``thinking`` lines (content ``""``;
+  the whole answer's ``message.thinking`` when not streaming) unless ``think`` is false; ``think``
+  true for a model without ``reasoning`` is 400 ``"x" does not support thinking``, and a value
+  other than a bool or ``"high"``/``"medium"``/``"low"`` is 400 ``invalid think value``.
   Unknown routes and wrong methods answer gin's text ``404 page not found``.
 * ``GET /api/tags``, ``GET /api/ps`` (models used and not unloaded), ``GET /api/version``
-  (``{"version": "0.12.3"}``), ``GET /`` and ``HEAD /`` (``Ollama is running``).
+  (``{"version": "0.12.3"}``), ``GET /`` and ``HEAD /`` (``Ollama is running``), ``POST /api/show``
+  (``{"model": ...}``: ``details``, ``model_info`` with ``general.architecture`` and
+  ``<family>.context_length``, ``capabilities`` — ``completion``, ``tools`` unless
+  ``supports_tools=False``, ``thinking`` for a model with ``reasoning``; 404 ``model 'x' not
+  found``).
 * OpenAI ``POST /v1/chat/completions``: non-stream ``chat.completion`` objects; SSE streams of
   ``data: {...}\\n\\n`` events in the order role chunk, content chunks (or tool-call chunks with the
   arguments string split in two), a chunk with ``delta: {}`` and the ``finish_reason``, then, only
   with ``stream_options.include_usage``, a usage chunk with ``choices: []`` (every other chunk then
-  carries ``"usage": null``), then ``data: [DONE]``. ``n`` > 1 works. Errors use the OpenAI envelope
+  carries ``"usage": null``), then ``data: [DONE]``. A model's ``reasoning`` comes first, as deltas
+  (and in the whole answer's message) under its ``reasoning_field``: ``reasoning_content`` (older
+  vLLM, DeepSeek) or ``reasoning`` (newer vLLM). ``n`` > 1 works. Errors use the OpenAI envelope
   ``{"error": {"message", "type", "param", "code"}}``: 401 without/with a wrong bearer key (only
   on ``/v1/*``; ``/health`` is open, like vLLM), 404 ``model_not_found``, 400 naming the param for
-  out-of-range or mistyped sampling values, ``stream_options`` without ``stream``, and prompts
+  out-of-range or mistyped sampling values, ``stream_options`` without ``stream``, a ``tool_choice``
+  other than ``none``/``auto`` without ``tools`` or naming a function not in them, and prompts
   over the model's ``context_length`` (``context_length_exceeded``). ``GET /v1/models`` lists the
   models vLLM-style (with ``max_model_len``); ``GET /health`` is an empty 200.
 
@@ -53,10 +64,15 @@ What is simplified:
   tokens sent. Durations are plausible, not measured on a model.
 * Stop strings cut the text at their first occurrence (the stop string is not sent). A
   ``format`` (Ollama) or ``response_format`` of ``json_object``/``json_schema`` (OpenAI) makes the
-  reply the model's ``json_reply`` object, or a minimal instance built from the schema's
-  properties when a schema is given. A model configured with ``tool_call`` calls it whenever the
-  request has ``tools`` (and OpenAI's ``tool_choice`` is not ``"none"``) and the last message is
-  not a tool result; otherwise it answers text.
+  reply JSON, streamed in pieces of 8 characters: the model's ``json_reply`` object, or, when a
+  schema is given, a value valid against it built from the schema (local ``$ref`` links,
+  ``anyOf``/``oneOf``, ``const``, ``enum``, every property), taking ``json_reply``'s values (and,
+  for Ollama, ``tool_call``'s) where they fit and the smallest ones elsewhere. A model configured
+  with ``tool_call`` calls it whenever the request has ``tools`` (for Ollama: and no ``format``,
+  which constrains the whole answer), OpenAI's ``tool_choice`` is not ``"none"`` and the last
+  message is not a tool result; otherwise it answers text. OpenAI's ``tool_choice`` ``"required"``
+  or a named function always calls: the scripted call when it is the one wanted, else the
+  wanted tool (for ``"required"``: the first) with arguments built from its parameters.
 * The ``429`` ``Retry-After`` behaviour and most error texts of an overloaded server are
   stand-ins; real servers differ in wording. Only the endpoints above exist. uvicorn adds its own
   ``server``/``date`` headers.
@@ -393,12 +409,10 @@ def _branch(branches: list[Any], hint: Any, root: Any) -> Any:
     return (not_null or resolved)[0]
 
 
-def _json_pieces(value: Any) -> list[str]:
+def _json_pieces(value: Any, size: int = 8) -> list[str]:
+    """``value`` as JSON text in pieces of ``size`` characters, as a model streams it."""
     text = json.dumps(value)
-    if len(text) < 2:
-        return [text]
-    cut = max(1, len(text) // 2)
-    return [text[:cut], text[cut:]]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [text]
 
 
 class _Reply(Response):

@@ -12,8 +12,20 @@ from backends.errors import (
     RateLimitError,
     UpstreamError,
 )
-from backends.openai_types import ChatCompletionRequest
-from backends.upstream.openai_compat import ModelRewriter, openai_error, to_upstream_body
+from backends.events import Finished, ReasoningDelta, Started, TextDelta, ToolCallDelta
+from backends.openai_types import ChatCompletionRequest, ModelCapabilities
+from backends.upstream.capabilities import openai_capabilities
+from backends.upstream.openai_compat import (
+    ChunkEvents,
+    ModelRewriter,
+    OpenAICompatBackend,
+    add_reasoning_twins,
+    openai_error,
+    to_upstream_body,
+    with_reasoning_twins,
+)
+from backends.upstream.settings import OpenAICompatSettings
+from tests.fake_upstreams import closed_port
 
 
 def test_body_keeps_only_what_the_client_sent_plus_vendor_extras():
@@ -84,3 +96,170 @@ def test_model_rewriter_rewrites_compact_and_spaced_json(payload):
 def test_model_rewriter_fast_path_is_byte_exact_elsewhere():
     payload = b'{"id":"1","model":"r","choices":[{"delta":{"content":"\\u00e9"}}]}'
     assert ModelRewriter("r", "m")(payload) == payload.replace(b'"model":"r"', b'"model":"m"')
+
+
+def test_body_passes_tools_tool_choice_and_response_format_as_sent():
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {}},
+                "strict": True,
+            },
+        }
+    ]
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "A", "schema": {"type": "object"}, "strict": True},
+    }
+    fields = {
+        "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "parallel_tool_calls": False,
+        "response_format": fmt,
+    }
+    request = ChatCompletionRequest(
+        model="m", messages=[{"role": "user", "content": "x"}], **fields
+    )
+    body = to_upstream_body(request, "r")
+    assert {key: body[key] for key in fields} == fields
+
+
+# -- reasoning under both names ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [
+        ({"reasoning_content": "hm"}, {"reasoning_content": "hm", "reasoning": "hm"}),
+        ({"reasoning": "hm"}, {"reasoning": "hm", "reasoning_content": "hm"}),
+        (
+            {"reasoning": "hm", "reasoning_content": None},
+            {"reasoning": "hm", "reasoning_content": "hm"},
+        ),
+    ],
+)
+def test_a_relayed_chunk_with_thinking_gets_it_under_both_names(delta, expected):
+    chunk = {"id": "1", "model": "r", "choices": [{"index": 0, "delta": delta}]}
+    out = json.loads(with_reasoning_twins(json.dumps(chunk).encode()))
+    assert out["choices"][0]["delta"] == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"id":"1","model":"r","choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+        # the word in the content is not a field: nothing to add, the bytes stay as they were
+        b'{"id":"1", "choices":[{"index":0,"delta":{"content":"\\"reasoning\\": x"}}]}',
+        b'{"id":"1", "choices":[{"delta":{"reasoning":"a", "reasoning_content":"a"}}]}',
+    ],
+)
+def test_chunks_with_nothing_to_add_stay_byte_for_byte(payload):
+    assert with_reasoning_twins(payload) is payload
+
+
+def test_a_relayed_message_gets_its_thinking_under_both_names():
+    reply = {
+        "choices": [
+            {"index": 0, "message": {"content": "4", "reasoning": "2+2"}},
+            {"index": 1, "message": {"content": "4", "reasoning_content": "two and two"}},
+            {"index": 2, "message": {"content": "4"}},
+        ]
+    }
+    assert add_reasoning_twins(reply, "message")
+    messages = [c["message"] for c in reply["choices"]]
+    assert messages[0]["reasoning_content"] == "2+2"
+    assert messages[1]["reasoning"] == "two and two"
+    assert messages[2] == {"content": "4"}
+
+
+@pytest.mark.parametrize("name", ["reasoning", "reasoning_content"])
+def test_the_generate_path_reads_thinking_under_either_name(name):
+    chunks = ChunkEvents()
+    payload = {"choices": [{"index": 0, "delta": {name: "hmm", "content": "4"}}]}
+    assert chunks.feed(json.dumps(payload).encode()) == [
+        Started(0),
+        ReasoningDelta(0, "hmm"),
+        TextDelta(0, "4"),
+    ]
+
+
+def test_the_generate_path_reads_streamed_tool_calls():
+    chunks = ChunkEvents()
+    first = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    rest = {"index": 0, "function": {"arguments": '{"a": 1}'}}
+    events = []
+    for call in (first, rest):
+        payload = {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+        events += chunks.feed(json.dumps(payload).encode())
+    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    events += chunks.feed(json.dumps(finish).encode())
+    assert events == [
+        Started(0),
+        ToolCallDelta(0, 0, "c1", "f", ""),
+        ToolCallDelta(0, 0, None, None, '{"a": 1}'),
+        Finished(0, "tool_calls"),
+    ]
+
+
+# -- capabilities ---------------------------------------------------------------------------------
+
+
+def listing(**entry: object) -> dict:
+    return {"object": "list", "data": [{"id": "other", "max_model_len": 1}, {"id": "r", **entry}]}
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        (listing(max_model_len=32768), 32768),
+        (listing(context_length=8192), 8192),
+        (listing(context_window=4096), 4096),
+        (listing(), None),
+        (listing(max_model_len="big"), None),
+    ],
+)
+def test_capabilities_from_the_models_entry(models, expected):
+    assert openai_capabilities(models, "r") == ModelCapabilities(
+        tools="passthrough", json_schema=True, reasoning=False, context_length=expected
+    )
+
+
+@pytest.mark.parametrize("models", [{"data": [{"id": "other"}]}, {"detail": "x"}, [], None])
+def test_no_capabilities_when_the_listing_has_no_entry_for_the_model(models):
+    assert openai_capabilities(models, "r") is None
+
+
+def test_an_upstream_llmgate_keeps_its_own_capabilities_with_tools_passed_through():
+    reported = {"tools": "native", "json_schema": True, "reasoning": True, "context_length": 99}
+    result = openai_capabilities(listing(capabilities=reported), "r")
+    assert result == ModelCapabilities(
+        tools="passthrough", json_schema=True, reasoning=True, context_length=99
+    )
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_upstream_has_no_capabilities_and_does_not_raise():
+    settings = OpenAICompatSettings(
+        name="m", backend="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1"
+    )
+    backend = OpenAICompatBackend(settings)
+    try:
+        assert await backend.capabilities() is None
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_upstream_error_status_gives_no_capabilities():
+    backend = OpenAICompatBackend(
+        OpenAICompatSettings(name="m", backend="openai", base_url="http://u/v1")
+    )
+
+    async def refuse(*args, **kwargs):
+        raise openai_error(401, envelope("bad key"), "m")
+
+    backend.client.fetch_json = refuse  # type: ignore[method-assign]
+    assert await backend.capabilities() is None
