@@ -5,6 +5,12 @@ weights drawn from a fixed seed) with a byte-level GPT-2 BPE tokenizer, ChatML c
 and a ChatML ``tokenizer.chat_template``. ``llama_cpp.Llama`` loads it in milliseconds and
 generates from it through its chat template, so tests can exercise the real llama.cpp engine
 without downloading a model. Its greedy output is deterministic gibberish.
+
+``family=`` picks the chat template and special tokens of a real model family
+(``tests/model_families.py``); the default is the ChatML model above. The family's tokens come
+first (id = index in ``Family.tokens``): CONTROL where the real tokenizer has them special,
+USER_DEFINED where they are plain added tokens (llama.cpp then matches them even when a
+tokenize call does not parse special tokens, and always prints them, as with the real GGUFs).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import pathlib
 
 import gguf
 import numpy as np
+
+from tests import model_families as families
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -64,21 +72,32 @@ def _bytes_to_unicode() -> list[str]:
     return [mapping[b] for b in range(256)]
 
 
-def _vocab() -> tuple[list[str], list[int]]:
-    tokens = list(SPECIAL_TOKENS) + _bytes_to_unicode() + ["".join(m) for m in MERGES]
-    types = [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS)
-    types += [gguf.TokenType.NORMAL] * (len(tokens) - len(SPECIAL_TOKENS))
-    assert len(set(tokens)) == len(tokens), "duplicate token in tiny vocab"
+def _vocab(family: str = "chatml") -> tuple[list[str], list[int]]:
+    spec = families.family(family)
+    tokens = [*spec.texts, *_bytes_to_unicode(), *("".join(m) for m in MERGES)]
+    types = [
+        gguf.TokenType.CONTROL if t.special else gguf.TokenType.USER_DEFINED for t in spec.tokens
+    ]
+    types += [gguf.TokenType.NORMAL] * (len(tokens) - len(spec.tokens))
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"duplicate token in the tiny vocabulary of family {family!r}")
     return tokens, [int(t) for t in types]
+
+
+def gguf_token_id(text: str, *, family: str = "chatml") -> int:
+    """The id of a family token in the GGUF ``write_tiny_gguf`` writes (for ``logit_bias``);
+    the same id ``tiny_hf.hf_token_id`` gives."""
+    return families.family(family).token_id(text)
 
 
 TINY_VOCAB_SIZE = len(_vocab()[0])
 
 
-def write_tiny_gguf(path: pathlib.Path) -> pathlib.Path:
+def write_tiny_gguf(path: pathlib.Path, *, family: str = "chatml") -> pathlib.Path:
     """Write the tiny model to ``path`` (parent directories must exist) and return ``path``."""
     path = pathlib.Path(path)
-    tokens, token_types = _vocab()
+    spec = families.family(family)
+    tokens, token_types = _vocab(family)
     rng = np.random.default_rng(SEED)
 
     def weight(n_out: int, n_in: int) -> np.ndarray:
@@ -106,11 +125,8 @@ def write_tiny_gguf(path: pathlib.Path) -> pathlib.Path:
     writer.add_token_list(tokens)
     writer.add_token_types(token_types)
     writer.add_token_merges([f"{a} {b}" for a, b in MERGES])
-    writer.add_bos_token_id(TINY_BOS_ID)
-    writer.add_pad_token_id(TINY_BOS_ID)
-    writer.add_eos_token_id(TINY_EOS_ID)
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    _add_family_tokens(writer, spec)
+    writer.add_chat_template(CHAT_TEMPLATE if family == "chatml" else spec.chat_template)
 
     kv_dim = HEAD_COUNT_KV * HEAD_DIM
     writer.add_tensor("token_embd.weight", weight(len(tokens), EMBEDDING_LENGTH))
@@ -133,3 +149,19 @@ def write_tiny_gguf(path: pathlib.Path) -> pathlib.Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _add_family_tokens(writer: gguf.GGUFWriter, spec: families.Family) -> None:
+    """bos/eos/pad/eot/eom ids and add_bos, as convert_hf_to_gguf.py writes them. Qwen has no
+    bos token; its GGUFs name <|endoftext|> as bos (never added), and so does this one."""
+    bos = spec.bos if spec.bos is not None else spec.pad
+    if bos is not None:
+        writer.add_bos_token_id(spec.token_id(bos))
+    if spec.pad is not None:
+        writer.add_pad_token_id(spec.token_id(spec.pad))
+    writer.add_eos_token_id(spec.token_id(spec.eos))
+    if spec.eot is not None:
+        writer.add_eot_token_id(spec.token_id(spec.eot))
+    if spec.eom is not None:
+        writer.add_eom_token_id(spec.token_id(spec.eom))
+    writer.add_add_bos_token(spec.add_bos)

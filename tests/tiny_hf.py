@@ -1,5 +1,10 @@
 """Tiny random-weight Hugging Face models written offline: a 2-layer Llama, a byte-level BPE
-tokenizer trained here with `tokenizers`, a ChatML template, and LoRA adapters for it.
+tokenizer trained here with `tokenizers`, a chat template, and LoRA adapters for it.
+
+``family=`` picks the chat template and special tokens of a real model family
+(``tests/model_families.py``); the default is a plain ChatML model. The family's tokens take
+ids 0, 1, ... in their order in ``Family.tokens``, each special or not as in the real
+tokenizer, so that ``skip_special_tokens`` drops the same tokens the real model's would.
 
 The weights are drawn with a large spread (``initializer_range=0.5``) so that the logits are
 peaked: greedy decoding then picks the same token however the batch around it is shaped, which
@@ -10,12 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+from tests import model_families as families
+
+CHATML = families.CHATML_TEMPLATE
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TINY_CONTEXT = 256
 _CORPUS = [
@@ -27,38 +29,76 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(chat_template: bool = True):
-    """A byte-level BPE (400 tokens) trained here, with ChatML specials (ids 0, 1, 2)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def tiny_tokenizer(chat_template: bool = True, *, family: str = "chatml"):
+    """A byte-level BPE (400 tokens) trained here, with the family's tokens first (ids 0...).
+
+    The default (ChatML) has ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` as ids 0, 1, 2.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    spec = families.family(family)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,
-        special_tokens=SPECIALS,
+        special_tokens=list(spec.texts),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer)
+    # The trainer registers every token as special; re-register the plain added ones (same
+    # ids) as the real tokenizers have them, so that decoding keeps them.
+    bpe.add_tokens(
+        [AddedToken(t.text, special=False, normalized=False) for t in spec.tokens if not t.special]
+    )
+    if spec.add_bos and spec.bos is not None:
+        _prepend_bos(bpe, spec)
+    named = {spec.bos, spec.eos, spec.pad}
+    # Real configs list their other control tokens too; the default keeps the tokenizer that
+    # tests were written against, byte for byte.
+    extra = [t.text for t in spec.tokens if t.special and t.text not in named]
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        bos_token=spec.bos,
+        eos_token=spec.eos,
+        pad_token=spec.pad,
+        **({"extra_special_tokens": extra} if family != "chatml" else {}),
     )
     if chat_template:
-        tokenizer.chat_template = CHATML
+        tokenizer.chat_template = spec.chat_template
     return tokenizer
 
 
-def write_tiny_hf_model(folder: Path, *, chat_template: bool = True, seed: int = 0) -> Path:
+def _prepend_bos(bpe, spec: families.Family) -> None:
+    """Make the tokenizer add bos when asked for special tokens, as Llama's and Mistral's do."""
+    from tokenizers import processors
+
+    bos, bos_id = spec.bos, spec.token_id(spec.bos)
+    bpe.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A",
+        pair=f"{bos} $A {bos} $B:1",
+        special_tokens=[(bos, bos_id)],
+    )
+
+
+def hf_token_id(text: str, *, family: str = "chatml") -> int:
+    """The id of a family token in the vocabulary ``write_tiny_hf_model`` writes (for
+    ``logit_bias``); the same id ``tiny_gguf.gguf_token_id`` gives."""
+    return families.family(family).token_id(text)
+
+
+def write_tiny_hf_model(
+    folder: Path, *, chat_template: bool = True, seed: int = 0, family: str = "chatml"
+) -> Path:
     """Write a loadable model folder (config, safetensors, tokenizer) in about 0.2 s."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = tiny_tokenizer(chat_template)
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    spec = families.family(family)
+    tokenizer = tiny_tokenizer(chat_template, family=family)
+    eos = tokenizer.convert_tokens_to_ids(spec.eos)
+    eog = [tokenizer.convert_tokens_to_ids(t) for t in spec.eog]
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -69,13 +109,13 @@ def write_tiny_hf_model(folder: Path, *, chat_template: bool = True, seed: int =
         max_position_embeddings=TINY_CONTEXT,
         initializer_range=0.5,
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos,
+        eos_token_id=eos if len(eog) == 1 else eog,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = eos
+    model.generation_config.eos_token_id = eos if len(eog) == 1 else eog
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
