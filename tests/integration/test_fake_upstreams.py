@@ -63,6 +63,7 @@ def ollama_server() -> Iterator[tuple[FakeOllama | FakeOpenAI, str]]:
             FakeModel("html", tokens=["<b>", "Tom & Jerry", "</b>"]),
             FakeModel("notools", supports_tools=False),
             FakeModel("long", tokens=[f" t{i}" for i in range(200)], token_delay=0.02),
+            FakeModel("thinker", tokens=["4"], reasoning=["Two plus two ", "is four."]),
         ]
     )
     yield from _serve(fake)
@@ -76,6 +77,13 @@ def openai_server() -> Iterator[tuple[FakeOllama | FakeOpenAI, str]]:
             FakeModel("tooly", tool_call={"name": "get_weather", "arguments": {"city": "Paris"}}),
             FakeModel("small", context_length=16),
             FakeModel("long", tokens=[f" t{i}" for i in range(200)], token_delay=0.02),
+            FakeModel("thinker", tokens=["4"], reasoning=["Two plus two ", "is four."]),
+            FakeModel(
+                "thinker-new",
+                tokens=["4"],
+                reasoning=["Two plus two ", "is four."],
+                reasoning_field="reasoning",
+            ),
         ],
         api_key=API_KEY,
     )
@@ -255,6 +263,71 @@ def test_ollama_format_json_and_schema(oc: ollama.Client) -> None:
     }
     parts = list(oc.chat("llama3:8b", messages=HI, format=schema, stream=True))
     assert json.loads("".join(p.message.content for p in parts)) == {"name": "fake", "age": 0}
+
+
+def test_ollama_format_schema_with_refs_branches_and_hints(oc: ollama.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "unit": {"$ref": "#/$defs/Unit"},
+            "note": {"anyOf": [{"type": "null"}, {"type": "string"}]},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+        "$defs": {"Unit": {"enum": ["C", "F"]}},
+    }
+    reply = oc.chat("llama3:8b", messages=HI, format=schema)
+    assert json.loads(reply.message.content) == {"unit": "C", "note": "fake", "tags": ["fake"]}
+
+    # a forced-call schema: the scripted call's values fill it, and it stays text (no call)
+    call = {
+        "type": "object",
+        "properties": {"name": {"const": "get_weather"}, "arguments": {"type": "object"}},
+        "required": ["name", "arguments"],
+    }
+    other = {**call, "properties": {**call["properties"], "name": {"const": "get_time"}}}
+    reply = oc.chat("tooly", messages=HI, tools=[WEATHER_TOOL], format={"anyOf": [other, call]})
+    assert reply.message.tool_calls is None
+    assert json.loads(reply.message.content) == {
+        "name": "get_weather",
+        "arguments": {"city": "Paris"},
+    }
+
+
+def test_ollama_think_streams_thinking_before_the_answer(oc: ollama.Client) -> None:
+    parts = list(oc.chat("thinker", messages=HI, think=True, stream=True))
+    thinking = [p.message.thinking for p in parts if p.message.thinking]
+    assert thinking == ["Two plus two ", "is four."]
+    assert all(p.message.content == "" for p in parts[: len(thinking)])
+    assert "".join(p.message.content for p in parts) == "4"
+    whole = oc.chat("thinker", messages=HI, think="low")
+    assert (whole.message.thinking, whole.message.content) == ("Two plus two is four.", "4")
+    assert whole.eval_count == 3  # thinking counts as generated tokens
+    assert oc.chat("thinker", messages=HI, think=False).message.thinking is None
+
+
+def test_ollama_think_errors(oc: ollama.Client, http: httpx.Client, ollama_url: str) -> None:
+    with pytest.raises(ollama.ResponseError) as info:
+        oc.chat("llama3:8b", messages=HI, think=True)
+    assert info.value.status_code == 400
+    assert info.value.error == '"llama3:8b" does not support thinking'
+    body = {"model": "thinker", "messages": HI, "think": "max"}
+    reply = http.post(f"{ollama_url}/api/chat", json=body)
+    assert reply.status_code == 400 and "invalid think value" in reply.json()["error"]
+
+
+def test_ollama_show(oc: ollama.Client, http: httpx.Client, ollama_url: str) -> None:
+    shown = oc.show("thinker")
+    assert shown.capabilities == ["completion", "tools", "thinking"]
+    assert shown.modelinfo is not None
+    assert shown.modelinfo["general.architecture"] == "llama"
+    assert shown.modelinfo["llama.context_length"] == 4096
+    assert shown.details is not None and shown.details.family == "llama"
+    assert oc.show("notools").capabilities == ["completion"]
+    with pytest.raises(ollama.ResponseError) as info:
+        oc.show("nope")
+    assert info.value.status_code == 404 and info.value.error == "model 'nope' not found"
+    reply = http.post(f"{ollama_url}/api/show", json={})
+    assert (reply.status_code, reply.json()) == (400, {"error": "model is required"})
 
 
 def test_ollama_list_version_root(oc: ollama.Client, http: httpx.Client, ollama_url: str) -> None:
@@ -483,6 +556,80 @@ def test_openai_tool_calls(oai: OpenAI) -> None:
     assert text.choices[0].message.content == "Hello from fake openai."
 
 
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "tool_choice", "call"),
+    [
+        ("fake-model", "required", ("get_weather", {"city": "fake"})),
+        (
+            "fake-model",
+            {"type": "function", "function": {"name": "get_time"}},
+            ("get_time", {"zone": "fake"}),
+        ),
+        ("tooly", "required", ("get_weather", {"city": "Paris"})),
+        (
+            "tooly",
+            {"type": "function", "function": {"name": "get_time"}},
+            ("get_time", {"zone": "fake"}),
+        ),
+    ],
+)
+def test_openai_forced_tool_choice_always_calls(
+    oai: OpenAI, model: str, tool_choice: object, call: tuple[str, dict]
+) -> None:
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    reply = oai.chat.completions.create(
+        model=model,
+        messages=HI,
+        tools=tools,
+        tool_choice=tool_choice,  # type: ignore[arg-type]
+    )
+    made = reply.choices[0].message.tool_calls[0].function
+    assert (made.name, json.loads(made.arguments)) == call
+    assert reply.choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"tool_choice": "required"}, "only allowed when 'tools' are specified"),
+        (
+            {
+                "tools": [WEATHER_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "x"}},
+            },
+            "no function named 'x'",
+        ),
+    ],
+)
+def test_openai_tool_choice_errors(oai: OpenAI, fields: dict, needle: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model="fake-model", messages=HI, **fields)
+    assert info.value.param == "tool_choice" and needle in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("model", "field"), [("thinker", "reasoning_content"), ("thinker-new", "reasoning")]
+)
+def test_openai_reasoning_under_the_models_field(oai: OpenAI, model: str, field: str) -> None:
+    chunks = list(oai.chat.completions.create(model=model, messages=HI, stream=True))
+    deltas = [(c.choices[0].delta.model_extra or {}) for c in chunks if c.choices]
+    other = "reasoning" if field == "reasoning_content" else "reasoning_content"
+    assert "".join(d.get(field) or "" for d in deltas) == "Two plus two is four."
+    assert not any(other in d for d in deltas)
+    message = oai.chat.completions.create(model=model, messages=HI).choices[0].message
+    assert (message.model_extra or {})[field] == "Two plus two is four."
+    assert other not in (message.model_extra or {}) and message.content == "4"
+
+
 def test_openai_response_format(oai: OpenAI) -> None:
     reply = oai.chat.completions.create(
         model="fake-model",
@@ -500,7 +647,7 @@ def test_openai_response_format(oai: OpenAI) -> None:
 
 def test_openai_models_and_health(oai: OpenAI, http: httpx.Client, openai_url: str) -> None:
     ids = [m.id for m in oai.models.list()]
-    assert ids == ["fake-model", "tooly", "small", "long"]
+    assert ids == ["fake-model", "tooly", "small", "long", "thinker", "thinker-new"]
     assert http.get(f"{openai_url}/health").status_code == 200  # no key needed
     assert http.get(f"{openai_url}/v1/models").status_code == 401
     missing = http.get(f"{openai_url}/v1/nope")
