@@ -3,7 +3,10 @@
 
 The translation is pure functions with table tests: ``to_ollama_request`` (a
 ``GenerationRequest`` -> Ollama body), ``ollama_error`` (status + body -> error tree, through
-``backends.upstream.statuses``), and ``OllamaLines`` (Ollama lines -> events).
+``backends.upstream.statuses``), and ``OllamaLines`` (Ollama lines -> events). Ollama cannot
+force a tool call, so ``tool_choice`` "required" or a named function goes as a ``format`` schema
+of the call and its JSON answer becomes the call (``backends.upstream.forced_call``).
+Capabilities come from ``POST /api/show``.
 """
 
 from __future__ import annotations

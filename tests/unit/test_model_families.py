@@ -108,6 +108,14 @@ def render_llama(llm: Any, messages: list[dict[str, Any]], **kwargs: Any) -> str
     return formatter(messages=messages, **kwargs).prompt
 
 
+def end_of_generation(llm: Any, family: Family) -> set[str]:
+    """The family tokens llama.cpp ends generation on."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+    return {t for t in family.texts if llama_cpp.llama_vocab_is_eog(vocab, family.token_id(t))}
+
+
 def assert_markers_single(family: Family, text: str, ids: list[int]) -> None:
     """Every marker in ``text`` came out as its one token, as often as it occurs."""
     for marker in family.markers:
@@ -130,6 +138,7 @@ def test_gguf_loads_and_reads_the_rendered_prompt_markers_as_single_tokens(name,
     ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
     assert_markers_single(family, prompt, ids)
     assert llm.token_eos() == family.token_id(family.eos)
+    assert set(family.eog) <= end_of_generation(llm, family)
     if name != "chatml":  # the default GGUF keeps its own (equivalent) ChatML text
         assert llm.metadata["tokenizer.chat_template"] == family.chat_template
 

@@ -49,7 +49,7 @@ def vocab():
 
 
 def compiled(vocab, request, spec, specials=None):
-    tokenizer, lltok = vocab
+    _, lltok = vocab
     source = build_grammar(request, spec, specials or {"<|im_end|>": EOS})
     assert source is not None
     return compile_grammar(source, lltok, lltok.vocab_size)
