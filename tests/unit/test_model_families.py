@@ -235,6 +235,22 @@ def test_mistral_template_refuses_call_ids_that_are_not_nine_characters(tokenize
         render_llama(llamas["mistral"], messages, tools=TOOLS)
 
 
+def test_transformers_drops_none_valued_keys_and_llama_cpp_python_does_not(tokenizers, llamas):
+    """A trap for backends: llama3.1's template tests ``'tool_calls' in message``, so a plain
+    assistant turn with ``"tool_calls": None`` renders with transformers (which drops keys whose
+    value is None) and raises with llama-cpp-python (which passes them on)."""
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello", "tool_calls": None},
+        {"role": "user", "content": "Again"},
+    ]
+    assert render_hf(tokenizers["llama3.1"], messages).endswith(
+        "Again<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    with pytest.raises(TypeError):
+        render_llama(llamas["llama3.1"], messages)
+
+
 @pytest.mark.parametrize("arguments", ['{"city": "Zürich"}', {"city": "Zürich"}])
 def test_qwen3_renders_arguments_given_as_a_string_or_a_dict_alike(arguments, tokenizers):
     call = {**tool_call("x"), "function": {"name": "get_weather", "arguments": arguments}}
