@@ -89,7 +89,12 @@ def hf_token_id(text: str, *, family: str = "chatml") -> int:
 
 
 def write_tiny_hf_model(
-    folder: Path, *, chat_template: bool = True, seed: int = 0, family: str = "chatml"
+    folder: Path,
+    *,
+    chat_template: bool = True,
+    seed: int = 0,
+    family: str = "chatml",
+    context: int = TINY_CONTEXT,
 ) -> Path:
     """Write a loadable model folder (config, safetensors, tokenizer) in about 0.2 s."""
     import torch
@@ -106,7 +111,7 @@ def write_tiny_hf_model(
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=TINY_CONTEXT,
+        max_position_embeddings=context,
         initializer_range=0.5,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos if len(eog) == 1 else eog,

@@ -102,7 +102,7 @@ def build_grammar(
         rules.append(f"answer: {constrained}")
     else:
         return None
-    if spec.reasoning is not None:
+    if spec.reasoning is not None and (spec.reasoning_open or request.reasoning is not False):
         fmt = spec.reasoning
         rules.append("WS: /[ \\t\\r\\n]{0,8}/")
         think = _think_rule(fmt.close, lit, specials)

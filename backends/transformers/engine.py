@@ -38,10 +38,10 @@ class TransformersEngine:
             default_seed=settings.seed,
             max_n=settings.max_batch_size,
         )
+        # llguidance reads every added token as special (so does the grammar's ``lit``)
         self._specials = {
             str(token.content): int(token_id)
             for token_id, token in loaded.tokenizer.added_tokens_decoder.items()
-            if token.special
         }
         self._grammar_lock = threading.Lock()
         self._grammar_tokenizer: Any = None
