@@ -232,11 +232,13 @@ HERMES: tuple[OutputSample, ...] = (
         "qwen2.5",
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "NYC"}}\n</tool_call>'
         " some tokens after call",
-        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "NYC"}}\n</tool_call>'
-        " some tokens after call",
-        malformed=True,
+        "some tokens after call",
+        (("get_weather", {"city": "NYC"}),),
         source=f"adapted: {OLLAMA}, qwen2.5 tool calls with prefix and trailing text",
-        disputed="Ollama returns the call and drops the trailing text",
+        disputed=(
+            "Ollama returns the call and drops the trailing text; llmgate keeps both: the "
+            "complete call, and the text after it as content"
+        ),
         kind="text_after",
     ),
     OutputSample(
@@ -244,12 +246,12 @@ HERMES: tuple[OutputSample, ...] = (
         "hermes",
         "qwen2.5",
         '<tool_call>\n{"name": "final_answer", "arguments": {"trigger": true}}',
-        '<tool_call>\n{"name": "final_answer", "arguments": {"trigger": true}}',
-        malformed=True,
+        None,
+        (("final_answer", {"trigger": True}),),
         source=f"{VLLM_HERMES}, tool call until eos",
         disputed=(
-            "vLLM's Hermes2ProToolParser returns the call (the JSON is complete), and so "
-            "does llmgate's Hermes.scan (lenient when the output ended)"
+            "read as a call, as vLLM's Hermes2ProToolParser does: the JSON is complete and the "
+            "output ended, so only the closing tag is missing"
         ),
         kind="missing_close",
     ),
