@@ -270,7 +270,7 @@ def _token_kinds(llm: Any) -> list[tuple[bytes, bool]]:
     kinds: list[tuple[bytes, bool]] = []
     for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
         size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer) - 1, 0, True)
-        piece = bytes(buffer[: max(size, 0)])
+        piece = buffer.raw[: max(size, 0)]
         attr = llama_cpp.llama_vocab_get_attr(vocab, token)
         special = bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL) or bool(
             attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
@@ -300,7 +300,8 @@ def _grammar_tokenizer(llm: Any, vocab_size: int) -> Any:
     tokens += [b""] * (vocab_size - len(tokens))
     eog = [t for t in range(len(tokens)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
     tokenize = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
-    return LLTokenizer.from_llamacpp(
+    build: Any = LLTokenizer.from_llamacpp  # type: ignore[attr-defined]  # not in its stubs
+    return build(
         tokens=tokens, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=eog or llm.token_eos()
     )
 
