@@ -110,12 +110,12 @@ def render_prompt(request: GenerationRequest, features: ChatFeatures, engine: Ch
         return Prompt(engine.tokenize(request.prompt, add_bos=True), OutputSpec())
     _check_tools(request, features)
     fmt = features.tool_format if request.wants_tools else None
-    prompted = fmt is not None and features.tools == "prompted"
-    messages = _messages(request, fmt, prompted)
+    prompted = features.tools == "prompted"  # past calls are text even when none are offered
+    messages = _messages(request, features.tool_format, prompted)
     tools = None
-    if request.wants_tools and not prompted:
+    if fmt is not None and not prompted:
         tools = [_tool_dict(t) for t in request.tools]
-    if prompted:
+    if fmt is not None and prompted:
         messages = _with_instructions(messages, prompted_instructions(request.tools))
     options: dict[str, Any] = {}
     if request.reasoning is not None:  # Qwen3's switch, and DeepSeek-V3.1's
