@@ -315,7 +315,8 @@ class TerminalChat:
             answer.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            reasoning, content = delta.get("reasoning_content"), delta.get("content")
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")  # either name
+            content = delta.get("content")
             if reasoning or content:
                 answer.last = time.perf_counter()
                 answer.first = answer.first or answer.last

@@ -397,13 +397,14 @@ async function answer(convo) {
       if (chunk.usage) usage = chunk.usage;
       for (const choice of chunk.choices || []) {
         const delta = choice.delta || {};
-        if (delta.content || delta.reasoning_content) {
+        const thinking = delta.reasoning_content || delta.reasoning;  // either name, never both
+        if (delta.content || thinking) {
           last = performance.now();
           if (first === null) first = last;
           pieces += 1;
         }
         if (delta.content) message.content += delta.content;
-        if (delta.reasoning_content) message.reasoning += delta.reasoning_content;
+        if (thinking) message.reasoning += thinking;
         if (choice.finish_reason === "length") message.cut = true;
       }
       repaint();
