@@ -9,6 +9,7 @@ here.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,6 +52,11 @@ class ReasoningDelta:
 
     index: int
     text: str
+
+
+def new_call_id() -> str:
+    """A fresh OpenAI-style tool call id (``call_`` and 24 hex digits)."""
+    return f"call_{secrets.token_hex(12)}"
 
 
 @dataclass(frozen=True, slots=True)

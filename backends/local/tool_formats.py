@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backends.events import new_call_id
 from backends.requests import Tool
 
 _DECODER = json.JSONDecoder()
@@ -51,11 +52,6 @@ class CallScan:
 
 
 Literal_ = Callable[[str], str]  # a grammar literal for a text: a special token or a string
-
-
-def new_call_id() -> str:
-    """An OpenAI-style tool call id."""
-    return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
 
 
 class ToolFormat:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from backends.errors import InvalidRequestError, UnsupportedParameterError, UpstreamError
-from backends.events import Event, TextDelta, ToolCallDelta
+from backends.events import Event, TextDelta, ToolCallDelta, new_call_id
 from backends.requests import GenerationRequest, Tool
 
 _DEFS_PREFIXES = ("#/$defs/", "#/definitions/")
@@ -26,10 +25,6 @@ def forces_call(request: GenerationRequest) -> bool:
     """``tool_choice`` is "required" or names a function (and there are tools to call)."""
     choice = request.tool_choice
     return bool(request.tools) and choice is not None and choice.mode in ("required", "function")
-
-
-def new_call_id() -> str:
-    return f"call_{secrets.token_hex(12)}"
 
 
 def forced_call_schema(request: GenerationRequest, upstream: str) -> dict[str, Any] | None:

@@ -33,18 +33,14 @@ from backends.events import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    new_call_id,
 )
 from backends.openai_types import ModelCapabilities
 from backends.protocol import EventStream, OpenStream
 from backends.requests import GenerationRequest, Message, TextPart, ToolCall
 from backends.upstream.capabilities import ollama_capabilities
 from backends.upstream.client import UpstreamBackend
-from backends.upstream.forced_call import (
-    ForcedCallReader,
-    forced_call_schema,
-    forces_call,
-    new_call_id,
-)
+from backends.upstream.forced_call import ForcedCallReader, forced_call_schema, forces_call
 from backends.upstream.settings import OllamaSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
