@@ -15,7 +15,6 @@ import codecs
 import ctypes
 import math
 import secrets
-import threading
 from collections.abc import AsyncIterator, Generator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from backends.events import Event, Started, TokenLogprob, TopToken, Usage
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.bridge import StopSignal
 from backends.local.engine import EngineStats
-from backends.local.grammar import TokenConstraint
+from backends.local.grammar import GrammarVocabulary, TokenConstraint
 from backends.local.output import ChoiceOutput
 from backends.local.plan import EngineLimits, GenerationPlan
 from backends.local.serial_worker import SerialWorker
@@ -42,8 +41,6 @@ class LlamaCppEngine:
         self._settings = settings
         self._formatter, self._template = _build_formatter(llm, settings)
         self._specials = _special_tokens(llm)
-        self._grammar_lock = threading.Lock()
-        self._grammar_tokenizer: Any = None
         self._worker = SerialWorker(settings.name, settings.max_queue)
         self.stats = EngineStats()
         self.limits = EngineLimits(
@@ -51,6 +48,9 @@ class LlamaCppEngine:
             vocab_size=llm.n_vocab(),
             sampling_defaults=SAMPLING_DEFAULTS,
             default_seed=settings.seed,
+        )
+        self._grammar = GrammarVocabulary(
+            lambda: _grammar_tokenizer(self._llm, self.limits.vocab_size)
         )
 
     @classmethod
@@ -110,10 +110,7 @@ class LlamaCppEngine:
         return self._specials
 
     def grammar_tokenizer(self) -> Any:
-        with self._grammar_lock:
-            if self._grammar_tokenizer is None:
-                self._grammar_tokenizer = _grammar_tokenizer(self._llm, self.limits.vocab_size)
-            return self._grammar_tokenizer
+        return self._grammar.get()
 
     # -- on the worker thread ---------------------------------------------------------------
 

@@ -13,7 +13,8 @@ only where the grammar is complete.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,22 @@ from backends.errors import InvalidRequestError
 from backends.local.output import OutputSpec
 from backends.local.tool_formats import JSON_STYLE, ToolFormat, closed_schema
 from backends.requests import GenerationRequest, OutputConstraint, Tool
+
+
+class GrammarVocabulary:
+    """An engine's vocabulary as llguidance reads it, built by ``build`` once, on the first
+    constrained request (0.2-1 s), from whichever worker thread asks first."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._tokenizer: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = self._build()
+            return self._tokenizer
 
 
 @dataclass(frozen=True)

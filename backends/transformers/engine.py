@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from backends.events import Event
+from backends.local.grammar import GrammarVocabulary
 from backends.local.plan import EngineLimits, GenerationPlan
 from backends.transformers.loading import LoadedModel
 from backends.transformers.scheduler import BatchScheduler, BatchStats
@@ -43,8 +43,7 @@ class TransformersEngine:
             str(token.content): int(token_id)
             for token_id, token in loaded.tokenizer.added_tokens_decoder.items()
         }
-        self._grammar_lock = threading.Lock()
-        self._grammar_tokenizer: Any = None
+        self._grammar = GrammarVocabulary(self._build_grammar_tokenizer)
         self._scheduler.start()
 
     @property
@@ -77,15 +76,15 @@ class TransformersEngine:
         return self._specials
 
     def grammar_tokenizer(self) -> Any:
-        with self._grammar_lock:
-            if self._grammar_tokenizer is None:
-                from llguidance.hf import from_tokenizer
+        return self._grammar.get()
 
-                eos = sorted(self.loaded.eos_token_ids)
-                self._grammar_tokenizer = from_tokenizer(
-                    self.loaded.tokenizer, n_vocab=self.limits.vocab_size, eos_token=eos or None
-                )
-            return self._grammar_tokenizer
+    def _build_grammar_tokenizer(self) -> Any:
+        from llguidance.hf import from_tokenizer
+
+        eos = sorted(self.loaded.eos_token_ids)
+        return from_tokenizer(
+            self.loaded.tokenizer, n_vocab=self.limits.vocab_size, eos_token=eos or None
+        )
 
     def submit(self, plan: GenerationPlan) -> AsyncIterator[Event]:
         return self._scheduler.stream(plan)
