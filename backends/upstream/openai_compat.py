@@ -5,36 +5,28 @@ client's own fields (vendor extras included) and the upstream's model name, and 
 relayed with as little re-encoding as possible: stream chunks keep the upstream's bytes and only
 get their ``model`` rewritten — and a chunk with thinking gets it under both names
 (``with_reasoning_twins``). ``generate`` serves any other surface: a ``GenerationRequest``
-becomes a chat body (``to_chat_body``) and the upstream's chunks become events
-(``ChunkEvents``).
+becomes a chat body and the upstream's chunks become events (``backends.upstream.openai_generate``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from backends.errors import GatewayError, UnsupportedParameterError, UpstreamError
+from backends.errors import GatewayError, UpstreamError
 from backends.events import (
     Event,
-    Finished,
-    ReasoningDelta,
-    Started,
-    TextDelta,
-    TokenLogprob,
-    ToolCallDelta,
-    TopToken,
-    Usage,
 )
 from backends.openai_types import ChatCompletionRequest, ModelCapabilities
 from backends.protocol import EventStream, OpenStream, Relayed
-from backends.requests import GenerationRequest, Message, OutputConstraint
+from backends.requests import GenerationRequest
 from backends.upstream.capabilities import openai_capabilities
 from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream
+from backends.upstream.openai_generate import ChunkEvents, to_chat_body
 from backends.upstream.settings import OpenAICompatSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
@@ -142,190 +134,6 @@ async def sse_payloads(response: httpx.Response) -> AsyncIterator[bytes]:
             message, _, _ = _parse_envelope(payload)
             raise UpstreamError(f"the upstream failed mid-stream: {message}")
         yield payload
-
-
-def to_chat_body(request: GenerationRequest, remote_model: str) -> dict[str, Any]:
-    """A chat completions body for ``request`` (the ``generate`` path), streaming with usage;
-    ``extras`` (vendor fields) go along as sent."""
-    if request.is_raw:
-        raise UnsupportedParameterError(
-            "raw prompts are not supported by the openai backend yet", param="prompt"
-        )
-    body: dict[str, Any] = {
-        **request.extras,
-        "model": remote_model,
-        "messages": [_chat_message(m) for m in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    body.update(_chat_fields(request))
-    if request.tools:
-        body["tools"] = [_chat_tool(tool) for tool in request.tools]
-    if request.tool_choice is not None:
-        choice = request.tool_choice
-        body["tool_choice"] = (
-            {"type": "function", "function": {"name": choice.name}}
-            if choice.mode == "function"
-            else choice.mode
-        )
-    if request.constraint is not None:
-        body["response_format"] = _response_format(request.constraint)
-    return body
-
-
-def _chat_fields(request: GenerationRequest) -> dict[str, Any]:
-    """The scalar fields the client set (OpenAI's names, vLLM's for top_k / min_p /
-    repetition_penalty)."""
-    s = request.sampling
-    named: dict[str, Any] = {
-        "max_tokens": request.max_tokens,
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "top_k": s.top_k,
-        "min_p": s.min_p,
-        "presence_penalty": s.presence_penalty,
-        "frequency_penalty": s.frequency_penalty,
-        "repetition_penalty": s.repetition_penalty,
-        "seed": s.seed,
-        "parallel_tool_calls": request.parallel_tool_calls,
-        "user": request.user,
-        "logit_bias": {str(k): v for k, v in s.logit_bias.items()} or None,
-        "stop": list(request.stop) or None,
-        "n": request.n if request.n != 1 else None,
-    }
-    if request.logprobs:
-        named.update(logprobs=True, top_logprobs=request.top_logprobs)
-    return {key: value for key, value in named.items() if value is not None}
-
-
-def _response_format(constraint: OutputConstraint) -> dict[str, Any]:
-    if constraint.kind == "grammar":
-        raise UnsupportedParameterError(
-            "the openai backend cannot pass a grammar upstream", param="response_format"
-        )
-    if constraint.kind == "json_schema" and constraint.schema is not None:
-        schema = {"name": constraint.name or "response", "schema": dict(constraint.schema)}
-        return {"type": "json_schema", "json_schema": schema}
-    return {"type": "json_object"}
-
-
-def _chat_message(message: Message) -> dict[str, Any]:
-    text = message.text()
-    content: Any = (
-        text
-        if text is not None
-        else [{"type": p.type, **getattr(p, "data", {}), **_text(p)} for p in message.content]
-    )
-    out: dict[str, Any] = {"role": message.role, "content": content}
-    if message.name:
-        out["name"] = message.name
-    if message.tool_call_id:
-        out["tool_call_id"] = message.tool_call_id
-    if message.tool_calls:
-        out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in message.tool_calls
-        ]
-        if not text:
-            out["content"] = None
-    return out
-
-
-def _text(part: Any) -> dict[str, Any]:
-    return {"text": part.text} if part.type == "text" else {}
-
-
-def _chat_tool(tool: Any) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name}
-    for key in ("description", "parameters", "strict"):
-        value = getattr(tool, key)
-        if value is not None:
-            function[key] = dict(value) if isinstance(value, Mapping) else value
-    return {"type": "function", "function": function}
-
-
-class ChunkEvents:
-    """Turns an upstream's chat completion chunks into events (one instance per response)."""
-
-    def __init__(self) -> None:
-        self._started: set[int] = set()
-        self._finished: set[int] = set()
-        self._usage: Usage | None = None
-        self._pieces = 0
-
-    def feed(self, payload: bytes) -> list[Event]:
-        try:
-            chunk = json.loads(payload)
-        except ValueError as exc:
-            raise UpstreamError(
-                f"the upstream sent a chunk that is not JSON: {payload[:200]!r}"
-            ) from exc
-        if not isinstance(chunk, dict):
-            raise UpstreamError("the upstream sent an unexpected chunk")
-        out: list[Event] = []
-        for choice in chunk.get("choices") or []:
-            index = int(choice.get("index", 0))
-            if index not in self._started:
-                self._started.add(index)
-                out.append(Started(index))
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                out.append(ReasoningDelta(index, reasoning))
-            logprobs = _logprobs(choice.get("logprobs"))
-            if delta.get("content") or logprobs:
-                self._pieces += 1
-                out.append(TextDelta(index, delta.get("content") or "", logprobs))
-            for call in delta.get("tool_calls") or []:
-                function = call.get("function") or {}
-                out.append(
-                    ToolCallDelta(
-                        index,
-                        int(call.get("index", 0)),
-                        call.get("id"),
-                        function.get("name"),
-                        function.get("arguments") or "",
-                    )
-                )
-            reason = choice.get("finish_reason")
-            if reason is not None:
-                self._finished.add(index)
-                known = ("stop", "length", "tool_calls", "content_filter")
-                out.append(Finished(index, reason if reason in known else "stop"))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self._usage = Usage(
-                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-            )
-        return out
-
-    def end(self) -> list[Event]:
-        """At ``[DONE]``: close choices the upstream left open, then the usage."""
-        out: list[Event] = [Finished(i, "stop") for i in sorted(self._started - self._finished)]
-        out.append(self._usage or Usage(0, self._pieces))
-        return out
-
-
-def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
-    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-        return None
-
-    def raw(item: dict[str, Any]) -> bytes:
-        listed = item.get("bytes")
-        return bytes(listed) if isinstance(listed, list) else str(item.get("token", "")).encode()
-
-    return tuple(
-        TokenLogprob(
-            str(item.get("token", "")),
-            float(item.get("logprob", 0.0)),
-            raw(item),
-            tuple(
-                TopToken(str(t.get("token", "")), float(t.get("logprob", 0.0)), raw(t))
-                for t in item.get("top_logprobs") or []
-            ),
-        )
-        for item in data["content"]
-    )
 
 
 class OpenAICompatBackend(UpstreamBackend):

@@ -16,7 +16,6 @@ from backends.events import Finished, ReasoningDelta, Started, TextDelta, ToolCa
 from backends.openai_types import ChatCompletionRequest, ModelCapabilities
 from backends.upstream.capabilities import openai_capabilities
 from backends.upstream.openai_compat import (
-    ChunkEvents,
     ModelRewriter,
     OpenAICompatBackend,
     add_reasoning_twins,
@@ -24,6 +23,7 @@ from backends.upstream.openai_compat import (
     to_upstream_body,
     with_reasoning_twins,
 )
+from backends.upstream.openai_generate import ChunkEvents
 from backends.upstream.settings import OpenAICompatSettings
 from tests.fake_upstreams import closed_port
 
