@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +76,6 @@ class TokenConstraint:
     def accept(self, token: int) -> bool:
         """Follow a sampled token; False if the grammar did not allow it."""
         return bool(self._matcher.consume_token(token))
-
-    @property
-    def error(self) -> str | None:
-        return self._matcher.get_error() if self._matcher.is_error() else None
 
 
 def build_grammar(
@@ -201,7 +197,3 @@ def compile_grammar(source: GrammarSource, tokenizer: Any, vocab_size: int) -> C
             f"'{source.param}' cannot be enforced: {matcher.get_error()}", param=source.param
         )
     return CompiledGrammar(matcher, vocab_size)
-
-
-def tool_names(tools: Sequence[Tool]) -> list[str]:
-    return [tool.name for tool in tools]

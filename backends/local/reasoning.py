@@ -59,10 +59,6 @@ class ReasoningSplitter:
         self._held = ""
         self._answer_started = False
 
-    @property
-    def thinking(self) -> bool:
-        return self._state != "answer"
-
     def feed(self, text: str) -> list[Piece]:
         self._held += text
         pieces: list[Piece] = []
