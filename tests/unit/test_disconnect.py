@@ -54,6 +54,11 @@ async def call_then_disconnect(body: dict, disconnect_after: float):
     }
     async with app.router.lifespan_context(app):
         call = asyncio.create_task(app(scope, receive, send))
+        # disconnect once generation runs (a loaded machine may take a while to start it)
+        for _ in range(500):
+            if "alpha" in fakes and fakes["alpha"].tokens_generated > 0:
+                break
+            await asyncio.sleep(0.01)
         await asyncio.sleep(disconnect_after)
         disconnect.set()
         await asyncio.wait_for(call, 2)
