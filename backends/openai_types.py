@@ -113,7 +113,16 @@ class ResponseFormat(_Request):
         return self
 
 
-class ChatCompletionRequest(_Request):
+class OpenAIRequest(_Request):
+    """A request to one of the OpenAI endpoints a relay passes through (chat, completions,
+    embeddings): it names its ``model`` and keeps unknown fields for the upstream."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+
+
+class ChatCompletionRequest(OpenAIRequest):
     """``POST /v1/chat/completions``. Every field here is either honoured by the engine or
     rejected by it with ``UnsupportedParameterError``. Unknown fields are kept (``model_extra``)
     so that an OpenAI-compatible upstream receives vendor extras; in-process engines ignore
@@ -333,9 +342,9 @@ class ModelCapabilities(_Response):
 
 
 class ModelCard(_Response):
-    """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``parent`` are
-    llmgate extras (OpenAI clients ignore unknown keys). ``parent`` names the base model of a
-    LoRA adapter (as vLLM reports it)."""
+    """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``parent``/``task``/
+    ``endpoints`` are llmgate extras (OpenAI clients ignore unknown keys). ``parent`` names the
+    base model of a LoRA adapter (as vLLM reports it)."""
 
     _omit_if_none = frozenset({"parent", "max_model_len"})
 
@@ -348,6 +357,8 @@ class ModelCard(_Response):
     loaded: bool
     parent: str | None = None
     max_model_len: int | None = None  # the context window, under vLLM's name
+    task: Literal["generate", "embed"] = "generate"
+    endpoints: list[str] = Field(default_factory=list)  # the routes that serve this model
     capabilities: ModelCapabilities | None = None  # None: not known yet (a model not loaded)
 
 

@@ -2,8 +2,8 @@
 
 A backend serves a ``GenerationRequest`` (``backends.requests``) as an ``OpenStream`` of events
 (``backends.events``). A backend that fronts an OpenAI-compatible server may also implement
-``OpenAIChatRelay``, so that an OpenAI chat request reaches it, and its answer comes back,
-without being decoded and re-encoded (docs/architecture.md, "The relay").
+``OpenAIRelay``, so that an OpenAI request (chat, completions, embeddings) reaches it, and its
+answer comes back, without being decoded and re-encoded (docs/architecture.md, "The relay").
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from backends.events import Event
-from backends.openai_types import ChatCompletionRequest, ModelCapabilities
+from backends.openai_types import ModelCapabilities, OpenAIRequest
 from backends.requests import GenerationRequest
 
 T = TypeVar("T")
@@ -106,14 +106,22 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+# The OpenAI endpoints a relay passes through (paths under the upstream's base URL).
+RelayEndpoint = Literal["/chat/completions", "/completions", "/embeddings"]
+
+
 @runtime_checkable
-class OpenAIChatRelay(Protocol):
-    """A backend that can pass an OpenAI chat request through as sent (vendor extras included)
-    and relay the upstream's bytes, only ``model`` rewritten to the name the client used."""
+class OpenAIRelay(Protocol):
+    """A backend that can pass an OpenAI request (a pydantic wire request with a ``model``)
+    to ``endpoint`` as sent, vendor extras included, and relay the upstream's bytes, only
+    ``model`` rewritten to the name the client used. ``keep_usage``: keep the stream's usage
+    chunk (the client asked for ``stream_options.include_usage``)."""
 
-    async def relay_chat(self, request: ChatCompletionRequest) -> Relayed: ...
+    async def relay(self, endpoint: RelayEndpoint, request: OpenAIRequest) -> Relayed: ...
 
-    async def relay_chat_stream(self, request: ChatCompletionRequest) -> OpenStream[bytes]: ...
+    async def relay_stream(
+        self, endpoint: RelayEndpoint, request: OpenAIRequest, keep_usage: bool
+    ) -> OpenStream[bytes]: ...
 
 
 @runtime_checkable

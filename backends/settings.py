@@ -12,6 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# What a model serves: text generation or embeddings (vLLM's names).
+Task = Literal["generate", "embed"]
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
@@ -28,6 +31,11 @@ class ModelSettings(BaseModel):
 
     name: str
     aliases: list[str] = Field(default_factory=list)
+    task: Task = Field(
+        default="generate",
+        description="generate (chat, completions, responses) or embed (embeddings): the "
+        "endpoints this model serves",
+    )
     preload: bool = Field(
         default=True,
         description="load at server start (true) or on the first request (false)",

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from backends.errors import PermissionDeniedError
 from backends.openai_types import ChatCompletionRequest, ModelList
 from backends.protocol import Backend
+from backends.settings import Task
 from gateway import dispatch
 from gateway.openai_chat import complete_chat, open_chat_stream
 from gateway.routing import ModelRouter
@@ -33,10 +34,14 @@ RouterDep = Annotated[ModelRouter, Depends(get_router)]
 AllowedDep = Annotated[list[str] | None, Depends(allowed_models)]
 
 
-def _chain(router: ModelRouter, name: str, allowed: list[str] | None) -> list[Backend]:
+def _chain(
+    router: ModelRouter, name: str, allowed: list[str] | None, task: Task, endpoint: str
+) -> list[Backend]:
+    """The backends that may serve ``name`` for ``endpoint``: the model, then its fallbacks."""
     backend = router.resolve(name, allowed)
     if not router.is_allowed(backend, allowed):
         raise PermissionDeniedError(f"this API key may not use model '{name}'", param="model")
+    router.require_task(backend, name, task, endpoint)
     return router.chain(backend, allowed)
 
 
@@ -44,7 +49,7 @@ def _chain(router: ModelRouter, name: str, allowed: list[str] | None) -> list[Ba
 async def chat_completions(
     body: ChatCompletionRequest, router: RouterDep, allowed: AllowedDep
 ) -> Response:
-    chain = _chain(router, body.model, allowed)
+    chain = _chain(router, body.model, allowed, "generate", "/v1/chat/completions")
     if body.stream:
         stream = await dispatch.open_first(chain, lambda b: open_chat_stream(b, body))
         primed = stream.result

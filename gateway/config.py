@@ -64,6 +64,7 @@ class GatewayConfig(BaseModel):
                         f"used by {seen[name]}"
                     )
                 seen[name] = f"models[{index}] ({model.name})"
+        tasks = {name: m.task for m in self.models for name in m.public_names()}
         for index, model in enumerate(self.models):
             for fallback in model.fallbacks:
                 if fallback not in seen:
@@ -75,6 +76,11 @@ class GatewayConfig(BaseModel):
                     raise ValueError(
                         f"models[{index}] ({model.name}): fallbacks: a model cannot fall back "
                         "to itself"
+                    )
+                if tasks[fallback] != model.task:
+                    raise ValueError(
+                        f"models[{index}] ({model.name}): fallbacks: model '{fallback}' has task "
+                        f"'{tasks[fallback]}', not '{model.task}'"
                     )
         for key in self.server.api_key_entries():
             for name in key.models or []:

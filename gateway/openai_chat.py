@@ -31,7 +31,7 @@ from backends.openai_types import (
     TopLogprob,
     Usage,
 )
-from backends.protocol import Backend, OpenAIChatRelay, Relayed
+from backends.protocol import Backend, OpenAIRelay, Relayed
 from backends.requests import (
     ContentPart,
     GenerationRequest,
@@ -323,8 +323,8 @@ async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> Cha
 
 async def open_chat_stream(backend: Backend, body: ChatCompletionRequest) -> Primed[bytes]:
     """Start ``backend`` on a streaming request: its chunk payloads, the first one arrived."""
-    if isinstance(backend, OpenAIChatRelay):
-        relayed = await backend.relay_chat_stream(body)
+    if isinstance(backend, OpenAIRelay):
+        relayed = await backend.relay_stream("/chat/completions", body, body.include_usage)
         return await prime(relayed, relayed.replica)
     events = await backend.generate(to_generation_request(body))
     return await prime(_encoded(chunks_of(events, body.model, body.include_usage)), events.replica)
@@ -332,8 +332,9 @@ async def open_chat_stream(backend: Backend, body: ChatCompletionRequest) -> Pri
 
 async def complete_chat(backend: Backend, body: ChatCompletionRequest) -> Relayed:
     """A non-streaming answer from ``backend``, as the JSON bytes the client gets."""
-    if isinstance(backend, OpenAIChatRelay):
-        return await backend.relay_chat(body)  # as sent: no translation, no re-encoding
+    if isinstance(backend, OpenAIRelay):
+        # as sent: no translation, no re-encoding
+        return await backend.relay("/chat/completions", body)
     events = await backend.generate(to_generation_request(body))
     completion = await collect_completion(events, body.model)
     return Relayed(completion.model_dump_json().encode(), events.replica)

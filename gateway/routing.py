@@ -8,14 +8,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.errors import ModelNotFoundError
+from backends.errors import InvalidRequestError, ModelNotFoundError
 from backends.openai_types import ModelCapabilities, ModelCard
 from backends.protocol import Backend, HasCapabilities, HasVariants, Health
 from backends.registry import BackendSettings, create_backend
+from backends.settings import Task
 
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[BackendSettings, Path | None], Backend]
+
+# The routes that serve a model of each task, as /v1/models lists them.
+ENDPOINTS: dict[Task, tuple[str, ...]] = {
+    "generate": ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/"),
+    "embed": ("/v1/embeddings",),
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Route:
     preload: bool
     kind: str
     backend: Backend
+    task: Task = "generate"
     parent: str | None = None
 
     @classmethod
@@ -40,10 +48,12 @@ class Route:
             settings.preload,
             settings.backend,
             backend,
+            settings.task,
         )
         variants = backend.variants() if isinstance(backend, HasVariants) else []
         return [own] + [
-            cls(v.model, (), (), False, settings.backend, v, parent=settings.name) for v in variants
+            cls(v.model, (), (), False, settings.backend, v, settings.task, parent=settings.name)
+            for v in variants
         ]
 
 
@@ -75,9 +85,23 @@ class ModelRouter:
             raise ModelNotFoundError(f"model '{name}' not found{hint}")
         return backend
 
+    def require_task(self, backend: Backend, name: str, task: Task, endpoint: str) -> None:
+        """Refuse (400) a request for ``endpoint`` to a model that serves the other task."""
+        route = self._route(backend)
+        if route.task != task:
+            served = ", ".join(ENDPOINTS[route.task])
+            raise InvalidRequestError(
+                f"model '{name}' is {_TASK_NAMES[route.task]}: it serves {served}, not {endpoint}",
+                param="model",
+                code="model_not_supported",
+            )
+
+    def _route(self, backend: Backend) -> Route:
+        return next(r for r in self._routes if r.backend is backend)
+
     def chain(self, backend: Backend, allowed: Iterable[str] | None = None) -> list[Backend]:
         """``backend`` then its configured fallbacks (those this key may use), no repeats."""
-        route = next(r for r in self._routes if r.backend is backend)
+        route = self._route(backend)
         chain = [backend]
         for name in route.fallbacks:
             fallback = self._by_name[name]
@@ -109,6 +133,8 @@ class ModelRouter:
                 loaded=route.backend.loaded,
                 parent=route.parent,
                 max_model_len=capabilities.context_length if capabilities else None,
+                task=route.task,
+                endpoints=list(ENDPOINTS[route.task]),
                 capabilities=capabilities,
             )
             for route, capabilities in zip(routes, found, strict=True)
@@ -140,6 +166,12 @@ class ModelRouter:
                 await route.backend.aclose()
             except Exception:
                 log.exception("closing model %s failed", route.name)
+
+
+_TASK_NAMES: dict[Task, str] = {
+    "generate": "a text-generation model",
+    "embed": "an embedding model",
+}
 
 
 async def _capabilities(backend: Backend) -> ModelCapabilities | None:

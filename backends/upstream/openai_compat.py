@@ -1,11 +1,12 @@
 """Any OpenAI-compatible upstream (vLLM, llama-server, TGI, LM Studio, another llmgate).
 
-Two paths. The relay (``OpenAIChatRelay``): an OpenAI chat request is forwarded with the
-client's own fields (vendor extras included) and the upstream's model name, and the reply is
-relayed with as little re-encoding as possible: stream chunks keep the upstream's bytes and only
-get their ``model`` rewritten — and a chunk with thinking gets it under both names
-(``with_reasoning_twins``). ``generate`` serves any other surface: a ``GenerationRequest``
-becomes a chat body and the upstream's chunks become events (``backends.upstream.openai_generate``).
+Two paths. The relay (``OpenAIRelay``): an OpenAI request (chat, completions, embeddings) is
+forwarded with the client's own fields (vendor extras included) and the upstream's model name,
+and the reply is relayed with as little re-encoding as possible: stream chunks keep the
+upstream's bytes and only get their ``model`` rewritten — and a chat chunk with thinking gets it
+under both names (``with_reasoning_twins``). ``generate`` serves any other surface: a
+``GenerationRequest`` becomes a chat body and the upstream's chunks become events
+(``backends.upstream.openai_generate``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from backends.errors import GatewayError, UpstreamError
 from backends.events import (
     Event,
 )
-from backends.openai_types import ChatCompletionRequest, ModelCapabilities
-from backends.protocol import EventStream, OpenStream, Relayed
+from backends.openai_types import ModelCapabilities, OpenAIRequest
+from backends.protocol import EventStream, OpenStream, Relayed, RelayEndpoint
 from backends.requests import GenerationRequest
 from backends.upstream.capabilities import openai_capabilities
 from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream
@@ -35,7 +36,7 @@ _REASONING = b'"reasoning'
 _REASONING_TWINS = (("reasoning", "reasoning_content"), ("reasoning_content", "reasoning"))
 
 
-def to_upstream_body(request: ChatCompletionRequest, remote_model: str) -> dict[str, Any]:
+def to_upstream_body(request: OpenAIRequest, remote_model: str) -> dict[str, Any]:
     """The client's request as sent (unset fields stay unset) with the upstream's model name."""
     body = request.model_dump(mode="json", exclude_unset=True, by_alias=True)
     body["model"] = remote_model
@@ -153,50 +154,58 @@ class OpenAICompatBackend(UpstreamBackend):
         models = await self.client.fetch_json("GET", "/models")
         return openai_capabilities(models, self.settings.remote_model)
 
-    async def relay_chat(self, request: ChatCompletionRequest) -> Relayed:
+    async def relay(self, endpoint: RelayEndpoint, request: OpenAIRequest) -> Relayed:
         body = to_upstream_body(request, self.settings.remote_model)
-        body["stream"] = False
+        if endpoint != "/embeddings":
+            body["stream"] = False
         if not self.client.started:
             await self.load()
         data, replica = await self.client.request_json(
-            "/chat/completions", body, Deadline(self.settings.timeouts.total)
+            endpoint, body, Deadline(self.settings.timeouts.total)
         )
         data["model"] = request.model
-        add_reasoning_twins(data, "message")
+        if endpoint == "/chat/completions":
+            add_reasoning_twins(data, "message")
         return Relayed(json.dumps(data, ensure_ascii=False).encode(), replica.url)
 
-    async def relay_chat_stream(self, request: ChatCompletionRequest) -> OpenStream[bytes]:
+    async def relay_stream(
+        self, endpoint: RelayEndpoint, request: OpenAIRequest, keep_usage: bool
+    ) -> OpenStream[bytes]:
         body = to_upstream_body(request, self.settings.remote_model)
         body["stream"] = True
-        payloads, upstream = await self._open(body)
+        payloads, upstream = await self._open(endpoint, body)
         rewrite = ModelRewriter(self.settings.remote_model, request.model)
-        relay = self._relay(payloads, rewrite, request.include_usage)
+        relay = self._relay(payloads, rewrite, keep_usage, endpoint == "/chat/completions")
         return OpenStream(relay, replica=upstream.replica, cleanup=upstream.aclose)
 
     async def generate(self, request: GenerationRequest) -> EventStream:
-        payloads, upstream = await self._open(to_chat_body(request, self.settings.remote_model))
+        body = to_chat_body(request, self.settings.remote_model)
+        payloads, upstream = await self._open("/chat/completions", body)
         events = self._events(payloads)
         return OpenStream(events, replica=upstream.replica, cleanup=upstream.aclose)
 
     async def _open(
-        self, body: dict[str, Any]
+        self, endpoint: str, body: dict[str, Any]
     ) -> tuple[AsyncGenerator[bytes, None], UpstreamStream[bytes]]:
-        """POST ``body`` as a stream: its SSE payloads (up to ``[DONE]``) and the open
-        upstream response (closing it drops the connection)."""
-        upstream, deadline = await self.open("/chat/completions", body, sse_payloads)
+        """POST ``body`` to ``endpoint`` as a stream: its SSE payloads (up to ``[DONE]``) and
+        the open upstream response (closing it drops the connection)."""
+        upstream, deadline = await self.open(endpoint, body, sse_payloads)
         ended = "the upstream ended the stream without [DONE]"
         return self.items(upstream, deadline, ended), upstream
 
     @staticmethod
     async def _relay(
-        payloads: AsyncGenerator[bytes, None], rewrite: ModelRewriter, keep_usage: bool
+        payloads: AsyncGenerator[bytes, None],
+        rewrite: ModelRewriter,
+        keep_usage: bool,
+        twins: bool,
     ) -> AsyncIterator[bytes]:
         try:
             async for payload in payloads:
                 if payload == _DONE:
                     break
                 if keep_usage or b'"choices":[]' not in payload:
-                    yield rewrite(with_reasoning_twins(payload))
+                    yield rewrite(with_reasoning_twins(payload) if twins else payload)
         finally:
             await payloads.aclose()
 
