@@ -1,4 +1,6 @@
-"""JSON payloads -> Server-Sent Events (``data: <json>`` frames, then ``data: [DONE]``).
+"""JSON payloads -> Server-Sent Events (``data: <json>`` frames, then ``data: [DONE]``); and, for
+a surface that writes its own events, errors and end (the Responses API: ``event: <type>``
+frames, no ``[DONE]``), ``event_frame`` and ``framed_response``.
 
 The first payload is awaited *before* the response starts (``gateway.dispatch``), so an early
 failure (queue full, context too long, engine down) still gets its real status and envelope.
@@ -30,6 +32,11 @@ def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def event_frame(event: str, payload: bytes) -> bytes:
+    """A named event: ``event: <event>`` then ``data: <payload>``."""
+    return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"
+
+
 def error_frame(error: GatewayError) -> bytes:
     return b"data: " + json.dumps(error.to_body()).encode() + b"\n\n"
 
@@ -58,6 +65,27 @@ def sse_response(
         yield DONE_FRAME
 
     return SSEResponse(frames(), headers=headers)
+
+
+def framed_response(
+    first: bytes | None,
+    frames: AsyncIterator[bytes],
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Stream ``first`` (already awaited by the caller) and then the rest of ``frames``, which
+    are ready-made and end the stream themselves (errors included); closes ``frames`` however
+    the response ends."""
+
+    async def all_frames() -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield first
+                async for data in frames:
+                    yield data
+        finally:
+            await _close(frames)
+
+    return SSEResponse(all_frames(), headers=headers)
 
 
 class SSEResponse(StreamingResponse):

@@ -1,0 +1,47 @@
+"""The Responses API's routes (``POST /v1/responses``, stateless). Nothing is stored, so
+retrieving, deleting or cancelling a response by id is a 404 in the OpenAI envelope that says
+so (not the framework's route-level 404/405)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from backends.errors import NotFoundError
+from backends.responses_types import ResponsesRequest
+from gateway import dispatch
+from gateway.api import AllowedDep, RouterDep, _chain
+from gateway.openai_responses import (
+    STATELESS,
+    complete_response,
+    open_response_stream,
+    to_generation_request,
+)
+from gateway.sse import framed_response
+
+responses_api = APIRouter()
+
+
+@responses_api.post("/v1/responses")
+async def create_response(
+    body: ResponsesRequest, router: RouterDep, allowed: AllowedDep
+) -> Response:
+    chain = _chain(router, body.model, allowed, "generate", "/v1/responses")
+    request = to_generation_request(body)
+    if body.stream:
+        stream = await dispatch.open_first(chain, lambda b: open_response_stream(b, body, request))
+        primed = stream.result
+        return framed_response(primed.first, primed.rest, headers=stream.headers())
+    answer = await dispatch.open_first(chain, lambda b: complete_response(b, body, request))
+    return Response(answer.result.data, media_type="application/json", headers=answer.headers())
+
+
+@responses_api.api_route("/v1/responses/{response_id}", methods=["GET", "DELETE"])
+async def stored_response(response_id: str) -> Response:
+    raise NotFoundError(f"response '{response_id}' not found: {STATELESS}", param="response_id")
+
+
+@responses_api.get("/v1/responses/{response_id}/input_items")
+@responses_api.post("/v1/responses/{response_id}/cancel")
+async def stored_response_action(response_id: str) -> Response:
+    return await stored_response(response_id)
