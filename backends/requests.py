@@ -117,7 +117,6 @@ class GenerationRequest:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
-    echo: bool = False  # a raw prompt: repeat it before the completion
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None

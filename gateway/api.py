@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from backends.completion_types import CompletionRequest
 from backends.errors import PermissionDeniedError
 from backends.openai_types import ChatCompletionRequest, ModelList
 from backends.protocol import Backend
 from backends.settings import Task
-from gateway import dispatch
+from gateway import dispatch, tutorial
 from gateway.openai_chat import complete_chat, open_chat_stream
+from gateway.openai_completions import complete, open_completion_stream
 from gateway.routing import ModelRouter
 from gateway.sse import sse_response
 
@@ -55,6 +57,26 @@ async def chat_completions(
         primed = stream.result
         return sse_response(primed.first, primed.rest, headers=stream.headers())
     answer = await dispatch.open_first(chain, lambda b: complete_chat(b, body))
+    return Response(answer.result.data, media_type="application/json", headers=answer.headers())
+
+
+@api.post("/v1/completions")
+async def completions(body: CompletionRequest, router: RouterDep, allowed: AllowedDep) -> Response:
+    chain = _chain(router, body.model, allowed, "generate", "/v1/completions")
+    if body.stream:
+        stream = await dispatch.open_first(chain, lambda b: open_completion_stream(b, body))
+        primed = stream.result
+        return sse_response(primed.first, primed.rest, headers=stream.headers())
+    answer = await dispatch.open_first(chain, lambda b: complete(b, body))
+    return Response(answer.result.data, media_type="application/json", headers=answer.headers())
+
+
+@api.post("/")
+async def tutorials_api(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+    """The tutorials' ``POST /`` (``gateway.tutorial``): the body is JSON whatever its type."""
+    body = tutorial.parse_body(await request.body())
+    chain = _chain(router, body.model_name, allowed, "generate", "/")
+    answer = await dispatch.open_first(chain, lambda b: tutorial.answer(b, body))
     return Response(answer.result.data, media_type="application/json", headers=answer.headers())
 
 

@@ -1,6 +1,7 @@
 """Pure ASGI middleware (never Starlette's BaseHTTPMiddleware: it hides client disconnects).
 
-- ``ApiKeyMiddleware``: 401 for a missing/wrong key on ``/v1/*``; records the key's allowed
+- ``ApiKeyMiddleware``: 401 for a missing/wrong key on the model routes (``/v1/*`` and the
+  tutorials' ``POST /``); the chat page and ``/health`` stay open. Records the key's allowed
   models in ``scope["state"]["allowed_models"]`` for the handlers' 403 check.
 - ``CancelOnDisconnectMiddleware``: when the client goes away before the response is complete
   (while queued, during prefill, while waiting for a non-streaming answer), cancel the handler
@@ -25,7 +26,7 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or not self.keys:
+        if scope["type"] != "http" or not self.keys or not _needs_key(scope):
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope)
@@ -44,6 +45,11 @@ class ApiKeyMiddleware:
             return
         scope.setdefault("state", {})["allowed_models"] = match.models
         await self.app(scope, receive, send)
+
+
+def _needs_key(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return path.startswith("/v1/") or (path == "/" and scope.get("method") == "POST")
 
 
 def _presented_key(scope: Scope) -> str | None:

@@ -807,6 +807,7 @@ class FakeOllama(_FakeUpstream):
             self._route("/api/ps", self._ps, "GET"),
             self._route("/api/show", self._show, "POST"),
             self._route("/api/chat", self._chat, "POST"),
+            self._route("/api/generate", self._generate_raw, "POST"),
         ]
         handlers = {404: self._not_found, 405: self._not_found}
         super().__init__(models, routes, handlers)
@@ -1119,6 +1120,58 @@ class FakeOllama(_FakeUpstream):
             self, rec, media_type="application/x-ndjson", chunks=lines(), model=name, **kwargs
         )
 
+    # -- /api/generate (raw prompts only: what llmgate sends)
+
+    async def _generate_raw(self, request: Request) -> Response:
+        rec = await self._record(request)
+        if reply := self._status_fault_reply(rec):
+            return reply
+        body = rec.body if isinstance(rec.body, dict) else {}
+        name = body.get("model") or ""
+        model = self.lookup(name) if name else None
+        if model is None:
+            return self._json({"error": f'model "{name}" not found, try pulling it first'}, 404)
+        options: dict[str, Any] = body.get("options") or {}
+        limit = int(options.get("num_predict") or 0)
+        pieces, generated, reason = _generate(
+            self.tokens_of(model), limit, options.get("stop") or []
+        )
+        prompt_tokens = _words(body.get("prompt") or "")
+        self._mark_loaded(model, body.get("keep_alive"))
+
+        def line(text: str, done: bool) -> bytes:
+            out: dict[str, Any] = {
+                "model": name,
+                "created_at": _rfc3339_nano(),
+                "response": text,
+                "done": done,
+            }
+            if done:
+                out.update(
+                    done_reason=reason,
+                    context=[1, 2, 3],
+                    total_duration=2_000_000,
+                    load_duration=1_000_000,
+                    prompt_eval_count=prompt_tokens,
+                    prompt_eval_duration=500_000,
+                    eval_count=generated,
+                    eval_duration=500_000,
+                )
+            return _go_json(out)
+
+        if body.get("stream") is False:
+            return self._json(json.loads(line("".join(pieces), True)))
+
+        async def lines() -> AsyncIterator[bytes]:
+            for piece in pieces:
+                yield line(piece, False) + b"\n"
+            yield line("", True) + b"\n"
+
+        kwargs = self._reply_kwargs(rec, model, len(pieces) + 1, True)
+        return _Reply(
+            self, rec, media_type="application/x-ndjson", chunks=lines(), model=name, **kwargs
+        )
+
     def _mark_loaded(self, model: FakeModel, keep_alive: Any) -> None:
         if keep_alive in (0, "0", "0s", "0m"):
             self.loaded.pop(model.name, None)
@@ -1421,6 +1474,7 @@ class FakeOpenAI(_FakeUpstream):
             self._route("/health", self._health, "GET"),
             self._route("/v1/models", self._models, "GET"),
             self._route("/v1/chat/completions", self._chat, "POST"),
+            self._route("/v1/completions", self._completions, "POST"),
         ]
         super().__init__(models, routes, {404: self._not_found, 405: self._not_allowed})
 
@@ -1664,6 +1718,97 @@ class FakeOpenAI(_FakeUpstream):
                 yield chunk(None)
             yield b"data: [DONE]\n\n"
 
+        return _Reply(
+            self,
+            rec,
+            media_type="text/event-stream; charset=utf-8",
+            chunks=events(),
+            model=name,
+            **kwargs,
+        )
+
+    async def _completions(self, request: Request) -> Response:
+        """``/v1/completions`` as vLLM answers it: one set of ``n`` choices per prompt, ``echo``
+        repeats the prompt, token-id prompts count one token per id."""
+        rec = await self._record(request)
+        if reply := self._status_fault_reply(rec) or self._auth_error(rec):
+            return reply
+        body = rec.body if isinstance(rec.body, dict) else {}
+        name = body.get("model")
+        if name not in self.models:
+            return _oai_error(
+                404, f"The model `{name}` does not exist.", param="model", code="model_not_found"
+            )
+        model = self.models[name]
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) or not isinstance(prompt, list) else prompt
+        if prompts and all(isinstance(t, int) for t in prompts):
+            prompts = [prompts]
+        stop = body.get("stop") or []
+        max_tokens = body.get("max_tokens")
+        limit = 16 if max_tokens is None else int(max_tokens)
+        pieces, generated, reason = _generate(
+            self.tokens_of(model), limit, [stop] if isinstance(stop, str) else stop
+        )
+        n = int(body.get("n") or 1)
+        echo = bool(body.get("echo"))
+
+        def prompt_text(p: Any) -> str:
+            return p if isinstance(p, str) else " ".join(map(str, p))
+
+        prompt_tokens = sum(_words(p) if isinstance(p, str) else len(p) for p in prompts)
+        choices = [
+            (i * n + j, prompt_text(p) if echo else "")
+            for i, p in enumerate(prompts)
+            for j in range(n)
+        ]
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": generated * len(choices),
+            "total_tokens": prompt_tokens + generated * len(choices),
+        }
+        base = {
+            "id": "cmpl-" + uuid.uuid4().hex,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": name,
+        }
+
+        def choice(index: int, text: str, finish: str | None) -> dict[str, Any]:
+            return {
+                "index": index,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": None,
+            }
+
+        if not body.get("stream"):
+            payload = {
+                **base,
+                "choices": [choice(i, e + "".join(pieces), reason) for i, e in choices],
+                "usage": usage,
+            }
+            return self._plain(rec, _compact(payload), "application/json")
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def events() -> AsyncIterator[bytes]:
+            for index, echoed in choices:
+                for k, piece in enumerate(pieces):
+                    text = (echoed if k == 0 else "") + piece
+                    yield (
+                        b"data: "
+                        + _compact({**base, "choices": [choice(index, text, None)]})
+                        + b"\n\n"
+                    )
+                yield (
+                    b"data: " + _compact({**base, "choices": [choice(index, "", reason)]}) + b"\n\n"
+                )
+            if include_usage:
+                yield b"data: " + _compact({**base, "choices": [], "usage": usage}) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        kwargs = self._reply_kwargs(rec, model, len(pieces) * len(choices) + 2, True)
         return _Reply(
             self,
             rec,

@@ -77,14 +77,11 @@ def check_request(request: GenerationRequest, kind: str) -> None:
     constraint = request.constraint
     if constraint is not None and constraint.kind == "grammar" and not constraint.grammar:
         raise InvalidRequestError("a grammar constraint needs a grammar", param="response_format")
-    for name, value in (
-        ("echo", request.echo or None),
-        ("repetition_penalty", request.sampling.repetition_penalty),
-    ):
-        if value is not None:
-            raise UnsupportedParameterError(
-                f"'{name}' is not supported by the {kind} backend yet", param=name
-            )
+    if request.sampling.repetition_penalty is not None:
+        raise UnsupportedParameterError(
+            f"'repetition_penalty' is not supported by the {kind} backend yet",
+            param="repetition_penalty",
+        )
     for index, message in enumerate(request.messages):
         if message.text() is None:
             other = next(p.type for p in message.content if not isinstance(p, TextPart))

@@ -1,5 +1,6 @@
-"""An upstream Ollama server over its native ``POST /api/chat`` (NDJSON), not its /v1 layer
-(which pins temperature/top_p, cannot set ``num_ctx`` and ignores ``max_completion_tokens``).
+"""An upstream Ollama server over its native ``POST /api/chat`` (NDJSON) — ``POST /api/generate``
+with ``raw: true`` for a raw prompt — not its /v1 layer (which pins temperature/top_p, cannot
+set ``num_ctx`` and ignores ``max_completion_tokens``).
 
 The translation is pure functions with table tests: ``to_ollama_request`` (a
 ``GenerationRequest`` -> Ollama body), ``ollama_error`` (status + body -> error tree, through
@@ -48,15 +49,16 @@ from backends.upstream.statuses import UpstreamReply, status_error
 def to_ollama_request(
     request: GenerationRequest, settings: OllamaSettings, stream: bool
 ) -> dict[str, Any]:
-    """The ``/api/chat`` body for ``request``; refuses what Ollama cannot do, by name."""
+    """The ``/api/chat`` body for ``request`` (``/api/generate`` for a raw prompt: see
+    ``ollama_path``); refuses what Ollama cannot do, by name."""
     _refuse_unsupported(request)
-    body: dict[str, Any] = {
-        "model": settings.remote_model,
-        "messages": _ollama_messages(request.messages),
-        "stream": stream,
-        # Fail an over-long prompt instead of silently dropping the start of the history.
-        "truncate": False,
-    }
+    body: dict[str, Any] = {"model": settings.remote_model}
+    if request.prompt is not None:
+        body.update(prompt=request.prompt, raw=True)  # no template: the prompt as written
+    else:
+        body["messages"] = _ollama_messages(request.messages)
+    # Fail an over-long prompt instead of silently dropping the start of the history.
+    body.update(stream=stream, truncate=False)
     options = _ollama_options(request, settings)
     if options:
         body["options"] = options
@@ -75,12 +77,15 @@ def to_ollama_request(
     return body
 
 
+def ollama_path(request: GenerationRequest) -> str:
+    return "/api/generate" if request.is_raw else "/api/chat"
+
+
 def _refuse_unsupported(request: GenerationRequest) -> None:
     refusals = (
         (bool(request.sampling.logit_bias), "logit_bias", "'logit_bias' is not supported"),
         (request.logprobs, "logprobs", "'logprobs' is not supported"),
         (request.n > 1, "n", "only one choice (n=1) is supported"),
-        (request.is_raw, "prompt", "raw prompts are not supported yet"),
         (
             request.constraint is not None and request.constraint.kind == "grammar",
             "response_format",
@@ -207,7 +212,7 @@ def _context_message(text: str) -> str:
 
 
 class OllamaLines:
-    """Turns Ollama's chat lines into events (one instance per response).
+    """Turns Ollama's chat (or generate) lines into events (one instance per response).
 
     ``forced``: the answer is a tool call forced through ``format`` (``forced_call``), read
     into the call's deltas as it streams — unless Ollama parsed the call itself, whose
@@ -228,10 +233,10 @@ class OllamaLines:
         """Events for one line (error lines never get here: ``ndjson_lines`` raises on them)."""
         out: list[Event] = []
         message = line.get("message") or {}
-        thinking = message.get("thinking")
+        thinking = message.get("thinking") or line.get("thinking")
         if thinking:
             out.append(ReasoningDelta(0, thinking))
-        content = message.get("content")
+        content = message.get("content") or line.get("response")  # /api/chat or /api/generate
         if content:
             self.content_pieces += 1
             if self._forced is None:
@@ -318,7 +323,7 @@ class OllamaBackend(UpstreamBackend):
 
     async def generate(self, request: GenerationRequest) -> EventStream:
         body = to_ollama_request(request, self.settings, stream=True)
-        upstream, deadline = await self.open("/api/chat", body, ndjson_lines)
+        upstream, deadline = await self.open(ollama_path(request), body, ndjson_lines)
         lines = self.items(upstream, deadline, "upstream ollama ended the stream early")
         events = self._events(lines, OllamaLines.for_request(request))
         return OpenStream(events, replica=upstream.replica, cleanup=upstream.aclose)
