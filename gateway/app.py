@@ -11,6 +11,7 @@ from gateway.api import api
 from gateway.config import GatewayConfig
 from gateway.errors import install_exception_handlers
 from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
+from gateway.responses_api import responses_api
 from gateway.routing import BackendFactory, ModelRouter
 from gateway.webchat import install_chat_page
 
@@ -44,6 +45,7 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     app.state.config = config
     install_exception_handlers(app)
     app.include_router(api)
+    app.include_router(responses_api)
     install_chat_page(app)
     # Outermost last: auth runs first, then disconnect watching around the handlers.
     app.add_middleware(CancelOnDisconnectMiddleware)
