@@ -3,6 +3,7 @@ config.yaml serves the embedded model; a bad config exits 2 with one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -64,6 +65,14 @@ def test_serve_default_config_answers_and_stops_cleanly(conversion_cache):
                 json={"model": model, "temperature": 0, "messages": CAPITAL},
             )
             assert "Paris" in reply.json()["choices"][0]["message"]["content"], model
+        # the tutorials' scripts, pointed at the port they use (`--port 6006` in their case)
+        tutorial = httpx.post(
+            f"http://127.0.0.1:{port}/",
+            content=json.dumps({"prompt": CAPITAL[-1]["content"], "temperature": 0}),
+            headers={"Content-Type": "application/jons"},
+            timeout=60,
+        )
+        assert "Paris" in tutorial.json()["response"]
     finally:
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=30)[0]

@@ -175,6 +175,12 @@ def test_upstream_entries_load(config_dir, monkeypatch):
     [
         ("fallbacks: [tiny]", "fallbacks: [ghost]", "fallbacks: model 'ghost' is not configured"),
         ("fallbacks: [tiny]", "fallbacks: [llama3]", "cannot fall back to itself"),
+        (
+            "source: tiny.gguf",
+            "source: tiny.gguf\n    task: embed",
+            "models[0] (llama3): fallbacks: model 'tiny' has task 'embed', not 'generate'",
+        ),
+        ("source: tiny.gguf", "source: tiny.gguf\n    task: chat", "models[2] (tiny): task"),
         ("base_url: http://127.0.0.1:8001/v1", "base_url: localhost:8001", "not an http(s) URL"),
         (
             "timeouts: {connect: 2, first_byte: 30}",

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.unit.conftest import fake_entry
+
 pytestmark = pytest.mark.anyio
 
 
@@ -53,3 +55,39 @@ async def test_lifespan_closes_every_backend(app_client):
     async with app_client() as (_, fakes):
         pass
     assert all(f.closed for f in fakes.values())
+
+
+async def test_each_model_lists_its_task_and_the_endpoints_that_serve_it(app_client):
+    models = [fake_entry("alpha"), fake_entry("vectors", task="embed")]
+    async with app_client(models=models) as (client, _):
+        data = (await client.get("/v1/models")).json()["data"]
+    cards = {m["id"]: (m["task"], m["endpoints"]) for m in data}
+    assert cards == {
+        "alpha": (
+            "generate",
+            ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/"],
+        ),
+        "vectors": ("embed", ["/v1/embeddings"]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
+        ("/v1/completions", {"prompt": "x"}),
+        ("/v1/responses", {"input": "x"}),
+        ("/", {"prompt": "x"}),
+    ],
+)
+async def test_an_embedding_model_on_a_generation_route_is_a_400_saying_what_it_serves(
+    app_client, path, body
+):
+    models = [fake_entry("vectors", ["default"], task="embed")]
+    async with app_client(models=models) as (client, fakes):
+        reply = await client.post(path, json={**body, "model": "vectors"})
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["param"] == "model" and error["code"] == "model_not_supported"
+    assert "embedding model" in error["message"] and "/v1/embeddings" in error["message"]
+    assert fakes["vectors"].requests == []
