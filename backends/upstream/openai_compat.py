@@ -27,7 +27,7 @@ from backends.protocol import EventStream, OpenStream, Relayed, RelayEndpoint
 from backends.requests import GenerationRequest
 from backends.upstream.capabilities import openai_capabilities
 from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream
-from backends.upstream.openai_generate import ChunkEvents, to_chat_body
+from backends.upstream.openai_generate import ChunkEvents, upstream_call
 from backends.upstream.settings import OpenAICompatSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
@@ -179,8 +179,8 @@ class OpenAICompatBackend(UpstreamBackend):
         return OpenStream(relay, replica=upstream.replica, cleanup=upstream.aclose)
 
     async def generate(self, request: GenerationRequest) -> EventStream:
-        body = to_chat_body(request, self.settings.remote_model)
-        payloads, upstream = await self._open("/chat/completions", body)
+        endpoint, body = upstream_call(request, self.settings.remote_model)
+        payloads, upstream = await self._open(endpoint, body)
         events = self._events(payloads)
         return OpenStream(events, replica=upstream.replica, cleanup=upstream.aclose)
 

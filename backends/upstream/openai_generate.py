@@ -1,6 +1,7 @@
 """The generate path to an OpenAI-compatible upstream: a ``GenerationRequest`` becomes a chat
-body (``to_chat_body``) and the upstream's stream chunks become events (``ChunkEvents``), for
-every surface other than the OpenAI chat relay (``backends.upstream.openai_compat``)."""
+body (``to_chat_body``) — a completions body for a raw prompt (``to_completion_body``) — and
+the upstream's stream chunks become events (``ChunkEvents``, which reads both), for every
+surface other than the OpenAI relay (``backends.upstream.openai_compat``)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,43 @@ from backends.events import (
 from backends.requests import GenerationRequest, Message, OutputConstraint
 
 
+def upstream_call(request: GenerationRequest, remote_model: str) -> tuple[str, dict[str, Any]]:
+    """The endpoint and body that serve ``request``: ``/completions`` for a raw prompt,
+    ``/chat/completions`` otherwise."""
+    if request.prompt is not None:
+        return "/completions", to_completion_body(request, request.prompt, remote_model)
+    return "/chat/completions", to_chat_body(request, remote_model)
+
+
+def to_completion_body(
+    request: GenerationRequest, prompt: str, remote_model: str
+) -> dict[str, Any]:
+    """A completions body for a raw prompt, streaming with usage. A raw prompt is never read
+    for tool calls, so tools and constraints other than none are refused by name."""
+    if request.wants_tools:
+        raise UnsupportedParameterError("tools need a chat, not a raw prompt", param="tools")
+    if request.constraint is not None:
+        raise UnsupportedParameterError(
+            "the openai backend cannot constrain a raw prompt's output", param="format"
+        )
+    fields = _chat_fields(request)
+    if request.logprobs:
+        fields.pop("top_logprobs", None)
+        fields["logprobs"] = request.top_logprobs
+    fields.pop("parallel_tool_calls", None)
+    return {
+        **request.extras,
+        "model": remote_model,
+        "prompt": prompt,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **fields,
+    }
+
+
 def to_chat_body(request: GenerationRequest, remote_model: str) -> dict[str, Any]:
     """A chat completions body for ``request`` (the ``generate`` path), streaming with usage;
     ``extras`` (vendor fields) go along as sent."""
-    if request.is_raw:
-        raise UnsupportedParameterError(
-            "raw prompts are not supported by the openai backend yet", param="prompt"
-        )
     body: dict[str, Any] = {
         **request.extras,
         "model": remote_model,
@@ -124,7 +155,8 @@ def _chat_tool(tool: Any) -> dict[str, Any]:
 
 
 class ChunkEvents:
-    """Turns an upstream's chat completion chunks into events (one instance per response)."""
+    """Turns an upstream's chat completion chunks (or completion chunks: ``text`` instead of
+    ``delta``) into events (one instance per response)."""
 
     def __init__(self) -> None:
         self._started: set[int] = set()
@@ -152,9 +184,10 @@ class ChunkEvents:
             if reasoning:
                 out.append(ReasoningDelta(index, reasoning))
             logprobs = _logprobs(choice.get("logprobs"))
-            if delta.get("content") or logprobs:
+            text = delta.get("content") or choice.get("text")
+            if text or logprobs:
                 self._pieces += 1
-                out.append(TextDelta(index, delta.get("content") or "", logprobs))
+                out.append(TextDelta(index, text or "", logprobs))
             for call in delta.get("tool_calls") or []:
                 function = call.get("function") or {}
                 out.append(
@@ -186,6 +219,8 @@ class ChunkEvents:
 
 
 def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
+    if isinstance(data, dict) and isinstance(data.get("tokens"), list):
+        return _legacy_logprobs(data)
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         return None
 
@@ -205,3 +240,17 @@ def _logprobs(data: Any) -> tuple[TokenLogprob, ...] | None:
         )
         for item in data["content"]
     )
+
+
+def _legacy_logprobs(data: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    """A completions chunk's logprobs (parallel lists) as events' logprobs."""
+    tokens = data.get("tokens") or []
+    values = data.get("token_logprobs") or []
+    tops = data.get("top_logprobs") or []
+    out = []
+    for i, token in enumerate(tokens):
+        value = values[i] if i < len(values) and values[i] is not None else 0.0
+        top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        alternatives = tuple(TopToken(str(t), float(lp), str(t).encode()) for t, lp in top.items())
+        out.append(TokenLogprob(str(token), float(value), str(token).encode(), alternatives))
+    return tuple(out)

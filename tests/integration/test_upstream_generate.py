@@ -84,6 +84,21 @@ def test_text_answer_becomes_events_in_order(upstream):
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
 
 
+def test_a_raw_prompt_goes_to_the_completions_endpoint(upstream):
+    fake, url = upstream
+    request = GenerationRequest(model="m", prompt="Once upon", max_tokens=2, n=2, stop=("zz",))
+    events, _ = run(url, "fake-model", request)
+    assert [e for e in events if isinstance(e, Started)] == [Started(0), Started(1)]
+    texts = [
+        "".join(e.text for e in events if isinstance(e, TextDelta) and e.index == i) for i in (0, 1)
+    ]
+    assert texts[0] == texts[1] and len(texts[0].split()) == 2
+    assert isinstance(events[-1], Usage) and events[-1].completion_tokens == 4
+    [sent] = [r for r in fake.requests if r.path == "/v1/completions"][-1:]
+    assert sent.body["prompt"] == "Once upon" and "messages" not in sent.body
+    assert sent.body["n"] == 2 and sent.body["stop"] == ["zz"] and sent.body["max_tokens"] == 2
+
+
 def test_tool_calls_become_tool_call_deltas(upstream):
     fake, url = upstream
     request = ask(

@@ -263,3 +263,59 @@ async def test_an_upstream_error_status_gives_no_capabilities():
 
     backend.client.fetch_json = refuse  # type: ignore[method-assign]
     assert await backend.capabilities() is None
+
+
+# -- raw prompts on the generate path ---------------------------------------------------------
+
+
+def test_a_raw_prompt_becomes_a_completions_body():
+    from backends.requests import GenerationRequest, Sampling
+    from backends.upstream.openai_generate import upstream_call
+
+    request = GenerationRequest(
+        model="m",
+        prompt="Once",
+        max_tokens=3,
+        sampling=Sampling(temperature=0.1, top_k=4),
+        logprobs=True,
+        top_logprobs=2,
+        extras={"ignore_eos": True},
+    )
+    endpoint, body = upstream_call(request, "org/r")
+    assert endpoint == "/completions"
+    assert body == {
+        "ignore_eos": True,
+        "model": "org/r",
+        "prompt": "Once",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 3,
+        "temperature": 0.1,
+        "top_k": 4,
+        "logprobs": 2,
+    }
+
+
+def test_completion_chunks_and_their_legacy_logprobs_become_events():
+    chunks = ChunkEvents()
+    payload = {
+        "choices": [
+            {
+                "index": 0,
+                "text": " Paris",
+                "logprobs": {
+                    "tokens": [" Paris"],
+                    "token_logprobs": [-0.25],
+                    "top_logprobs": [{" Paris": -0.25, " Lyon": -2.0}],
+                    "text_offset": [0],
+                },
+                "finish_reason": None,
+            }
+        ]
+    }
+    started, text = chunks.feed(json.dumps(payload).encode())
+    assert started == Started(0)
+    assert isinstance(text, TextDelta) and text.text == " Paris"
+    [lp] = text.logprobs
+    assert (lp.token, lp.logprob) == (" Paris", -0.25)
+    assert [(t.token, t.logprob) for t in lp.top] == [(" Paris", -0.25), (" Lyon", -2.0)]
