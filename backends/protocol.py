@@ -4,6 +4,7 @@ A backend serves a ``GenerationRequest`` (``backends.requests``) as an ``OpenStr
 (``backends.events``). A backend that fronts an OpenAI-compatible server may also implement
 ``OpenAIRelay``, so that an OpenAI request (chat, completions, embeddings) reaches it, and its
 answer comes back, without being decoded and re-encoded (docs/architecture.md, "The relay").
+A backend of an embedding model (``task: embed``) implements ``Embedder``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.events import Event
 from backends.openai_types import ModelCapabilities, OpenAIRequest
 from backends.requests import GenerationRequest
@@ -122,6 +124,18 @@ class OpenAIRelay(Protocol):
     async def relay_stream(
         self, endpoint: RelayEndpoint, request: OpenAIRequest, keep_usage: bool
     ) -> OpenStream[bytes]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A backend that embeds texts (or token ids): ``embed`` returns one vector per input, in
+    order, and the exact count of tokens read. It raises ``InvalidRequestError`` for a model
+    that does not embed (a text-generation model), ``ContextLengthExceededError`` for an input
+    longer than the model reads (never silently truncated), ``UnsupportedParameterError`` for
+    ``dimensions`` (or token-id input) the model cannot honour, ``QueueFullError`` /
+    ``BackendUnavailableError`` like ``generate``."""
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult: ...
 
 
 @runtime_checkable

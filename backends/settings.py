@@ -8,9 +8,9 @@ stops startup with the key's name. Pydantic only: importing this never imports a
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # What a model serves: text generation or embeddings (vLLM's names).
 Task = Literal["generate", "embed"]
@@ -76,6 +76,9 @@ class InProcessSettings(ModelSettings):
     """Keys of a model served in-process (llama.cpp, transformers): how its output is read.
     ``auto`` picks the parser from the model's chat template (docs/tools.md)."""
 
+    # Keys only text generation reads: set on an entry with `task: embed`, they stop startup.
+    generate_only: ClassVar[frozenset[str]] = frozenset({"tool_parser", "reasoning_parser"})
+
     tool_parser: ToolParserName = Field(
         default="auto",
         description="tool-call format: auto (from the chat template), none (no tool calling), "
@@ -86,3 +89,13 @@ class InProcessSettings(ModelSettings):
         description="thinking format: auto (from the chat template), none, think "
         "(<think>...</think>: Qwen3, DeepSeek-R1), mistral ([THINK]...[/THINK])",
     )
+
+    @model_validator(mode="after")
+    def _no_generation_keys_on_embed(self) -> InProcessSettings:
+        wrong = sorted(self.generate_only & self.model_fields_set) if self.task == "embed" else []
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)}: read only for text generation, but model "
+                f"'{self.name}' has task: embed (remove them, or the task)"
+            )
+        return self

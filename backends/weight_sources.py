@@ -1,5 +1,6 @@
-"""Where a model's weights come from: a local path, a file inside an installed Python package,
-or a Hugging Face Hub repository fetched into its cache.
+"""Where a model's weights come from: a local path, a file or model folder inside an installed
+Python package (``package:<pkg>/<file or folder>``), or a Hugging Face Hub repository fetched
+into its cache.
 
 ``describe_missing`` is cheap and runs at config load (a missing local file stops startup);
 ``resolve_source`` may download and runs in a worker thread when the model loads.
@@ -53,9 +54,9 @@ def _package_file(source: Source) -> Path:
         )
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / (source.file or "")
-        if candidate.is_file():
+        if candidate.is_file() or candidate.is_dir():  # a weights file, or a model folder
             return candidate
-    raise SourceError(f"package {source.location!r} has no file {source.file!r}")
+    raise SourceError(f"package {source.location!r} has no file or folder {source.file!r}")
 
 
 def describe_missing(text: str, base_dir: Path | None = None) -> str | None:

@@ -1,14 +1,18 @@
 """The llama.cpp backend: a GGUF served in-process by llama-cpp-python, one request at a time
-per model (``backends.llama_cpp.engine``), over the shared in-process layer."""
+per model (``backends.llama_cpp.engine``), over the shared in-process layer. An entry with
+``task: embed`` serves an embedding GGUF instead (``backends.llama_cpp.embedding``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
 
+from backends.errors import BackendUnavailableError
+from backends.llama_cpp.embedding import LlamaCppEmbeddingModel
 from backends.llama_cpp.engine import LlamaCppEngine
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.backend import LocalBackend
+from backends.local.embedding import LocalEmbedder
 from backends.weight_sources import resolve_source
 
 
@@ -24,3 +28,11 @@ class LlamaCppBackend(LocalBackend):
     def _load_engine(self) -> LlamaCppEngine:
         path = resolve_source(self.model, self.settings.source, self._base_dir)
         return LlamaCppEngine.load(path, self.settings)
+
+    def _load_embedder(self) -> LocalEmbedder:
+        path = resolve_source(self.model, self.settings.source, self._base_dir)
+        try:
+            model = LlamaCppEmbeddingModel.load(path, self.settings)
+        except ValueError as exc:
+            raise BackendUnavailableError(f"model '{self.model}' ({path}): {exc}") from exc
+        return LocalEmbedder(self.model, model, model.max_sequences, self.settings.max_queue)

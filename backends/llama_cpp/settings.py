@@ -10,7 +10,10 @@ from backends.settings import InProcessSettings
 
 
 class LlamaCppSettings(InProcessSettings):
-    """A GGUF served in-process by llama-cpp-python."""
+    """A GGUF served in-process by llama-cpp-python. With ``task: embed``: an embedding GGUF,
+    as many texts per pass as fit ``n_batch`` tokens."""
+
+    generate_only = InProcessSettings.generate_only | {"chat_format", "chat_template", "seed"}
 
     backend: Literal["llama_cpp"]
     source: str = Field(

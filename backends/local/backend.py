@@ -5,7 +5,8 @@ It owns the lifecycle (load / unload / health, load errors kept for ``/health``)
 a request: capability checks before the model loads; rendering, tokenizing and the checks that
 need the loaded model in a worker thread, *before* the request queues; then the engine's event
 stream behind one error wrapper. A family subclasses it and supplies ``_load_engine`` (blocking,
-run in a worker thread) returning a ``LocalEngine``.
+run in a worker thread) returning a ``LocalEngine``, and for embedding models (``task: embed``)
+``_load_embedder`` returning a ``LocalEmbedder`` (``backends.local.embedding``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from backends.errors import BackendUnavailableError, GatewayError, InternalError
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
+from backends.errors import (
+    BackendUnavailableError,
+    GatewayError,
+    InternalError,
+    InvalidRequestError,
+)
 from backends.events import Event
 from backends.local.chat import ChatFeatures, probe_features, render_prompt, special_ids
+from backends.local.embedding import EmbeddingStats, LocalEmbedder
 from backends.local.engine import EngineStats, LocalEngine
 from backends.local.grammar import build_grammar, compile_grammar
 from backends.local.plan import GenerationPlan, check_request, make_plan
@@ -39,7 +47,10 @@ class LocalBackend:
     ``UnsupportedParameterError`` / ``InvalidRequestError`` / ``ContextLengthExceededError``
     (400) before the request queues, ``QueueFullError`` (429) when the engine's queue is full,
     ``BackendUnavailableError`` (503) when the model is not loaded and cannot be. Closing the
-    stream it returns stops the request's generation within about one decode step."""
+    stream it returns stops the request's generation within about one decode step.
+
+    A model of ``task: embed`` loads a ``LocalEmbedder`` instead of an engine: ``embed`` serves
+    it and ``generate`` refuses (400), as ``embed`` does for a text-generation model."""
 
     kind: ClassVar[str]
 
@@ -48,6 +59,7 @@ class LocalBackend:
         self._settings = settings
         self._base_dir = base_dir
         self._engine: LocalEngine | None = None
+        self._embedder: LocalEmbedder | None = None
         self._features = ChatFeatures()
         self._load_error: str | None = None
         self._loading = asyncio.Lock()
@@ -60,9 +72,13 @@ class LocalBackend:
         kept as is; anything else becomes ``BackendUnavailableError`` naming the model."""
         raise NotImplementedError
 
+    def _load_embedder(self) -> LocalEmbedder:
+        """Load an embedding model (blocking, a worker thread; errors as ``_load_engine``)."""
+        raise NotImplementedError
+
     @property
     def loaded(self) -> bool:
-        return self._engine is not None
+        return self._engine is not None or self._embedder is not None
 
     @property
     def engine(self) -> LocalEngine | None:
@@ -78,23 +94,35 @@ class LocalBackend:
         """Requests admitted but not started."""
         return self._engine.waiting if self._engine is not None else 0
 
+    @property
+    def embedding_stats(self) -> EmbeddingStats | None:
+        """The loaded embedding model's counters (None until loaded, or not an embedder)."""
+        return self._embedder.stats if self._embedder is not None else None
+
     async def load(self) -> None:
         async with self._loading:
-            if self._engine is not None:
+            if self.loaded:
                 return
             if self._closed:
                 raise BackendUnavailableError(f"model '{self.model}' is shut down")
             try:
-                engine, features = await asyncio.to_thread(self._build)
+                if self._settings.task == "embed":
+                    self._embedder = await asyncio.to_thread(self._built, self._load_embedder)
+                else:
+                    engine, features = await asyncio.to_thread(self._built, self._build)
+                    self._engine, self._features = engine, features
             except GatewayError as exc:
                 self._load_error = exc.message
                 raise
-            self._engine, self._features, self._load_error = engine, features, None
+            self._load_error = None
 
     def _build(self) -> tuple[LocalEngine, ChatFeatures]:
+        engine = self._load_engine()
+        return engine, probe_features(engine, self._settings)
+
+    def _built(self, build: Callable[[], T]) -> T:
         try:
-            engine = self._load_engine()
-            return engine, probe_features(engine, self._settings)
+            return build()
         except GatewayError:
             raise
         except Exception as exc:
@@ -106,6 +134,8 @@ class LocalBackend:
         """What the loaded model supports, learnt from its template and engine (None until
         loaded)."""
         engine, features = self._engine, self._features
+        if self._embedder is not None:
+            return ModelCapabilities(context_length=self._embedder.model.max_tokens)
         if engine is None:
             return None
         return ModelCapabilities(
@@ -121,6 +151,9 @@ class LocalBackend:
         """Let go of the model: requests still being planned finish planning first (they then
         find the engine gone: 503), then the engine closes (``LocalEngine.aclose``)."""
         async with self._loading:
+            embedder, self._embedder = self._embedder, None
+            if embedder is not None:
+                await embedder.aclose()
             engine, self._engine = self._engine, None
             if engine is None:
                 return
@@ -132,7 +165,7 @@ class LocalBackend:
                 self._unloading = False
 
     async def health(self) -> Health:
-        if self._engine is not None:
+        if self.loaded:
             return Health("ok")
         if self._load_error is not None:
             return Health("error", self._load_error)
@@ -147,6 +180,13 @@ class LocalBackend:
     async def generate(self, request: GenerationRequest, adapter: str | None = None) -> EventStream:
         """Serve ``request`` (on ``adapter``, a LoRA adapter of this model, if given); returns
         once the first event is ready. See the class docstring for what it raises."""
+        if self._settings.task == "embed":
+            raise InvalidRequestError(
+                f"model '{self.model}' is an embedding model: it serves /v1/embeddings, "
+                "not text generation",
+                param="model",
+                code="model_not_supported",
+            )
         check_request(request, self.kind)
         if self._engine is None:
             await self.load()
@@ -163,6 +203,28 @@ class LocalBackend:
             await events.aclose()
             raise
         return OpenStream(_prepend(first, events), cleanup=events.aclose)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embed ``request``'s inputs (``backends.protocol.Embedder``)."""
+        if self._settings.task != "embed":
+            raise InvalidRequestError(
+                f"model '{self.model}' is a text-generation model: it makes no embeddings "
+                "(serve an embedding model with `task: embed`)",
+                param="model",
+                code="model_not_supported",
+            )
+        if self._embedder is None:
+            await self.load()
+        embedder = self._embedder
+        if embedder is None:  # unloaded while this request waited for the load
+            raise BackendUnavailableError(f"model '{self.model}' is not loaded", retry_after=5)
+        try:
+            return await embedder.embed(request)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.exception("the %s engine failed to embed for %s", self.kind, self.model)
+            raise InternalError("the engine failed while embedding") from exc
 
     def _plan(
         self, engine: LocalEngine, request: GenerationRequest, adapter: str | None

@@ -1,7 +1,9 @@
 """The transformers backend: a Hugging Face model served in-process with continuous batching,
 over the shared in-process layer. Each LoRA adapter of the entry is served as its own public
 model by an ``AdapterBackend`` over the same base weights; requests for different adapters
-share decode steps. torch and transformers are imported only when the model loads."""
+share decode steps. An entry with ``task: embed`` is an embedding model instead
+(``backends.transformers.embedding``). torch and transformers are imported only when the model
+loads."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from backends.errors import BackendUnavailableError
 from backends.local.backend import LocalBackend
+from backends.local.embedding import LocalEmbedder
 from backends.local.engine import LocalEngine
 from backends.openai_types import ModelCapabilities
 from backends.protocol import Backend, EventStream, Health
@@ -58,6 +61,18 @@ class TransformersBackend(LocalBackend):
         )
         loaded = load_model(self.settings, self._base_dir, cache_dir)
         return TransformersEngine(loaded, self.settings)
+
+    def _load_embedder(self) -> LocalEmbedder:
+        try:
+            from backends.transformers.embedding import TransformersEmbeddingModel
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"model '{self.model}' needs torch and transformers: "
+                "pip install 'llmgate[transformers]'"
+            ) from exc
+        model = TransformersEmbeddingModel.load(self.settings, self._base_dir)
+        s = self.settings
+        return LocalEmbedder(self.model, model, s.max_batch_size, s.max_queue)
 
 
 class AdapterBackend:

