@@ -125,6 +125,8 @@ def to_messages(instructions: str | None, items: list[InputItem]) -> tuple[Messa
         history.turns.append(_Turn("system", [TextPart(instructions)]))
     for index, item in enumerate(items):
         history.add(index, item)
+    if not history.turns:
+        raise InvalidRequestError("input is empty: send at least one message", param="input")
     return tuple(turn.message() for turn in history.turns)
 
 

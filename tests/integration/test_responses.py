@@ -13,12 +13,13 @@ import jsonschema
 import openai
 import pytest
 from openai import OpenAI
+from pydantic import BaseModel, Field
 
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.upstream.settings import OllamaSettings, OpenAICompatSettings
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from tests.fake_upstreams import FakeModel, FakeOllama, FakeOpenAI
+from tests.fake_upstreams import FakeModel, FakeOllama, FakeOpenAI, Fault
 from tests.integration.conftest import SMOLLM2_SOURCE, ServerThread
 from tests.tiny_gguf import write_tiny_gguf
 
@@ -296,6 +297,25 @@ def test_a_function_call_and_its_output_go_back_in(client):
     assert second.usage.input_tokens > first.usage.input_tokens + 10
 
 
+class Forecast(BaseModel):
+    city: str = Field(pattern="^(Paris|Oslo)$")
+    days: int = Field(ge=1, le=9)
+    sunny: bool
+
+
+def test_parse_with_a_pydantic_model_on_a_random_model(client):
+    response = client.responses.parse(
+        model="qwen2.5",
+        input="Forecast for Paris?",
+        text_format=Forecast,  # sent as text.format json_schema, strict
+        temperature=0,
+        max_output_tokens=60,
+    )
+    assert response.status == "completed"
+    assert isinstance(response.output_parsed, Forecast)
+    assert response.text.format.type == "json_schema"
+
+
 def test_smollm2_calls_the_weather_function_for_paris(client):
     weather = {
         "type": "function",
@@ -486,3 +506,27 @@ def test_an_upstream_gets_previous_response_id_refused_before_it_is_asked(
             model="openai-plain", input="hi", previous_response_id="resp_1"
         )
     assert upstreams[1].chat_bodies == []
+
+
+@UPSTREAMS
+def test_an_upstream_error_mid_stream_is_error_then_response_failed(
+    upstream_client, upstreams, upstream
+):
+    fake = upstreams[0] if upstream == "ollama" else upstreams[1]
+    fake.faults.append(Fault("error_line", message="the GPU fell over", after=2))
+    with upstream_client.responses.stream(model=f"{upstream}-plain", input="Hello?") as stream:
+        events = list(stream)
+        with pytest.raises(RuntimeError):  # the SDK's way: no response.completed
+            stream.get_final_response()
+    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    assert "the GPU fell over" in events[-2].message
+    assert events[-1].response.status == "failed"
+    assert events[-1].response.error.message == events[-2].message
+
+
+@UPSTREAMS
+def test_an_upstream_error_before_the_stream_is_its_status(upstream_client, upstreams, upstream):
+    fake = upstreams[0] if upstream == "ollama" else upstreams[1]
+    fake.faults.append(Fault("status", status=429, message="slow down", retry_after="1"))
+    with pytest.raises(openai.RateLimitError):
+        upstream_client.responses.create(model=f"{upstream}-plain", input="Hello?", stream=True)
