@@ -268,6 +268,8 @@ def test_fields_map_onto_the_core_request(fields, attribute, expected):
             UnsupportedParameterError,
             "input[0]",
         ),
+        ({"input": []}, InvalidRequestError, "input"),
+        ({"input": [THOUGHT]}, InvalidRequestError, "input"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_text"}]}]},
             InvalidRequestError,
