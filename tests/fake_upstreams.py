@@ -127,6 +127,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tests.fake_embeddings import ollama_embed, openai_embed
+
 __all__ = [
     "Disconnect",
     "FakeModel",
@@ -781,7 +783,8 @@ def _ollama_name(name: str) -> str:
 
 
 class FakeOllama(_FakeUpstream):
-    """Ollama's native API (``/api/chat``, ``/api/tags``, ``/api/ps``, ``/api/version``, ``/``).
+    """Ollama's native API (``/api/chat``, ``/api/tags``, ``/api/ps``, ``/api/version``, ``/``;
+    ``/api/embed`` as ``tests.fake_embeddings`` describes).
 
     ``models``: ``FakeModel``\\ s or names (default one model, ``llama3:8b``).
     ``default_num_ctx``: ``num_ctx`` when the request's options do not set it.
@@ -808,6 +811,7 @@ class FakeOllama(_FakeUpstream):
             self._route("/api/show", self._show, "POST"),
             self._route("/api/chat", self._chat, "POST"),
             self._route("/api/generate", self._generate_raw, "POST"),
+            self._route("/api/embed", self._embed, "POST"),
         ]
         handlers = {404: self._not_found, 405: self._not_found}
         super().__init__(models, routes, handlers)
@@ -933,6 +937,18 @@ class FakeOllama(_FakeUpstream):
         return self._json(show)
 
     # -- /api/chat
+
+    async def _embed(self, request: Request) -> Response:
+        """``/api/embed`` (``tests.fake_embeddings``)."""
+        rec = await self._record(request)
+        if reply := self._status_fault_reply(rec):
+            return reply
+        body = rec.body if isinstance(rec.body, dict) else {}
+        model = self.lookup(str(body.get("model") or ""))
+        status, payload = ollama_embed(body, model is not None, self.default_num_ctx)
+        if model is not None and status == 200:
+            self._mark_loaded(model, body.get("keep_alive"))
+        return self._json(payload, status)
 
     async def _chat(self, request: Request) -> Response:
         started = time.monotonic_ns()
@@ -1450,7 +1466,8 @@ def _oai_tool_call(
 
 
 class FakeOpenAI(_FakeUpstream):
-    """An OpenAI-compatible server (``/v1/chat/completions``, ``/v1/models``, ``/health``).
+    """An OpenAI-compatible server (``/v1/chat/completions``, ``/v1/models``, ``/health``;
+    ``/v1/embeddings`` as ``tests.fake_embeddings`` describes).
 
     ``models``: ``FakeModel``\\ s or names (default one model, ``fake-model``).
     ``api_key``: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``.
@@ -1475,6 +1492,7 @@ class FakeOpenAI(_FakeUpstream):
             self._route("/v1/models", self._models, "GET"),
             self._route("/v1/chat/completions", self._chat, "POST"),
             self._route("/v1/completions", self._completions, "POST"),
+            self._route("/v1/embeddings", self._embeddings, "POST"),
         ]
         super().__init__(models, routes, {404: self._not_found, 405: self._not_allowed})
 
@@ -1545,6 +1563,18 @@ class FakeOpenAI(_FakeUpstream):
             for m in self.models.values()
         ]
         return self._plain(rec, _compact({"object": "list", "data": data}), "application/json")
+
+    async def _embeddings(self, request: Request) -> Response:
+        """``/v1/embeddings`` (``tests.fake_embeddings``)."""
+        rec = await self._record(request)
+        if reply := self._status_fault_reply(rec) or self._auth_error(rec):
+            return reply
+        body = rec.body if isinstance(rec.body, dict) else {}
+        status, payload = openai_embed(body, body.get("model") in self.models)
+        if isinstance(payload, tuple):
+            message, param, code = payload
+            return _oai_error(status, message, param=param, code=code)
+        return Response(_compact(payload), status, media_type="application/json")
 
     async def _chat(self, request: Request) -> Response:
         rec = await self._record(request)

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from backends.errors import GatewayError
 from backends.events import Event, Finished, Started, TextDelta, Usage
@@ -95,3 +96,84 @@ def fake_factory(
         return backend
 
     return build
+
+
+class FakeEmbeddingModel:
+    """An ``EmbeddingModel`` (``backends.local.embedding``) without weights: a text's tokens
+    are its words (id = word length), a vector is ``[first id, length, pass number]``. It
+    records every pass's batch; ``gate`` (when set) holds each pass until released, and
+    ``entered`` is set once a pass has started; a batch holding ``poison`` fails."""
+
+    def __init__(self, max_tokens: int = 16, vocab_size: int = 100) -> None:
+        import threading
+
+        self.max_tokens = max_tokens
+        self.dimensions = 3
+        self.vocab_size = vocab_size
+        self.batches: list[list[list[int]]] = []
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+        self.poison: int | None = None
+        self.started = self.closed = False
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [[len(word) for word in text.split()] for text in texts]
+
+    def start(self) -> None:
+        self.started = True
+
+    def embed_batch(self, batch: list[list[int]]) -> list[Any]:
+        from array import array
+
+        self.batches.append(batch)
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.poison is not None and any(self.poison in ids for ids in batch):
+            raise RuntimeError("fake forward pass exploded")
+        number = len(self.batches)
+        return [array("f", [ids[0], len(ids), number]) for ids in batch]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeEmbedder(FakeBackend):
+    """A FakeBackend that also embeds (``backends.protocol.Embedder``): input i's vector is
+    ``[0.1, i, number of words or ids]`` (0.1 has no exact float32 value); usage counts
+    words and ids. It records what it was asked."""
+
+    def __init__(self, name: str, script: FakeScript | None = None) -> None:
+        super().__init__(name, script)
+        self.embed_requests: list[Any] = []
+
+    async def embed(self, request: Any) -> Any:
+        from array import array
+
+        from backends.embeddings import EmbeddingResult
+
+        self.embed_requests.append(request)
+        if self.script.fail_before_first is not None:
+            raise self.script.fail_before_first
+        sizes = [len(x.split()) if isinstance(x, str) else len(x) for x in request.inputs]
+        vectors = tuple(array("f", [0.1, i, n]) for i, n in enumerate(sizes))
+        return EmbeddingResult(vectors, sum(sizes))
+
+
+class FakeRelay(FakeBackend):
+    """A FakeBackend that is an ``OpenAIRelay``: it answers ``relay`` with ``reply`` and
+    records the endpoint and the request's JSON as it would go upstream."""
+
+    def __init__(self, name: str, reply: bytes = b'{"relayed":true}') -> None:
+        super().__init__(name)
+        self.reply = reply
+        self.relayed: list[tuple[str, dict[str, Any]]] = []
+
+    async def relay(self, endpoint: str, request: Any) -> Any:
+        from backends.protocol import Relayed
+
+        self.relayed.append((endpoint, request.model_dump(exclude_unset=True)))
+        return Relayed(self.reply, "http://upstream.test")
+
+    async def relay_stream(self, endpoint: str, request: Any, keep_usage: bool) -> Any:
+        raise NotImplementedError

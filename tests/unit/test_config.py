@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, load_config, parse_config
 
 GOOD = """
 server:
@@ -254,3 +254,17 @@ def test_bad_transformers_entries_name_the_key(hf_dir, old, new, expected):
     assert old in TRANSFORMERS
     with pytest.raises(ConfigError, match=re.escape(expected)):
         load_config(write(hf_dir, TRANSFORMERS.replace(old, new)))
+
+
+@pytest.mark.parametrize(
+    ("entry", "keys"),
+    [
+        ({"backend": "transformers", "source": "x", "seed": 1}, "seed"),
+        ({"backend": "transformers", "source": "x", "chat_template": "t"}, "chat_template"),
+        ({"backend": "llama_cpp", "source": "x.gguf", "chat_format": "chatml"}, "chat_format"),
+        ({"backend": "llama_cpp", "source": "x.gguf", "tool_parser": "hermes"}, "tool_parser"),
+    ],
+)
+def test_generation_keys_on_an_embedding_model_stop_startup(entry, keys):
+    with pytest.raises(ConfigError, match=f"{keys}: read only for text generation"):
+        parse_config({"models": [{"name": "e", "task": "embed", **entry}]})
