@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway.api import api
 from gateway.config import GatewayConfig
+from gateway.embeddings_api import embeddings_api
 from gateway.errors import install_exception_handlers
 from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
 from gateway.responses_api import responses_api
@@ -45,6 +46,7 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     app.state.config = config
     install_exception_handlers(app)
     app.include_router(api)
+    app.include_router(embeddings_api)
     app.include_router(responses_api)
     install_chat_page(app)
     # Outermost last: auth runs first, then disconnect watching around the handlers.
