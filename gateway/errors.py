@@ -1,4 +1,9 @@
-"""The one place where errors become HTTP responses in the OpenAI envelope."""
+"""The one place where errors become HTTP responses, in the envelope of the surface that was
+asked: OpenAI's ``{"error": {"message", "type", "param", "code"}}`` by default, Ollama's
+``{"error": "..."}`` under ``/api/``, Anthropic's ``{"type": "error", "error": {"type",
+"message"}}`` under ``/v1/messages``. ``error_response(exc, path)`` picks the shape; a surface's
+stream writes a mid-stream error with the same body functions (``ollama_error_body``,
+``anthropic_error_body``)."""
 
 from __future__ import annotations
 
@@ -25,8 +30,50 @@ log = logging.getLogger(__name__)
 _NOT_A_FIELD = re.compile(r"[\[\]()\-, ]|^(str|int|float|bool|list|dict|none|function-\w+)$")
 
 
-def error_response(exc: GatewayError) -> JSONResponse:
-    return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers())
+# Anthropic's error types by status (docs.anthropic.com, "Errors"); 503 from an engine that is
+# not ready reads as "overloaded", which Anthropic's SDK retries.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def ollama_error_body(exc: GatewayError) -> dict[str, Any]:
+    """Ollama's error body: the message alone (its clients raise ``ResponseError(message)``)."""
+    return {"error": exc.message}
+
+
+def anthropic_error_body(exc: GatewayError) -> dict[str, Any]:
+    """Anthropic's error body (its SDK maps the status to an exception class)."""
+    kind = _ANTHROPIC_TYPES.get(exc.status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+def surface_of(path: str) -> str:
+    """Which error shape a path's clients expect: "ollama", "anthropic" or "openai"."""
+    if path.startswith("/api/"):
+        return "ollama"
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "anthropic"
+    return "openai"
+
+
+def error_response(exc: GatewayError, path: str = "") -> JSONResponse:
+    surface = surface_of(path)
+    if surface == "ollama":
+        body = ollama_error_body(exc)
+    elif surface == "anthropic":
+        body = anthropic_error_body(exc)
+    else:
+        body = exc.to_body()
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers())
 
 
 def param_from_loc(loc: tuple[Any, ...]) -> str | None:
@@ -65,15 +112,15 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
 
 
 def install_exception_handlers(app: FastAPI) -> None:
-    async def on_gateway_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
         if exc.status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
-    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc))
+        return error_response(validation_error(exc), request.url.path)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -88,11 +135,11 @@ def install_exception_handlers(app: FastAPI) -> None:
             error = InvalidRequestError(str(exc.detail))
         else:
             error = InternalError("internal server error")
-        return error_response(error)
+        return error_response(error, request.url.path)
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
-        return error_response(InternalError("internal server error"))
+        return error_response(InternalError("internal server error"), request.url.path)
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,7 +1,8 @@
 """Pure ASGI middleware (never Starlette's BaseHTTPMiddleware: it hides client disconnects).
 
-- ``ApiKeyMiddleware``: 401 for a missing/wrong key on the model routes (``/v1/*`` and the
-  tutorials' ``POST /``); the chat page and ``/health`` stay open. Records the key's allowed
+- ``ApiKeyMiddleware``: 401 for a missing/wrong key on the model routes (``/v1/*``, Ollama's
+  ``/api/*`` but ``/api/version``, the tutorials' ``POST /``), in the envelope of the surface
+  asked; the chat page and ``/health`` stay open. Records the key's allowed
   models in ``scope["state"]["allowed_models"]`` for the handlers' 403 check.
 - ``CancelOnDisconnectMiddleware``: when the client goes away before the response is complete
   (while queued, during prefill, while waiting for a non-streaming answer), cancel the handler
@@ -41,7 +42,7 @@ class ApiKeyMiddleware:
             error = AuthenticationError(
                 f"{reason}: send 'Authorization: Bearer <key>' with a configured key"
             )
-            await error_response(error)(scope, receive, send)
+            await error_response(error, scope["path"])(scope, receive, send)
             return
         scope.setdefault("state", {})["allowed_models"] = match.models
         await self.app(scope, receive, send)
@@ -49,6 +50,8 @@ class ApiKeyMiddleware:
 
 def _needs_key(scope: Scope) -> bool:
     path: str = scope["path"]
+    if path.startswith("/api/"):
+        return path != "/api/version"
     return path.startswith("/v1/") or (path == "/" and scope.get("method") == "POST")
 
 

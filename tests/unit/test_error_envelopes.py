@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from backends.errors import (
@@ -191,3 +193,43 @@ async def test_key_not_allowed_this_model_is_403_and_hidden_from_list(app_client
     assert_envelope(denied, 403, "permission_error", "model_not_allowed", "model")
     assert allowed.status_code == 200
     assert [m["id"] for m in listed.json()["data"]] == ["beta"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (UnsupportedParameterError("no", param="x"), 400, "invalid_request_error"),
+        (QueueFullError("full", retry_after=1), 429, "rate_limit_error"),
+        (BackendUnavailableError("down"), 503, "overloaded_error"),
+        (BackendTimeoutError("slow"), 504, "timeout_error"),
+        (UpstreamError("broken"), 502, "api_error"),
+    ],
+)
+def test_each_surface_gets_its_own_error_shape(error, status, kind):
+    from gateway.errors import error_response
+
+    openai = error_response(error, "/v1/chat/completions")
+    ollama = error_response(error, "/api/chat")
+    anthropic = error_response(error, "/v1/messages")
+    assert openai.status_code == ollama.status_code == anthropic.status_code == status
+    assert set(json.loads(openai.body)["error"]) == {"message", "type", "param", "code"}
+    assert json.loads(ollama.body) == {"error": error.message}
+    assert json.loads(anthropic.body) == {
+        "type": "error",
+        "error": {"type": kind, "message": error.message},
+    }
+
+
+async def test_unknown_routes_and_missing_keys_answer_in_the_surfaces_shape(app_client):
+    async with app_client(api_keys=["sk-1"]) as (client, _):
+        ollama = await client.post("/api/nope", headers={"authorization": "Bearer sk-1"})
+        anthropic = await client.post("/v1/messages/nope", headers={"x-api-key": "sk-1"})
+        no_key = await client.post("/api/chat", json={})
+        no_key_anthropic = await client.post("/v1/messages", json={})
+        version = await client.get("/api/version")
+    assert ollama.status_code == 404 and set(ollama.json()) == {"error"}
+    assert anthropic.status_code == 404
+    assert anthropic.json()["error"]["type"] == "not_found_error"
+    assert no_key.status_code == 401 and set(no_key.json()) == {"error"}
+    assert no_key_anthropic.json()["error"]["type"] == "authentication_error"
+    assert version.status_code != 401  # Ollama clients probe the version without a key
