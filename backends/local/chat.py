@@ -107,7 +107,14 @@ def render_prompt(request: GenerationRequest, features: ChatFeatures, engine: Ch
     """Tokens of ``request``'s prompt and how to read its output; 400s for tools the model
     cannot take and for a template that rejects the messages."""
     if request.prompt is not None:
-        return Prompt(engine.tokenize(request.prompt, add_bos=True), OutputSpec())
+        tokens = engine.tokenize(request.prompt, add_bos=True)
+        if not tokens:  # an empty prompt for a model that adds no beginning-of-sequence token
+            raise InvalidRequestError(
+                "the prompt is empty and this model adds no beginning-of-sequence token: "
+                "there is nothing to continue",
+                param="prompt",
+            )
+        return Prompt(tokens, OutputSpec())
     _check_tools(request, features)
     fmt = features.tool_format if request.wants_tools else None
     prompted = features.tools == "prompted"  # past calls are text even when none are offered

@@ -114,7 +114,12 @@ def make_plan(
             )
     return GenerationPlan(
         prompt=prompt,
-        max_new_tokens=token_budget(len(prompt), request.max_tokens, limits.context_window),
+        max_new_tokens=token_budget(
+            len(prompt),
+            request.max_tokens,
+            limits.context_window,
+            "prompt" if request.is_raw else "messages",
+        ),
         sampling=resolve_sampling(request, limits.sampling_defaults, limits.default_seed),
         stops=tuple(s for s in request.stop if s),
         n=request.n,
@@ -147,19 +152,22 @@ def resolve_sampling(
     )
 
 
-def token_budget(prompt_len: int, requested: int | None, context: int) -> int:
-    """How many tokens may be generated; ``ContextLengthExceededError`` when they do not fit."""
+def token_budget(
+    prompt_len: int, requested: int | None, context: int, field: str = "messages"
+) -> int:
+    """How many tokens may be generated; ``ContextLengthExceededError`` (naming ``field``, the
+    request's ``messages`` or raw ``prompt``) when they do not fit."""
     if requested is not None and prompt_len + requested > context:
         raise ContextLengthExceededError(
             f"This model's maximum context length is {context} tokens. However, you requested "
-            f"{prompt_len + requested} tokens ({prompt_len} in the messages, {requested} in the "
-            "completion). Please reduce the length of the messages or completion.",
-            param="messages",
+            f"{prompt_len + requested} tokens ({prompt_len} in the {field}, {requested} in the "
+            f"completion). Please reduce the length of the {field} or completion.",
+            param=field,
         )
     if prompt_len >= context:
         raise ContextLengthExceededError(
-            f"This model's maximum context length is {context} tokens. However, your messages "
-            f"resulted in {prompt_len} tokens. Please reduce the length of the messages.",
-            param="messages",
+            f"This model's maximum context length is {context} tokens. However, your {field} "
+            f"resulted in {prompt_len} tokens. Please reduce the length of the {field}.",
+            param=field,
         )
     return requested if requested is not None else context - prompt_len

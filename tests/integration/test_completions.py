@@ -285,6 +285,20 @@ def test_what_a_local_engine_cannot_do_is_a_400_naming_the_field(gateway, fields
     assert error["param"] == param
 
 
+@pytest.mark.parametrize("model", ["smollm2", "tiny-hf"])
+def test_an_empty_prompt_for_a_model_without_bos_is_a_400_not_an_engine_failure(client, model):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=model, prompt="", max_tokens=2)  # neither adds a BOS
+    assert caught.value.body["param"] == "prompt"
+
+
+def test_a_prompt_over_the_window_is_a_400_naming_the_prompt(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="smollm2", prompt="Hi", max_tokens=100_000)
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert caught.value.body["param"] == "prompt" and "in the prompt" in caught.value.message
+
+
 def test_an_unknown_model_is_a_404(client):
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="nope", prompt="x")
