@@ -84,6 +84,8 @@ def param_from_loc(loc: tuple[Any, ...]) -> str | None:
             if not parts:
                 break
             parts[-1] += f"[{item}]"
+        elif isinstance(item, str) and item[:1].isupper():
+            continue  # a union member's class name (``Turn``): the fields follow it
         elif isinstance(item, str) and not _NOT_A_FIELD.search(item):
             parts.append(item)
         else:

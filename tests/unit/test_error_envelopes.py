@@ -233,3 +233,19 @@ async def test_unknown_routes_and_missing_keys_answer_in_the_surfaces_shape(app_
     assert no_key.status_code == 401 and set(no_key.json()) == {"error"}
     assert no_key_anthropic.json()["error"]["type"] == "authentication_error"
     assert version.status_code != 401  # Ollama clients probe the version without a key
+
+
+@pytest.mark.parametrize(
+    ("loc", "param"),
+    [
+        (("body", "messages", 0, "role"), "messages[0].role"),
+        (("body", "history", 0, "Turn", "content"), "history[0].content"),
+        (("body", "stop", "str"), "stop"),
+        (("body", "input", 1, "function-after[_check(), InputItem]"), "input[1]"),
+        (("body",), None),
+    ],
+)
+def test_param_names_the_field_not_the_union_members(loc, param):
+    from gateway.errors import param_from_loc
+
+    assert param_from_loc(loc) == param
