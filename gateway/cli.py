@@ -100,7 +100,10 @@ def _models(args: argparse.Namespace) -> int:
         for card in reply.json()["data"]:
             aliases = ",".join(card.get("aliases", [])) or "-"
             loaded = "loaded" if card.get("loaded") else "not loaded"
-            print(f"{card['id']:<24} {card.get('backend', '?'):<12} {aliases:<16} {loaded}")
+            task = card.get("task", "generate")
+            print(
+                f"{card['id']:<24} {card.get('backend', '?'):<12} {task:<9} {aliases:<16} {loaded}"
+            )
         return 0
     config = _load(args.config)
     if config is None:
@@ -108,7 +111,7 @@ def _models(args: argparse.Namespace) -> int:
     for model in config.models:
         aliases = ",".join(model.aliases) or "-"
         where = getattr(model, "source", None) or getattr(model, "base_url", "")
-        print(f"{model.name:<24} {model.backend:<12} {aliases:<16} {where}")
+        print(f"{model.name:<24} {model.backend:<12} {model.task:<9} {aliases:<16} {where}")
     return 0
 
 
