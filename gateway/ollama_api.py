@@ -1,0 +1,178 @@
+"""Ollama's API at ``/api/*``, over every backend: thin handlers (parse, resolve, delegate,
+format). Translation is in ``gateway.ollama_surface``, answers in ``gateway.ollama_stream``,
+the open steps in ``gateway.ollama_serving``, model listings in ``gateway.ollama_models``.
+
+Bodies are read as JSON whatever their ``Content-Type`` (Ollama's documented examples use
+``curl -d``, which sends a form type). Errors come out in Ollama's shape
+(``gateway.errors``); routes that manage models (pull, push, create, copy, delete, blobs)
+answer a 400 saying models are managed in config.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from backends.embeddings import EmbeddingRequest
+from backends.errors import InvalidRequestError
+from gateway import dispatch, ollama_models
+from gateway.api import AllowedDep, RouterDep, _chain
+from gateway.ollama_serving import Ask, complete, embed, load, open_stream
+from gateway.ollama_stream import ndjson_response
+from gateway.ollama_surface import (
+    chat_request,
+    embed_inputs,
+    embedding_request,
+    generate_request,
+    model_name,
+    num_ctx,
+)
+from gateway.ollama_types import (
+    OllamaChatRequest,
+    OllamaEmbeddingsRequest,
+    OllamaEmbedRequest,
+    OllamaGenerateRequest,
+    OllamaShowRequest,
+)
+
+ollama_api = APIRouter()
+
+B = TypeVar("B", bound=BaseModel)
+
+
+async def _body(request: Request, model: type[B]) -> B:
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def _json(body: Any) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+@ollama_api.post("/api/chat")
+async def chat(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+    started = time.monotonic_ns()
+    body = await _body(request, OllamaChatRequest)
+    name = model_name(router, body.model)
+    chain = _chain(router, name, allowed, "generate", "/api/chat")
+    if not body.messages:
+        return _served(await dispatch.open_first(chain[:1], lambda b: load(b, "chat", name)))
+    ask = Ask("chat", body.model, chat_request(body, name), num_ctx(body), started)
+    return await _answer(chain, ask, body.stream)
+
+
+@ollama_api.post("/api/generate")
+async def generate(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+    started = time.monotonic_ns()
+    body = await _body(request, OllamaGenerateRequest)
+    name = model_name(router, body.model)
+    chain = _chain(router, name, allowed, "generate", "/api/generate")
+    if not body.prompt and not body.images:
+        return _served(await dispatch.open_first(chain[:1], lambda b: load(b, "generate", name)))
+    ask = Ask("generate", body.model, generate_request(body, name), num_ctx(body), started)
+    return await _answer(chain, ask, body.stream)
+
+
+async def _answer(chain: list[Any], ask: Ask, stream: bool) -> Response:
+    if stream:
+        served = await dispatch.open_first(chain, lambda b: open_stream(b, ask))
+        primed = served.result
+        return ndjson_response(primed.first, primed.rest, headers=served.headers())
+    return _served(await dispatch.open_first(chain, lambda b: complete(b, ask)))
+
+
+def _served(served: dispatch.Served[Any]) -> Response:
+    return Response(served.result.data, media_type="application/json", headers=served.headers())
+
+
+@ollama_api.post("/api/embed")
+async def embed_route(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+    started = time.monotonic_ns()
+    body = await _body(request, OllamaEmbedRequest)
+    name = model_name(router, body.model)
+    chain = _chain(router, name, allowed, "embed", "/api/embed")
+    wanted = embedding_request(body, name)
+    served = await dispatch.open_first(chain, lambda b: embed(b, wanted, started, num_ctx(body)))
+    result = served.result
+    return _json_served(
+        {
+            "model": body.model,
+            "embeddings": result.vectors,
+            **result.durations(),
+            "prompt_eval_count": result.prompt_tokens,
+        },
+        served,
+    )
+
+
+@ollama_api.post("/api/embeddings")
+async def embeddings(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+    """The older route: one ``prompt``, one ``embedding`` (an empty prompt only loads)."""
+    started = time.monotonic_ns()
+    body = await _body(request, OllamaEmbeddingsRequest)
+    name = model_name(router, body.model)
+    chain = _chain(router, name, allowed, "embed", "/api/embeddings")
+    wanted = EmbeddingRequest(name, embed_inputs(body.prompt))
+    served = await dispatch.open_first(chain, lambda b: embed(b, wanted, started, num_ctx(body)))
+    vectors = served.result.vectors
+    return _json_served({"embedding": vectors[0] if vectors else []}, served)
+
+
+def _json_served(body: dict[str, Any], served: dispatch.Served[Any]) -> Response:
+    data = json.dumps(body, separators=(",", ":"))
+    return Response(data, media_type="application/json", headers=served.headers())
+
+
+@ollama_api.get("/api/tags")
+async def tags(router: RouterDep, allowed: AllowedDep) -> Response:
+    return _json(ollama_models.tags(await router.list_models(allowed)))
+
+
+@ollama_api.post("/api/show")
+async def show(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+    body = await _body(request, OllamaShowRequest)
+    if not body.model_name:
+        raise InvalidRequestError("model is required", param="model")
+    card = await router.card(model_name(router, body.model_name), allowed)
+    return _json(ollama_models.show(card))
+
+
+@ollama_api.get("/api/ps")
+async def ps(router: RouterDep, allowed: AllowedDep) -> Response:
+    return _json(ollama_models.ps(await router.list_models(allowed)))
+
+
+@ollama_api.get("/api/version")
+async def version() -> Response:
+    return _json(ollama_models.version())
+
+
+_MANAGED = "models are managed in config.yaml (add an entry there and restart llmgate)"
+_ACTIONS = {
+    "pull": "pull",
+    "push": "push",
+    "create": "create",
+    "copy": "copy",
+    "delete": "delete",
+    "blobs": "take blobs for",
+}
+
+
+@ollama_api.api_route("/api/pull", methods=["POST"])
+@ollama_api.api_route("/api/push", methods=["POST"])
+@ollama_api.api_route("/api/create", methods=["POST"])
+@ollama_api.api_route("/api/copy", methods=["POST"])
+@ollama_api.api_route("/api/delete", methods=["DELETE", "POST"])
+@ollama_api.api_route("/api/blobs/{digest}", methods=["HEAD", "POST"])
+async def manage_models(request: Request) -> Response:
+    route = request.url.path.removeprefix("/api/").split("/")[0]
+    raise InvalidRequestError(f"llmgate does not {_ACTIONS[route]} models: {_MANAGED}")

@@ -1,0 +1,112 @@
+"""What the Ollama surface says about models (``/api/tags``, ``/api/show``, ``/api/ps``,
+``/api/version``), built from what llmgate knows (``ModelCard``: backend kind, task, loaded,
+capabilities, context window). llmgate does not know a model's size, digest or architecture:
+``size`` is 0, ``digest`` a stable hash of the name, the backend kind stands for the family
+and architecture (``general.architecture``, ``<kind>.context_length``). Names are llmgate's
+public names, without Ollama's ``:latest`` tag (``name:latest`` also resolves).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+from backends.openai_types import ModelCard
+from gateway.ollama_stream import created_at
+
+# The Ollama API version llmgate speaks (clients compare it to enable features).
+OLLAMA_VERSION = "0.12.6"
+
+# Weights' file format by backend kind; upstreams do not say.
+_FORMATS = {"llama_cpp": "gguf", "transformers": "safetensors"}
+
+# Ollama reports a model kept loaded forever as expiring this far ahead (Go's max Duration).
+_FOREVER = dt.timedelta(microseconds=(2**63 - 1) // 1000)
+
+
+def details(card: ModelCard) -> dict[str, Any]:
+    return {
+        "parent_model": card.parent or "",
+        "format": _FORMATS.get(card.backend, ""),
+        "family": card.backend,
+        "families": [card.backend],
+        "parameter_size": "",
+        "quantization_level": "",
+    }
+
+
+def digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _entry(card: ModelCard) -> dict[str, Any]:
+    return {
+        "name": card.id,
+        "model": card.id,
+        "modified_at": created_at(card.created * 1_000_000_000),
+        "size": 0,
+        "digest": digest(card.id),
+        "details": details(card),
+    }
+
+
+def tags(cards: list[ModelCard]) -> dict[str, Any]:
+    """``GET /api/tags``: every model this key may use."""
+    return {"models": [_entry(card) for card in cards]}
+
+
+def ps(cards: list[ModelCard], now: dt.datetime | None = None) -> dict[str, Any]:
+    """``GET /api/ps``: the loaded models; llmgate keeps them loaded (``expires_at`` is
+    Ollama's "forever")."""
+    now = now or dt.datetime.now(dt.UTC)
+    expires = (now + _FOREVER).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "models": [
+            {
+                **{k: v for k, v in _entry(card).items() if k != "modified_at"},
+                "expires_at": expires,
+                "size_vram": 0,
+                "context_length": card.max_model_len or 0,
+            }
+            for card in cards
+            if card.loaded
+        ]
+    }
+
+
+def capabilities(card: ModelCard) -> list[str]:
+    """Ollama's capability names: ``embedding`` for an embedding model; else ``completion``,
+    ``tools`` and ``thinking`` as far as llmgate knows now (a model not loaded yet says only
+    ``completion``)."""
+    if card.task == "embed":
+        return ["embedding"]
+    found = card.capabilities
+    names = ["completion"]
+    if found is not None and found.tools is not None:
+        names.append("tools")
+    if found is not None and found.reasoning:
+        names.append("thinking")
+    return names
+
+
+def show(card: ModelCard) -> dict[str, Any]:
+    """``POST /api/show``."""
+    info: dict[str, Any] = {"general.architecture": card.backend, "general.basename": card.id}
+    if card.max_model_len is not None:
+        info[f"{card.backend}.context_length"] = card.max_model_len
+    return {
+        "license": "",
+        "modelfile": f"# llmgate model '{card.id}' ({card.backend} backend); "
+        "models are configured in config.yaml\n",
+        "parameters": "",
+        "template": "",
+        "details": details(card),
+        "model_info": info,
+        "capabilities": capabilities(card),
+        "modified_at": created_at(card.created * 1_000_000_000),
+    }
+
+
+def version() -> dict[str, str]:
+    return {"version": OLLAMA_VERSION}
