@@ -73,8 +73,12 @@ class ToolCallDelta:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
+    """Choice ``index`` ended. ``stop_sequence``: the client's stop string that ended it, when
+    the backend knows (in-process engines do; an upstream only if it says, as vLLM does)."""
+
     index: int
     reason: FinishReason
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

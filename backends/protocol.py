@@ -139,6 +139,16 @@ class Embedder(Protocol):
 
 
 @runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that can count a request's prompt tokens without generating: exactly the
+    ``Usage.prompt_tokens`` that ``generate`` would report for it (the chat template, tools
+    and all). Raises like ``generate`` before its first event (400s for what the model
+    cannot take, ``BackendUnavailableError``)."""
+
+    async def count_tokens(self, request: GenerationRequest) -> int: ...
+
+
+@runtime_checkable
 class HasVariants(Protocol):
     """A backend whose engine also serves other public models (LoRA adapters over its
     weights); each variant is a ``Backend`` whose ``model`` is its public name and whose

@@ -11,20 +11,23 @@ class StopSequenceMatcher:
     """Feed generated text piece by piece; get back what is safe to emit.
 
     ``feed`` returns ``(emit, stopped)``: once ``stopped`` is true the text before the earliest
-    stop sequence has been emitted and the rest must be discarded. ``flush`` returns what is
-    still held back when generation ends for another reason.
+    stop sequence has been emitted and the rest must be discarded, and ``matched`` is that stop
+    sequence (the first listed, of those found at the earliest position). ``flush`` returns
+    what is still held back when generation ends for another reason.
     """
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self.matched: str | None = None
 
     def feed(self, text: str) -> tuple[str, bool]:
         if not self._stops:
             return text, False
         buffer = self._held + text
-        first = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
-        if first >= 0:
+        hits = [(at, stop) for stop in self._stops if (at := buffer.find(stop)) >= 0]
+        if hits:
+            first, self.matched = min(hits, key=lambda hit: hit[0])
             self._held = ""
             return buffer[:first], True
         keep = self._longest_stop_prefix_suffix(buffer)

@@ -180,19 +180,7 @@ class LocalBackend:
     async def generate(self, request: GenerationRequest, adapter: str | None = None) -> EventStream:
         """Serve ``request`` (on ``adapter``, a LoRA adapter of this model, if given); returns
         once the first event is ready. See the class docstring for what it raises."""
-        if self._settings.task == "embed":
-            raise InvalidRequestError(
-                f"model '{self.model}' is an embedding model: it serves /v1/embeddings, "
-                "not text generation",
-                param="model",
-                code="model_not_supported",
-            )
-        check_request(request, self.kind)
-        if self._engine is None:
-            await self.load()
-        engine = self._engine
-        if engine is None:  # unloaded while this request waited for the load
-            raise BackendUnavailableError(f"model '{self.model}' is not loaded", retry_after=5)
+        engine = await self._generation_engine(request)
         plan = await asyncio.to_thread(self._planning.run, self._plan, engine, request, adapter)
         events = self._guarded(engine.submit(plan))
         try:
@@ -203,6 +191,12 @@ class LocalBackend:
             await events.aclose()
             raise
         return OpenStream(_prepend(first, events), cleanup=events.aclose)
+
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        """The prompt tokens ``generate`` would read for ``request`` (``TokenCounter``): the
+        prompt is rendered and tokenized in a worker thread, nothing is queued or decoded."""
+        engine = await self._generation_engine(request)
+        return await asyncio.to_thread(self._planning.run, self._count, engine, request)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Embed ``request``'s inputs (``backends.protocol.Embedder``)."""
@@ -225,6 +219,36 @@ class LocalBackend:
         except Exception as exc:
             log.exception("the %s engine failed to embed for %s", self.kind, self.model)
             raise InternalError("the engine failed while embedding") from exc
+
+    async def _generation_engine(self, request: GenerationRequest) -> LocalEngine:
+        """The loaded engine for a text-generation ``request`` (loading it if needed), after
+        the checks that need no model."""
+        if self._settings.task == "embed":
+            raise InvalidRequestError(
+                f"model '{self.model}' is an embedding model: it serves /v1/embeddings, "
+                "not text generation",
+                param="model",
+                code="model_not_supported",
+            )
+        check_request(request, self.kind)
+        if self._engine is None:
+            await self.load()
+        engine = self._engine
+        if engine is None:  # unloaded while this request waited for the load
+            raise BackendUnavailableError(f"model '{self.model}' is not loaded", retry_after=5)
+        return engine
+
+    def _count(self, engine: LocalEngine, request: GenerationRequest) -> int:
+        """The length of ``request``'s rendered prompt (a worker thread, like ``_plan``)."""
+        if self._engine is not engine:
+            raise BackendUnavailableError(f"model '{self.model}' was unloaded", retry_after=5)
+        try:
+            return len(render_prompt(request, self._features, engine).tokens)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.exception("the %s engine failed to count tokens for %s", self.kind, self.model)
+            raise InternalError("the engine failed while reading the request") from exc
 
     def _plan(
         self, engine: LocalEngine, request: GenerationRequest, adapter: str | None

@@ -130,7 +130,8 @@ class ChoiceOutput:
         if reason == "stop" and self._calls is not None and self._calls.count:
             reason = "tool_calls"
         self.reason = reason
-        events.append(Finished(self.index, reason))
+        matched = self._matcher.matched if reason == "stop" else None
+        events.append(Finished(self.index, reason, matched))
         return events
 
 

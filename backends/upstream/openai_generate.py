@@ -203,7 +203,15 @@ class ChunkEvents:
             if reason is not None:
                 self._finished.add(index)
                 known = ("stop", "length", "tool_calls", "content_filter")
-                out.append(Finished(index, reason if reason in known else "stop"))
+                # vLLM names the stop string that ended the choice in `stop_reason`
+                matched = choice.get("stop_reason") if reason == "stop" else None
+                out.append(
+                    Finished(
+                        index,
+                        reason if reason in known else "stop",
+                        matched if isinstance(matched, str) else None,
+                    )
+                )
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = Usage(
