@@ -59,19 +59,15 @@ def model_name(router: ModelRouter, name: str) -> str:
 
 def chat_request(body: OllamaChatRequest, model: str) -> GenerationRequest:
     """The core request for ``/api/chat`` (``messages`` is not empty: that is a load)."""
-    return _generation(body, model, messages=_messages(body.messages), tools=_tools(body))
-
-
-def _tools(body: OllamaChatRequest) -> dict[str, Any]:
     options = body.options or OllamaOptions()
     choice = body.tool_choice if body.tool_choice is not None else options.tool_choice
-    return {
-        "tools": tuple(
-            Tool(t.function.name, t.function.description, t.function.parameters)
-            for t in body.tools or []
-        ),
-        "tool_choice": tool_choice(choice),
-    }
+    tools = tuple(
+        Tool(t.function.name, t.function.description, t.function.parameters)
+        for t in body.tools or []
+    )
+    return _generation(
+        body, model, messages=_messages(body.messages), tools=tools, tool_choice=tool_choice(choice)
+    )
 
 
 def tool_choice(value: ToolChoiceValue | None) -> ToolChoice | None:
