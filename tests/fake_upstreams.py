@@ -44,7 +44,8 @@ What is faithful (checked against the official ``ollama`` and ``openai`` clients
   ``data: {...}\\n\\n`` events in the order role chunk, content chunks (or tool-call chunks with the
   arguments string split in two), a chunk with ``delta: {}`` and the ``finish_reason``, then, only
   with ``stream_options.include_usage``, a usage chunk with ``choices: []`` (every other chunk then
-  carries ``"usage": null``), then ``data: [DONE]``. A model's ``reasoning`` comes first, as deltas
+  carries ``"usage": null``), then ``data: [DONE]``. The finish chunk's (and the whole answer's)
+  ``stop_reason`` names the stop string that ended the choice, as vLLM's does. A model's ``reasoning`` comes first, as deltas
   (and in the whole answer's message) under its ``reasoning_field``: ``reasoning_content`` (older
   vLLM, DeepSeek) or ``reasoning`` (newer vLLM). ``n`` > 1 works. Errors use the OpenAI envelope
   ``{"error": {"message", "type", "param", "code"}}``: 401 without/with a wrong bearer key (only
@@ -301,6 +302,12 @@ def _apply_stop(pieces: list[str], stops: list[str]) -> tuple[list[str], int, bo
                 pos += len(p)
             return out, i + 1, True
     return pieces, len(pieces), False
+
+
+def _first_stop(text: str, stops: list[str]) -> str | None:
+    """The stop string found earliest in ``text`` (None: none is)."""
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    return min(hits, key=lambda hit: hit[0])[1] if hits else None
 
 
 def _generate(pieces: list[str], limit: int, stops: list[str]) -> tuple[list[str], int, str]:
@@ -1613,6 +1620,7 @@ class FakeOpenAI(_FakeUpstream):
         tool_call = _oai_tool_call(model, tools, body.get("tool_choice"), messages)
         pieces: list[str] = []
         generated, reason = 0, "stop"
+        matched: str | None = None  # vLLM's `stop_reason`: the stop string that ended it
         call_id = "call_" + secrets.token_hex(12)
         thoughts = list(model.reasoning or [])
         if tool_call is not None:
@@ -1630,7 +1638,9 @@ class FakeOpenAI(_FakeUpstream):
                 pieces = self.tokens_of(model)
             stop = body.get("stop") or []
             stops = [stop] if isinstance(stop, str) else stop
+            script = pieces
             pieces, generated, reason = _generate(pieces, max_tokens or 0, stops)
+            matched = _first_stop("".join(script[:generated]), stops)
 
         generated += len(thoughts)
         n = int(body.get("n") or 1)
@@ -1671,7 +1681,13 @@ class FakeOpenAI(_FakeUpstream):
                 "created": created,
                 "model": name,
                 "choices": [
-                    {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
+                    {
+                        "index": i,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": reason,
+                        "stop_reason": matched,
+                    }
                     for i in range(n)
                 ],
                 "usage": usage,
@@ -1697,7 +1713,13 @@ class FakeOpenAI(_FakeUpstream):
             }
             if delta is not None:
                 payload["choices"] = [
-                    {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": i,
+                        "delta": delta,
+                        "logprobs": None,
+                        "finish_reason": finish,
+                        "stop_reason": matched if finish else None,
+                    }
                     for i in range(n)
                 ]
             if include_usage:
