@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from backends.embeddings import EmbeddingRequest
 from backends.errors import InvalidRequestError
+from backends.protocol import Backend
 from gateway import dispatch, ollama_models
 from gateway.api import AllowedDep, RouterDep, _chain
 from gateway.ollama_serving import Ask, complete, embed, load, open_stream
@@ -82,7 +83,7 @@ async def generate(request: Request, router: RouterDep, allowed: AllowedDep) -> 
     return await _answer(chain, ask, body.stream)
 
 
-async def _answer(chain: list[Any], ask: Ask, stream: bool) -> Response:
+async def _answer(chain: list[Backend], ask: Ask, stream: bool) -> Response:
     if stream:
         served = await dispatch.open_first(chain, lambda b: open_stream(b, ask))
         primed = served.result

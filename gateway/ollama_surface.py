@@ -32,11 +32,11 @@ from gateway.ollama_types import (
     OllamaEmbeddingsRequest,
     OllamaEmbedRequest,
     OllamaGenerateRequest,
+    OllamaGenerationFields,
     OllamaMessage,
     OllamaOptions,
     ThinkValue,
     ToolChoiceValue,
-    _Generation,
 )
 from gateway.routing import ModelRouter
 
@@ -204,7 +204,7 @@ def _refuse_generate_fields(body: OllamaGenerateRequest) -> None:
 # -- shared --------------------------------------------------------------------------------
 
 
-def _generation(body: _Generation, model: str, **fields: Any) -> GenerationRequest:
+def _generation(body: OllamaGenerationFields, model: str, **fields: Any) -> GenerationRequest:
     options = body.options or OllamaOptions()
     return GenerationRequest(
         model=model,
@@ -257,7 +257,9 @@ def reasoning(think: ThinkValue | None) -> bool | None:
     return None if think is None else think is not False
 
 
-def num_ctx(body: _Generation | OllamaEmbedRequest | OllamaEmbeddingsRequest) -> int | None:
+def num_ctx(
+    body: OllamaGenerationFields | OllamaEmbedRequest | OllamaEmbeddingsRequest,
+) -> int | None:
     return body.options.num_ctx if body.options is not None else None
 
 

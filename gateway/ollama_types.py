@@ -68,7 +68,7 @@ class OllamaTool(_Wire):
     function: OllamaToolFunction
 
 
-class _Generation(_Wire):
+class OllamaGenerationFields(_Wire):
     """What ``/api/chat`` and ``/api/generate`` share; ``stream`` is on by default, as in
     Ollama. ``keep_alive`` is accepted (model lifecycle is config.yaml's)."""
 
@@ -80,13 +80,13 @@ class _Generation(_Wire):
     think: ThinkValue | None = None
 
 
-class OllamaChatRequest(_Generation):
+class OllamaChatRequest(OllamaGenerationFields):
     messages: list[OllamaMessage] = Field(default_factory=list)  # empty: load the model
     tools: list[OllamaTool] | None = None
     tool_choice: ToolChoiceValue | None = None  # llmgate's extension
 
 
-class OllamaGenerateRequest(_Generation):
+class OllamaGenerateRequest(OllamaGenerationFields):
     prompt: str = ""  # empty: load the model
     suffix: str | None = None
     system: str | None = None
