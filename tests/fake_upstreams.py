@@ -45,9 +45,10 @@ What is faithful (checked against the official ``ollama`` and ``openai`` clients
   arguments string split in two), a chunk with ``delta: {}`` and the ``finish_reason``, then, only
   with ``stream_options.include_usage``, a usage chunk with ``choices: []`` (every other chunk then
   carries ``"usage": null``), then ``data: [DONE]``. The finish chunk's (and the whole answer's)
-  ``stop_reason`` names the stop string that ended the choice, as vLLM's does. A model's ``reasoning`` comes first, as deltas
-  (and in the whole answer's message) under its ``reasoning_field``: ``reasoning_content`` (older
-  vLLM, DeepSeek) or ``reasoning`` (newer vLLM). ``n`` > 1 works. Errors use the OpenAI envelope
+  ``stop_reason`` names the stop string that ended the choice, as vLLM's does. A model's
+  ``reasoning`` comes first, as deltas (and in the whole answer's message) under its
+  ``reasoning_field``: ``reasoning_content`` (older vLLM, DeepSeek) or ``reasoning`` (newer
+  vLLM). ``n`` > 1 works. Errors use the OpenAI envelope
   ``{"error": {"message", "type", "param", "code"}}``: 401 without/with a wrong bearer key (only
   on ``/v1/*``; ``/health`` is open, like vLLM), 404 ``model_not_found``, 400 naming the param for
   out-of-range or mistyped sampling values, ``stream_options`` without ``stream``, a ``tool_choice``
