@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from gateway.anthropic_api import anthropic_api
 from gateway.api import api
 from gateway.config import GatewayConfig
 from gateway.embeddings_api import embeddings_api
 from gateway.errors import install_exception_handlers
 from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
+from gateway.ollama_api import ollama_api
 from gateway.responses_api import responses_api
 from gateway.routing import BackendFactory, ModelRouter
 from gateway.webchat import install_chat_page
@@ -48,6 +50,8 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     app.include_router(api)
     app.include_router(embeddings_api)
     app.include_router(responses_api)
+    app.include_router(anthropic_api)
+    app.include_router(ollama_api)
     install_chat_page(app)
     # Outermost last: auth runs first, then disconnect watching around the handlers.
     app.add_middleware(CancelOnDisconnectMiddleware)

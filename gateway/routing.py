@@ -20,8 +20,16 @@ BackendFactory = Callable[[BackendSettings, Path | None], Backend]
 
 # The routes that serve a model of each task, as /v1/models lists them.
 ENDPOINTS: dict[Task, tuple[str, ...]] = {
-    "generate": ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/"),
-    "embed": ("/v1/embeddings",),
+    "generate": (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/api/chat",
+        "/api/generate",
+        "/",
+    ),
+    "embed": ("/v1/embeddings", "/api/embed", "/api/embeddings"),
 }
 
 
