@@ -15,6 +15,7 @@ from backends.settings import Task
 from gateway import dispatch, tutorial
 from gateway.openai_chat import complete_chat, open_chat_stream
 from gateway.openai_completions import complete, open_completion_stream
+from gateway.request_record import current_record
 from gateway.routing import ModelRouter
 from gateway.sse import sse_response
 
@@ -40,6 +41,9 @@ def _chain(
     router: ModelRouter, name: str, allowed: list[str] | None, task: Task, endpoint: str
 ) -> list[Backend]:
     """The backends that may serve ``name`` for ``endpoint``: the model, then its fallbacks."""
+    record = current_record()
+    if record is not None:
+        record.requested = name
     backend = router.resolve(name, allowed)
     if not router.is_allowed(backend, allowed):
         raise PermissionDeniedError(f"this API key may not use model '{name}'", param="model")

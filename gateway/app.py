@@ -7,13 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from backends.registry import create_backend
 from gateway.anthropic_api import anthropic_api
 from gateway.api import api
 from gateway.config import GatewayConfig
 from gateway.embeddings_api import embeddings_api
 from gateway.errors import install_exception_handlers
+from gateway.metered_backend import BackendActivity
 from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
 from gateway.ollama_api import ollama_api
+from gateway.request_record import RecordObserver, RequestRecordMiddleware
 from gateway.responses_api import responses_api
 from gateway.routing import BackendFactory, ModelRouter
 from gateway.webchat import install_chat_page
@@ -27,10 +30,8 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if backend_factory is None:
-            router = ModelRouter.from_settings(config.models, config.base_dir)
-        else:
-            router = ModelRouter.from_settings(config.models, config.base_dir, backend_factory)
+        factory = backend_factory or create_backend
+        router = ModelRouter.from_settings(config.models, config.base_dir, factory, activity)
         app.state.router = router
         try:
             await router.start()
@@ -46,6 +47,10 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
         redoc_url=None,
     )
     app.state.config = config
+    activity = BackendActivity()
+    # Observers of each finished request (metrics, the request log, token budgets) append here.
+    observers: list[RecordObserver] = []
+    app.state.record_observers = observers
     install_exception_handlers(app)
     app.include_router(api)
     app.include_router(embeddings_api)
@@ -53,7 +58,9 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     app.include_router(anthropic_api)
     app.include_router(ollama_api)
     install_chat_page(app)
-    # Outermost last: auth runs first, then disconnect watching around the handlers.
+    # Outermost last: the request record (id, status, timings), auth, then disconnect watching
+    # around the handlers.
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(ApiKeyMiddleware, keys=config.server.api_key_entries())
+    app.add_middleware(RequestRecordMiddleware, observers=observers, activity=activity)
     return app

@@ -4,7 +4,9 @@ unavailable, overloaded, timed out, broken upstream).
 
 Every surface calls ``open_first`` with its own ``open`` step (start the backend's work and
 wait for its first item, ``prime``): for a stream that is the first payload, awaited before the
-response headers go out, so an early failure still gets its real status.
+response headers go out, so an early failure still gets its real status. ``open`` gets the
+backend behind a ``MeteredBackend`` (``gateway.metered_backend``), which notes the request's
+outputs and usage in its ``RequestRecord``; ``open_first`` notes who served it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Generic, Protocol, TypeVar
 
 from backends.errors import GatewayError, may_retry
 from backends.protocol import Backend
+from gateway.metered_backend import BackendActivity, MeteredBackend
+from gateway.request_record import current_record
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +69,23 @@ class Served(Generic[R]):
         return headers
 
 
-async def open_first(chain: list[Backend], open: Callable[[Backend], Awaitable[R]]) -> Served[R]:
+async def open_first(
+    chain: list[Backend],
+    open: Callable[[Backend], Awaitable[R]],
+    activity: BackendActivity | None = None,
+) -> Served[R]:
     """``open(backend)`` for the first backend of ``chain`` that does not fail retryably."""
     last: GatewayError | None = None
+    record = current_record()
+    if activity is None and record is not None:
+        activity = record.activity
     for backend in chain:
+        metered: Backend = MeteredBackend(backend, record, activity)
         try:
-            result = await open(backend)
+            result = await open(metered)
         except GatewayError as exc:
+            if record is not None:
+                record.error_type = exc.code
             if not may_retry(exc):
                 raise
             last = exc
@@ -82,6 +96,10 @@ async def open_first(chain: list[Backend], open: Callable[[Backend], Awaitable[R
                     exc.message,
                 )
             continue
+        if record is not None:
+            record.model, record.backend = backend.model, backend.kind
+            record.replica = result.replica
+            record.error_type = None
         return Served(result, backend)
     assert last is not None, "an empty chain: the router always returns the model itself"
     raise last

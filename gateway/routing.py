@@ -13,6 +13,7 @@ from backends.openai_types import ModelCapabilities, ModelCard
 from backends.protocol import Backend, HasCapabilities, HasVariants, Health
 from backends.registry import BackendSettings, create_backend
 from backends.settings import Task
+from gateway.metered_backend import BackendActivity
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,13 @@ class ModelRouter:
     """Resolves the ``model`` a client sends to a backend. Unknown names raise
     ``ModelNotFoundError`` (404); there is never a silent default."""
 
-    def __init__(self, entries: Iterable[tuple[BackendSettings, Backend]]) -> None:
+    def __init__(
+        self,
+        entries: Iterable[tuple[BackendSettings, Backend]],
+        activity: BackendActivity | None = None,
+    ) -> None:
+        # requests in flight and last use per model, kept by the metered backends
+        self.activity = activity or BackendActivity()
         self._routes = [route for s, b in entries for route in Route.of(s, b)]
         self._by_name: dict[str, Backend] = {}
         for route in self._routes:
@@ -82,8 +89,9 @@ class ModelRouter:
         models: Iterable[BackendSettings],
         base_dir: Path | None = None,
         factory: BackendFactory = create_backend,
+        activity: BackendActivity | None = None,
     ) -> ModelRouter:
-        return cls((settings, factory(settings, base_dir)) for settings in models)
+        return cls(((settings, factory(settings, base_dir)) for settings in models), activity)
 
     def resolve(self, name: str, allowed: Iterable[str] | None = None) -> Backend:
         backend = self._by_name.get(name)

@@ -1,0 +1,178 @@
+"""What one request did, recorded once for every surface: who served it, its status, its tokens
+and its timings. Observers (metrics, the request log, token rate limits) read the finished
+record; nothing on the hot path formats or exports anything.
+
+``RequestRecordMiddleware`` (outermost) makes a record per HTTP request, accepts or generates
+the ``X-Request-ID`` and echoes it, stores the status when the response starts and the end
+when it ends, then hands the record to every observer. ``gateway.dispatch.open_first`` fills in
+the model, backend and replica and meters what the backend produced
+(``gateway.metered_backend``). The record of the request being served is reachable as
+``current_record()`` (a context variable: the handler runs in the middleware's context).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.metered_backend import BackendActivity
+
+log = logging.getLogger(__name__)
+
+_RECORD: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
+    "llmgate_request_record", default=None
+)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+
+@dataclass
+class RequestRecord:
+    """One request. Times are ``time.perf_counter()`` seconds; ``None``: did not happen.
+
+    ``model`` is the public name of the model that served it (from config, never the raw
+    name a client sent), ``requested`` the name it asked for; ``key_id`` names the API key
+    that was used (never the key itself)."""
+
+    request_id: str
+    method: str
+    path: str
+    surface: str
+    started: float = field(default_factory=time.perf_counter)
+    requested: str | None = None
+    model: str | None = None
+    backend: str | None = None
+    replica: str | None = None
+    key_id: str | None = None
+    status: int | None = None
+    streamed: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    first_output: float | None = None  # the first token / chunk / vector reached the surface
+    last_output: float | None = None
+    inter_token: list[float] = field(default_factory=list)  # gaps between outputs, seconds
+    finished: float | None = None
+    error_type: str | None = None  # a GatewayError's code, when the request failed
+    activity: BackendActivity | None = field(default=None, repr=False)
+
+    def output(self, now: float | None = None) -> None:
+        """Something was produced (a token, a relayed chunk): time to first, gaps after."""
+        now = time.perf_counter() if now is None else now
+        if self.first_output is None:
+            self.first_output = now
+        elif self.last_output is not None:
+            self.inter_token.append(now - self.last_output)
+        self.last_output = now
+
+    def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        if prompt_tokens is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + prompt_tokens
+        if completion_tokens is not None:
+            self.completion_tokens = (self.completion_tokens or 0) + completion_tokens
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_output is None else self.first_output - self.started
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished is None else self.finished - self.started
+
+    @property
+    def total_tokens(self) -> int:
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+RecordObserver = Callable[[RequestRecord], None]
+
+
+def current_record() -> RequestRecord | None:
+    """The record of the request being served in this context (None outside a request)."""
+    return _RECORD.get()
+
+
+def surface_of_path(path: str) -> str:
+    """A bounded label for the surface a path belongs to."""
+    if path.startswith("/api/"):
+        return "ollama"
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    for prefix, name in (
+        ("/v1/chat/completions", "chat"),
+        ("/v1/completions", "completions"),
+        ("/v1/responses", "responses"),
+        ("/v1/embeddings", "embeddings"),
+        ("/v1/models", "models"),
+        ("/admin/", "admin"),
+    ):
+        if path.startswith(prefix):
+            return name
+    if path == "/":
+        return "tutorial"
+    return "other"
+
+
+class RequestRecordMiddleware:
+    """See the module docstring. Observers run after the response ended; one that raises is
+    logged and never affects the response or the other observers."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        observers: Sequence[RecordObserver] = (),
+        activity: BackendActivity | None = None,
+    ) -> None:
+        self.app = app
+        self.observers = list(observers)
+        self.activity = activity
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = RequestRecord(
+            request_id=_request_id(scope),
+            method=scope["method"],
+            path=scope["path"],
+            surface=surface_of_path(scope["path"]),
+            activity=self.activity,
+        )
+        scope.setdefault("state", {})["record"] = record
+        header = (b"x-request-id", record.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        token = _RECORD.set(record)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _RECORD.reset(token)
+            record.finished = time.perf_counter()
+            if record.status is None:  # the client went away before a response started
+                record.status = 499
+            for observe in self.observers:
+                try:
+                    observe(record)
+                except Exception:
+                    log.exception("request observer failed")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers") or []:
+        if name == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            if _REQUEST_ID.match(text):
+                return text
+    return secrets.token_hex(16)
