@@ -27,11 +27,13 @@ class ConfigError(Exception):
 
 
 class ApiKey(BaseModel):
-    """An API key, optionally limited to some models (public names or aliases)."""
+    """An API key, optionally limited to some models (public names or aliases); ``admin``
+    keys may use the admin routes (``/admin/*``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     key: str = Field(min_length=1)
     models: list[str] | None = None
+    admin: bool = False
 
 
 class ServerSettings(BaseModel):

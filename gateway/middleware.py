@@ -44,7 +44,9 @@ class ApiKeyMiddleware:
             )
             await error_response(error, scope["path"])(scope, receive, send)
             return
-        scope.setdefault("state", {})["allowed_models"] = match.models
+        state = scope.setdefault("state", {})
+        state["allowed_models"] = match.models
+        state["admin"] = match.admin
         await self.app(scope, receive, send)
 
 
@@ -52,7 +54,9 @@ def _needs_key(scope: Scope) -> bool:
     path: str = scope["path"]
     if path.startswith("/api/"):
         return path != "/api/version"
-    return path.startswith("/v1/") or (path == "/" and scope.get("method") == "POST")
+    if path.startswith(("/v1/", "/admin/")):
+        return True
+    return path == "/" and scope.get("method") == "POST"
 
 
 def _presented_key(scope: Scope) -> str | None:
