@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -66,6 +67,8 @@ class LocalBackend:
         self._unloading = False
         self._planning = _ThreadCalls()
         self._closed = False
+        # seconds the last successful load took (read by /metrics); None: never loaded
+        self.load_seconds: float | None = None
 
     def _load_engine(self) -> LocalEngine:
         """Load the model (blocking; runs in a worker thread). A ``GatewayError`` it raises is
@@ -105,6 +108,7 @@ class LocalBackend:
                 return
             if self._closed:
                 raise BackendUnavailableError(f"model '{self.model}' is shut down")
+            began = time.perf_counter()
             try:
                 if self._settings.task == "embed":
                     self._embedder = await asyncio.to_thread(self._built, self._load_embedder)
@@ -115,6 +119,7 @@ class LocalBackend:
                 self._load_error = exc.message
                 raise
             self._load_error = None
+            self.load_seconds = time.perf_counter() - began
 
     def _build(self) -> tuple[LocalEngine, ChatFeatures]:
         engine = self._load_engine()

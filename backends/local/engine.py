@@ -21,6 +21,12 @@ class EngineStats:
     requests_finished: int = 0
     requests_cancelled: int = 0  # ended early: client gone (or the engine failed)
 
+    @property
+    def batch_size(self) -> int:
+        """Sequences decoding together now; an engine that serves one request at a time
+        (llama.cpp) reports 1 while busy."""
+        return max(0, self.requests_started - self.requests_finished - self.requests_cancelled)
+
 
 class LocalEngine(Protocol):
     """A loaded model, as the shared layer sees it.

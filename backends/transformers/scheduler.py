@@ -49,6 +49,10 @@ class BatchStats(EngineStats):
     rows: int = 0  # sequences in the batch now
     peak_rows: int = 0
 
+    @property
+    def batch_size(self) -> int:
+        return self.rows
+
 
 @dataclass
 class _Request:

@@ -391,6 +391,10 @@ class UpstreamBackend:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    def replica_health(self) -> dict[str, bool]:
+        """Each replica's URL and whether it takes requests now (read by /metrics)."""
+        return self.client.pool.availability()
+
     async def health(self) -> Health:
         if not self.client.started:
             return Health("unloaded")

@@ -75,6 +75,11 @@ class ReplicaPool:
         if ok and replica.cooldown_until and self.clock() >= replica.cooldown_until:
             replica.consecutive_failures = 0
 
+    def availability(self) -> dict[str, bool]:
+        """Each replica's URL and whether it takes requests now (healthy, not cooling down)."""
+        now = self.clock()
+        return {r.url: r.available(now) for r in self.replicas}
+
     def any_available(self) -> bool:
         now = self.clock()
         return any(r.available(now) for r in self.replicas)
