@@ -168,12 +168,16 @@ _ACTIONS = {
 }
 
 
-@ollama_api.api_route("/api/pull", methods=["POST"])
-@ollama_api.api_route("/api/push", methods=["POST"])
-@ollama_api.api_route("/api/create", methods=["POST"])
-@ollama_api.api_route("/api/copy", methods=["POST"])
-@ollama_api.api_route("/api/delete", methods=["DELETE", "POST"])
-@ollama_api.api_route("/api/blobs/{digest}", methods=["HEAD", "POST"])
+# One decorator per method: one route with two methods gives both operations the same
+# operationId in /openapi.json.
+@ollama_api.post("/api/pull")
+@ollama_api.post("/api/push")
+@ollama_api.post("/api/create")
+@ollama_api.post("/api/copy")
+@ollama_api.delete("/api/delete")
+@ollama_api.post("/api/delete")
+@ollama_api.head("/api/blobs/{digest}")
+@ollama_api.post("/api/blobs/{digest}")
 async def manage_models(request: Request) -> Response:
     route = request.url.path.removeprefix("/api/").split("/")[0]
     raise InvalidRequestError(f"llmgate does not {_ACTIONS[route]} models: {_MANAGED}")

@@ -36,7 +36,10 @@ async def create_response(
     return Response(answer.result.data, media_type="application/json", headers=answer.headers())
 
 
-@responses_api.api_route("/v1/responses/{response_id}", methods=["GET", "DELETE"])
+# One decorator per method: FastAPI names an operation by its route, so one route with two
+# methods gives two operations the same operationId in /openapi.json.
+@responses_api.get("/v1/responses/{response_id}")
+@responses_api.delete("/v1/responses/{response_id}")
 async def stored_response(response_id: str) -> Response:
     raise NotFoundError(f"response '{response_id}' not found: {STATELESS}", param="response_id")
 
