@@ -15,6 +15,7 @@ from backends.settings import Task
 from gateway import dispatch, tutorial
 from gateway.openai_chat import complete_chat, open_chat_stream
 from gateway.openai_completions import complete, open_completion_stream
+from gateway.openapi_bodies import json_body
 from gateway.request_record import current_record
 from gateway.routing import ModelRouter
 from gateway.sse import sse_response
@@ -75,7 +76,7 @@ async def completions(body: CompletionRequest, router: RouterDep, allowed: Allow
     return Response(answer.result.data, media_type="application/json", headers=answer.headers())
 
 
-@api.post("/")
+@api.post("/", openapi_extra=json_body(tutorial.TutorialRequest))
 async def tutorials_api(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
     """The tutorials' ``POST /`` (``gateway.tutorial``): the body is JSON whatever its type."""
     body = tutorial.parse_body(await request.body())

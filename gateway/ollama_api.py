@@ -41,6 +41,7 @@ from gateway.ollama_types import (
     OllamaGenerateRequest,
     OllamaShowRequest,
 )
+from gateway.openapi_bodies import json_body
 
 ollama_api = APIRouter()
 
@@ -59,7 +60,7 @@ def _json(body: Any) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
-@ollama_api.post("/api/chat")
+@ollama_api.post("/api/chat", openapi_extra=json_body(OllamaChatRequest))
 async def chat(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
     started = time.monotonic_ns()
     body = await _body(request, OllamaChatRequest)
@@ -71,7 +72,7 @@ async def chat(request: Request, router: RouterDep, allowed: AllowedDep) -> Resp
     return await _answer(chain, ask, body.stream)
 
 
-@ollama_api.post("/api/generate")
+@ollama_api.post("/api/generate", openapi_extra=json_body(OllamaGenerateRequest))
 async def generate(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
     started = time.monotonic_ns()
     body = await _body(request, OllamaGenerateRequest)
@@ -95,7 +96,7 @@ def _served(served: dispatch.Served[Any]) -> Response:
     return Response(served.result.data, media_type="application/json", headers=served.headers())
 
 
-@ollama_api.post("/api/embed")
+@ollama_api.post("/api/embed", openapi_extra=json_body(OllamaEmbedRequest))
 async def embed_route(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
     started = time.monotonic_ns()
     body = await _body(request, OllamaEmbedRequest)
@@ -115,7 +116,7 @@ async def embed_route(request: Request, router: RouterDep, allowed: AllowedDep) 
     )
 
 
-@ollama_api.post("/api/embeddings")
+@ollama_api.post("/api/embeddings", openapi_extra=json_body(OllamaEmbeddingsRequest))
 async def embeddings(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
     """The older route: one ``prompt``, one ``embedding`` (an empty prompt only loads)."""
     started = time.monotonic_ns()
@@ -138,7 +139,7 @@ async def tags(router: RouterDep, allowed: AllowedDep) -> Response:
     return _json(ollama_models.tags(await router.list_models(allowed)))
 
 
-@ollama_api.post("/api/show")
+@ollama_api.post("/api/show", openapi_extra=json_body(OllamaShowRequest))
 async def show(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
     body = await _body(request, OllamaShowRequest)
     if not body.model_name:
