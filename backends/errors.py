@@ -115,6 +115,14 @@ class MethodNotAllowedError(GatewayError):
     default_code: ClassVar[str | None] = None
 
 
+class PayloadTooLargeError(GatewayError):
+    """413: the request body is larger than the server accepts (``server.max_body_bytes``)."""
+
+    status = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
 class RateLimitError(GatewayError):
     """429: a rate limit was hit; ``retry_after`` says when to come back."""
 
@@ -155,6 +163,13 @@ class BackendTimeoutError(GatewayError):
     error_type = "api_error"
     default_code = "backend_timeout"
     retryable = True
+
+
+class DeadlineExceededError(BackendTimeoutError):
+    """504: the request's own deadline (``request_timeout``) passed; its work was stopped. Not
+    retryable: the deadline is the request's, so a fallback would have no time left."""
+
+    retryable = False
 
 
 class InternalError(GatewayError):

@@ -45,6 +45,21 @@ class ModelSettings(BaseModel):
         description="models that serve instead when this one is unavailable or overloaded "
         "before the first byte reached the client",
     )
+    max_tokens_cap: int | None = Field(
+        default=None,
+        ge=1,
+        description="the most tokens one request may generate here (max_tokens above it: "
+        "clamped or refused, see max_tokens_policy; unset max_tokens: the cap)",
+    )
+    max_tokens_policy: Literal["clamp", "reject"] = Field(
+        default="clamp", description="clamp: lower max_tokens to the cap; reject: a 400"
+    )
+    request_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds a request to this model may run (504 after); "
+        "default: server.request_timeout",
+    )
 
     @field_validator("name")
     @classmethod

@@ -42,6 +42,11 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[str | ApiKey] = Field(default_factory=list)
     log_level: str = "info"
+    # Request limits (gateway/limits.py): a larger body is a 413, more messages a 400, a
+    # request still running after request_timeout seconds is stopped and answered 504.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_messages: int | None = Field(default=2048, ge=1)
+    request_timeout: float | None = Field(default=None, gt=0)
 
     def api_key_entries(self) -> list[ApiKey]:
         return [k if isinstance(k, ApiKey) else ApiKey(key=k) for k in self.api_keys]

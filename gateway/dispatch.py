@@ -6,7 +6,8 @@ Every surface calls ``open_first`` with its own ``open`` step (start the backend
 wait for its first item, ``prime``): for a stream that is the first payload, awaited before the
 response headers go out, so an early failure still gets its real status. ``open`` gets the
 backend behind a ``MeteredBackend`` (``gateway.metered_backend``), which notes the request's
-outputs and usage in its ``RequestRecord``; ``open_first`` notes who served it.
+outputs and usage in its ``RequestRecord``, over a ``LimitedBackend`` (``gateway.limits``:
+messages, ``max_tokens`` cap, deadline); ``open_first`` notes who served it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 from backends.errors import GatewayError, may_retry
 from backends.protocol import Backend
+from gateway.limits import guard
 from gateway.metered_backend import BackendActivity, MeteredBackend
 from gateway.request_record import current_record
 
@@ -80,7 +82,8 @@ async def open_first(
     if activity is None and record is not None:
         activity = record.activity
     for backend in chain:
-        metered: Backend = MeteredBackend(backend, record, activity)
+        # held to the request's limits (gateway.limits), then metered
+        metered: Backend = MeteredBackend(guard(backend), record, activity)
         try:
             result = await open(metered)
         except GatewayError as exc:
