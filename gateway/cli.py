@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -68,14 +67,23 @@ def _serve(args: argparse.Namespace) -> int:
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    from uvicorn.config import LOGGING_CONFIG
+
+    from gateway.request_log import configure_logging
+
     level = (args.log_level or config.server.log_level).lower()
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    json_logs = config.server.log_format == "json"
+    configure_logging(level, config.server.log_format)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(config),
             host=host,
             port=port,
             log_level=level,
+            # JSON: uvicorn's own lines go through the root handler too
+            log_config=None if json_logs else LOGGING_CONFIG,
+            # one line per request comes from llmgate.requests (gateway/request_log.py)
+            access_log=False,
             timeout_graceful_shutdown=5,
         )
     )

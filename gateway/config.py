@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -42,6 +42,12 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[str | ApiKey] = Field(default_factory=list)
     log_level: str = "info"
+    # Observability (gateway/metrics.py, gateway/request_log.py): GET /metrics (no key needed);
+    # one line per request on logger llmgate.requests, as text or JSON (every log line is JSON
+    # then); log_prompts adds the request's prompt (off: prompts are never logged).
+    metrics: bool = True
+    log_format: Literal["text", "json"] = "text"
+    log_prompts: bool = False
     # Request limits (gateway/limits.py): a larger body is a 413, more messages a 400, a
     # request still running after request_timeout seconds is stopped and answered 504.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)

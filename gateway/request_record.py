@@ -61,6 +61,7 @@ class RequestRecord:
     inter_token: list[float] = field(default_factory=list)  # gaps between outputs, seconds
     finished: float | None = None
     error_type: str | None = None  # a GatewayError's code, when the request failed
+    prompt: str | None = None  # the request body as sent, kept only with server.log_prompts
     activity: BackendActivity | None = field(default=None, repr=False)
 
     def output(self, now: float | None = None) -> None:
