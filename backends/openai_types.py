@@ -341,6 +341,15 @@ class ModelCapabilities(_Response):
     context_length: int | None = None
 
 
+class DownloadProgress(_Response):
+    """A model's weights being downloaded while it loads: bytes so far, and in all (None: not
+    known yet)."""
+
+    source: str
+    bytes_done: int
+    bytes_total: int | None = None
+
+
 class ModelCard(_Response):
     """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``parent``/``task``/
     ``endpoints`` are llmgate extras (OpenAI clients ignore unknown keys). ``parent`` names the
@@ -360,6 +369,7 @@ class ModelCard(_Response):
     task: Literal["generate", "embed"] = "generate"
     endpoints: list[str] = Field(default_factory=list)  # the routes that serve this model
     capabilities: ModelCapabilities | None = None  # None: not known yet (a model not loaded)
+    download: DownloadProgress | None = None  # while its weights download (hf:, modelscope:)
 
 
 class ModelList(_Response):

@@ -1,6 +1,7 @@
 """Where a model's weights come from: a local path, a file or model folder inside an installed
-Python package (``package:<pkg>/<file or folder>``), or a Hugging Face Hub repository fetched
-into its cache.
+Python package (``package:<pkg>/<file or folder>``), or a repository of the Hugging Face Hub
+(``hf:<org>/<repo>[/<file>]``) or of ModelScope (``modelscope:<org>/<repo>[/<file>]``) fetched
+into that hub's cache (``backends.hub_downloads``).
 
 ``describe_missing`` is cheap and runs at config load (a missing local file stops startup);
 ``resolve_source`` may download and runs in a worker thread when the model loads.
@@ -13,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.errors import BackendUnavailableError
+from backends.hub_downloads import LoadProgress, download_from_hf, download_from_modelscope
+
+# hub sources: prefix -> how to fetch (model, repo, file or None, progress) into its cache
+_HUBS = {"hf": download_from_hf, "modelscope": download_from_modelscope}
 
 
 class SourceError(ValueError):
@@ -21,7 +26,7 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "path" | "package" | "hf"
+    kind: str  # "path" | "package" | "hf" | "modelscope"
     location: str
     file: str | None = None
 
@@ -33,11 +38,12 @@ class Source:
             if not package or not file:
                 raise SourceError(f"expected package:<python package>/<file>, got {text!r}")
             return cls("package", package, file)
-        if text.startswith("hf:"):
-            parts = text.removeprefix("hf:").strip("/").split("/")
+        hub, colon, rest = text.partition(":")
+        if colon and hub in _HUBS:
+            parts = rest.strip("/").split("/")
             if len(parts) < 2 or not all(parts):
-                raise SourceError(f"expected hf:<org>/<repo>[/<file>], got {text!r}")
-            return cls("hf", "/".join(parts[:2]), "/".join(parts[2:]) or None)
+                raise SourceError(f"expected {hub}:<org>/<repo>[/<file>], got {text!r}")
+            return cls(hub, "/".join(parts[:2]), "/".join(parts[2:]) or None)
         if not text:
             raise SourceError("source is empty")
         return cls("path", text)
@@ -82,8 +88,11 @@ def local_path(source: Source, base_dir: Path | None) -> Path:
     return path
 
 
-def resolve_source(model: str, text: str, base_dir: Path | None = None) -> Path:
-    """The local path of ``text``'s weights; downloads a hub source into the HF cache.
+def resolve_source(
+    model: str, text: str, base_dir: Path | None = None, progress: LoadProgress | None = None
+) -> Path:
+    """The local path of ``text``'s weights; downloads a hub source into that hub's cache,
+    counting the bytes into ``progress``.
 
     Raises ``BackendUnavailableError`` naming the model and how to provide the weights locally
     when the hub cannot be reached (offline machines, missing token, unknown repo).
@@ -99,37 +108,4 @@ def resolve_source(model: str, text: str, base_dir: Path | None = None) -> Path:
             return path
     except SourceError as exc:
         raise BackendUnavailableError(f"model '{model}': {exc}") from exc
-    return _download_from_hub(model, source)
-
-
-def _download_from_hub(model: str, source: Source) -> Path:
-    try:
-        import huggingface_hub
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"model '{model}': source hf:{source.location} needs huggingface_hub "
-            "(pip install huggingface_hub), or point source at a local file"
-        ) from exc
-
-    def fetch(local_only: bool) -> Path:
-        if source.file is not None:
-            return Path(
-                huggingface_hub.hf_hub_download(
-                    source.location, source.file, local_files_only=local_only
-                )
-            )
-        return Path(huggingface_hub.snapshot_download(source.location, local_files_only=local_only))
-
-    try:
-        return fetch(local_only=True)  # already in the HF cache: no network round trip
-    except Exception:
-        pass
-    try:
-        return fetch(local_only=False)
-    except Exception as exc:  # network, auth, missing repo: all mean "not available here"
-        target = f"{source.location}/{source.file}" if source.file else source.location
-        raise BackendUnavailableError(
-            f"model '{model}': could not fetch hf:{target} from the Hugging Face Hub "
-            f"({type(exc).__name__}). Offline? Download it on a connected machine and set "
-            "this model's `source:` to the local path, or pre-fill the HF cache (HF_HOME)."
-        ) from exc
+    return _HUBS[source.kind](model, source.location, source.file, progress)

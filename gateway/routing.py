@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.errors import InvalidRequestError, ModelNotFoundError
-from backends.openai_types import ModelCapabilities, ModelCard
+from backends.openai_types import DownloadProgress, ModelCapabilities, ModelCard
 from backends.protocol import Backend, HasCapabilities, HasVariants, Health
 from backends.registry import BackendSettings, create_backend
 from backends.settings import Task
@@ -152,6 +152,7 @@ class ModelRouter:
                 task=route.task,
                 endpoints=list(ENDPOINTS[route.task]),
                 capabilities=capabilities,
+                download=_download(route.backend),
             )
             for route, capabilities in zip(routes, found, strict=True)
         ]
@@ -188,6 +189,16 @@ _TASK_NAMES: dict[Task, str] = {
     "generate": "a text-generation model",
     "embed": "an embedding model",
 }
+
+
+def _download(backend: Backend) -> DownloadProgress | None:
+    """The download of the backend's weights under way (``load_progress``), if any."""
+    progress = getattr(backend, "load_progress", None)
+    if progress is None:
+        return None
+    return DownloadProgress(
+        source=progress.source, bytes_done=progress.bytes_done, bytes_total=progress.bytes_total
+    )
 
 
 async def _capabilities(backend: Backend) -> ModelCapabilities | None:

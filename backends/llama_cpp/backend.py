@@ -13,7 +13,6 @@ from backends.llama_cpp.engine import LlamaCppEngine
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.backend import LocalBackend
 from backends.local.embedding import LocalEmbedder
-from backends.weight_sources import resolve_source
 
 
 class LlamaCppBackend(LocalBackend):
@@ -26,11 +25,11 @@ class LlamaCppBackend(LocalBackend):
         self.settings = settings
 
     def _load_engine(self) -> LlamaCppEngine:
-        path = resolve_source(self.model, self.settings.source, self._base_dir)
+        path = self._fetch_weights(self.settings.source)
         return LlamaCppEngine.load(path, self.settings)
 
     def _load_embedder(self) -> LocalEmbedder:
-        path = resolve_source(self.model, self.settings.source, self._base_dir)
+        path = self._fetch_weights(self.settings.source)
         try:
             model = LlamaCppEmbeddingModel.load(path, self.settings)
         except ValueError as exc:

@@ -37,6 +37,7 @@ from backends.openai_types import ModelCapabilities
 from backends.protocol import EventStream, Health, OpenStream
 from backends.requests import GenerationRequest
 from backends.settings import InProcessSettings
+from backends.weight_sources import LoadProgress, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,18 @@ class LocalBackend:
         self._closed = False
         # seconds the last successful load took (read by /metrics); None: never loaded
         self.load_seconds: float | None = None
+        # the download of this model's weights while it loads (hf:, modelscope:), else None
+        self.load_progress: LoadProgress | None = None
+
+    def _fetch_weights(self, source: str) -> Path:
+        """The local path of ``source`` (blocking: a worker thread), its download counted in
+        ``load_progress`` meanwhile."""
+        progress = LoadProgress(self.model, source)
+        self.load_progress = progress
+        try:
+            return resolve_source(self.model, source, self._base_dir, progress)
+        finally:
+            self.load_progress = None
 
     def _load_engine(self) -> LocalEngine:
         """Load the model (blocking; runs in a worker thread). A ``GatewayError`` it raises is

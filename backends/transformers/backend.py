@@ -59,7 +59,7 @@ class TransformersBackend(LocalBackend):
             if self.settings.cache_dir
             else default_cache_dir()
         )
-        loaded = load_model(self.settings, self._base_dir, cache_dir)
+        loaded = load_model(self.settings, self._base_dir, cache_dir, self._fetch_weights)
         return TransformersEngine(loaded, self.settings)
 
     def _load_embedder(self) -> LocalEmbedder:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def load_model(
-    settings: TransformersSettings, base_dir: Path | None, cache_dir: Path
+    settings: TransformersSettings,
+    base_dir: Path | None,
+    cache_dir: Path,
+    fetch: Callable[[str], Path] | None = None,
 ) -> LoadedModel:
     """Load ``settings``' model with its tokenizer and adapters.
 
@@ -105,7 +109,10 @@ def load_model(
     """
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    path = resolve_source(settings.name, settings.source, base_dir)
+    if fetch is None:  # ``fetch``: the backend's, which reports the download's progress
+        path = resolve_source(settings.name, settings.source, base_dir)
+    else:
+        path = fetch(settings.source)
     converted = False
     if path.is_file() and path.suffix == ".gguf":
         path, converted = converted_gguf(settings, path, dtype, cache_dir)
