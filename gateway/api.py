@@ -16,6 +16,7 @@ from gateway import dispatch, tutorial
 from gateway.openai_chat import complete_chat, open_chat_stream
 from gateway.openai_completions import complete, open_completion_stream
 from gateway.openapi_bodies import json_body
+from gateway.rate_limits import limit_chain
 from gateway.request_record import current_record
 from gateway.routing import ModelRouter
 from gateway.sse import sse_response
@@ -49,7 +50,7 @@ def _chain(
     if not router.is_allowed(backend, allowed):
         raise PermissionDeniedError(f"this API key may not use model '{name}'", param="model")
     router.require_task(backend, name, task, endpoint)
-    return router.chain(backend, allowed)
+    return limit_chain(router.chain(backend, allowed))
 
 
 @api.post("/v1/chat/completions")

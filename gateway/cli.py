@@ -1,4 +1,4 @@
-"""``llmgate serve | models | chat`` (also ``python -m gateway ...``).
+"""``llmgate serve | models | chat | hash-key`` (also ``python -m gateway ...``).
 
 Exit codes: 0 ok, 1 runtime failure (server could not reach ready, chat server unreachable),
 2 usage or configuration error (one line on stderr naming the key).
@@ -22,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"serve": _serve, "models": _models, "chat": _chat}[args.command]
+    handler = {"serve": _serve, "models": _models, "chat": _chat, "hash-key": _hash_key}[
+        args.command
+    ]
     return int(handler(args))
 
 
@@ -46,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--api-key", default=None)
     chat.add_argument("--system", default=None, help="system prompt")
     chat.add_argument("--max-tokens", type=int, default=512)
+    hash_key = sub.add_parser(
+        "hash-key", help="print an API key as 'sha256:<hex>' for server.api_keys (key on stdin)"
+    )
+    hash_key.add_argument("key", nargs="?", help="the key (default: read one line from stdin)")
     return parser
 
 
@@ -127,3 +133,14 @@ def _chat(args: argparse.Namespace) -> int:
     from gateway.terminal_chat import run_chat
 
     return run_chat(args.url, args.model, args.api_key, args.system, args.max_tokens)
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from gateway.api_keys import hash_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("llmgate: hash-key: no key given (pass it or send it on stdin)", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0

@@ -8,18 +8,28 @@ build ``GatewayConfig`` directly in Python.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from backends.registry import BackendSettings, backend_kinds, settings_class
+from backends.settings import InProcessSettings
 from backends.weight_sources import describe_missing
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ConfigError(Exception):
@@ -28,12 +38,52 @@ class ConfigError(Exception):
 
 class ApiKey(BaseModel):
     """An API key, optionally limited to some models (public names or aliases); ``admin``
-    keys may use the admin routes (``/admin/*``)."""
+    keys may use the admin routes (``/admin/*``).
+
+    ``key`` is the key itself or its digest ``sha256:<64 hex>`` (``llmgate hash-key``).
+    ``name`` (else the first 8 hex digits of the key's sha256) is the ``key_id`` that records,
+    metrics and logs show, never the key. ``rpm`` (requests), ``tpm`` (prompt + completion
+    tokens) per minute and ``max_parallel`` (requests at once) limit it
+    (``gateway.rate_limits``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     key: str = Field(min_length=1)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     models: list[str] | None = None
     admin: bool = False
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
+
+    @field_validator("key")
+    @classmethod
+    def _digest_form(cls, key: str) -> str:
+        if key.lower().startswith("sha256:"):
+            digest = key[7:].lower()
+            if not _SHA256_HEX.match(digest):
+                raise ValueError("a hashed key is 'sha256:' and 64 hex digits")
+            return f"sha256:{digest}"
+        return key
+
+    @property
+    def hashed(self) -> bool:
+        return self.key.startswith("sha256:")
+
+    @property
+    def key_id(self) -> str:
+        """A stable, non-secret name for this key."""
+        if self.name:
+            return self.name
+        digest = self.key[7:] if self.hashed else hashlib.sha256(self.key.encode()).hexdigest()
+        return digest[:8]
+
+
+class ModelLimits(BaseModel):
+    """Requests and tokens (prompt + completion) per minute a model serves, all keys together."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
 
 class ServerSettings(BaseModel):
@@ -42,6 +92,11 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[str | ApiKey] = Field(default_factory=list)
     log_level: str = "info"
+    # Model lifecycle (gateway/lifecycle.py): how many in-process models may be loaded at once
+    # (idle ones are unloaded, least recently used first, to make room); seconds a SIGTERM
+    # lets requests in flight finish before streams are ended and the process exits.
+    max_loaded_models: int | None = Field(default=None, ge=1)
+    drain_seconds: float = Field(default=30.0, ge=0)
     # Observability (gateway/metrics.py, gateway/request_log.py): GET /metrics (no key needed);
     # one line per request on logger llmgate.requests, as text or JSON (every log line is JSON
     # then); log_prompts adds the request's prompt (off: prompts are never logged).
@@ -53,6 +108,12 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_messages: int | None = Field(default=2048, ge=1)
     request_timeout: float | None = Field(default=None, gt=0)
+    # Rate limits (gateway/rate_limits.py): per model, by public name; the counters live in
+    # Redis when redis_url is set (one budget for every replica); rate_limit_failure: what to
+    # do while Redis is unreachable (open: admit without limits; closed: 503).
+    model_limits: dict[str, ModelLimits] = Field(default_factory=dict)
+    redis_url: str | None = None
+    rate_limit_failure: Literal["open", "closed"] = "open"
 
     def api_key_entries(self) -> list[ApiKey]:
         return [k if isinstance(k, ApiKey) else ApiKey(key=k) for k in self.api_keys]
@@ -95,10 +156,32 @@ class GatewayConfig(BaseModel):
                         f"models[{index}] ({model.name}): fallbacks: model '{fallback}' has task "
                         f"'{tasks[fallback]}', not '{model.task}'"
                     )
+        key_ids: set[str] = set()
         for key in self.server.api_key_entries():
             for name in key.models or []:
                 if name not in seen:
                     raise ValueError(f"server.api_keys: model '{name}' is not configured")
+            if key.key_id in key_ids:
+                raise ValueError(
+                    f"server.api_keys: two keys are named '{key.key_id}' (the same key twice, "
+                    "or the same name): give each a distinct 'name'"
+                )
+            key_ids.add(key.key_id)
+        for name in self.server.model_limits:
+            if name not in seen:
+                raise ValueError(f"server.model_limits: model '{name}' is not configured")
+        return self
+
+    @model_validator(mode="after")
+    def _preloads_fit(self) -> GatewayConfig:
+        limit = self.server.max_loaded_models
+        preloaded = [m.name for m in self.models if m.preload and isinstance(m, InProcessSettings)]
+        if limit is not None and len(preloaded) > limit:
+            raise ValueError(
+                f"server.max_loaded_models is {limit} but {len(preloaded)} in-process models "
+                f"have preload: true ({', '.join(preloaded)}); raise the limit or set "
+                "preload: false on some"
+            )
         return self
 
 
@@ -172,9 +255,12 @@ def _parse_model(index: int, entry: Any, source: str) -> BackendSettings:
 
 def _first_error(exc: ValidationError) -> str:
     errors = exc.errors()
+    # an api_keys entry given as a mapping also fails the union's `str` member: report the other
+    errors = [e for e in errors if e["loc"][-1:] != ("str",)] or errors
     # a misspelt key also makes the right one "missing": name the misspelling
     error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    loc = [p for p in error["loc"] if p != "ApiKey"]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}'"
     if error["type"] == "missing":

@@ -2,8 +2,10 @@
 
 - ``ApiKeyMiddleware``: 401 for a missing/wrong key on the model routes (``/v1/*``, Ollama's
   ``/api/*`` but ``/api/version``, the tutorials' ``POST /``), in the envelope of the surface
-  asked; the chat page and ``/health`` stay open. Records the key's allowed
-  models in ``scope["state"]["allowed_models"]`` for the handlers' 403 check.
+  asked; the chat page and ``/health`` stay open. Keys may be configured hashed
+  (``gateway.api_keys``). Records the key's allowed models in
+  ``scope["state"]["allowed_models"]`` for the handlers' 403 check, and its non-secret
+  ``key_id`` there and in the request record.
 - ``CancelOnDisconnectMiddleware``: when the client goes away before the response is complete
   (while queued, during prefill, while waiting for a non-streaming answer), cancel the handler
   so that the engine stops; streaming responses are closed the same way.
@@ -12,13 +14,14 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.errors import AuthenticationError
+from gateway.api_keys import match_key
 from gateway.config import ApiKey
 from gateway.errors import error_response
+from gateway.request_record import current_record
 
 
 class ApiKeyMiddleware:
@@ -31,12 +34,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope)
-        match = None
-        if presented is not None:
-            for key in self.keys:
-                if secrets.compare_digest(key.key.encode(), presented.encode()):
-                    match = key
-                    break
+        match = match_key(self.keys, presented) if presented is not None else None
         if match is None:
             reason = "missing API key" if presented is None else "invalid API key"
             error = AuthenticationError(
@@ -47,6 +45,10 @@ class ApiKeyMiddleware:
         state = scope.setdefault("state", {})
         state["allowed_models"] = match.models
         state["admin"] = match.admin
+        state["key_id"] = match.key_id
+        record = current_record()
+        if record is not None:
+            record.key_id = match.key_id
         await self.app(scope, receive, send)
 
 
