@@ -18,6 +18,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The shared rate-limit tests start Debian's redis-server (tests/integration/test_redis_limits.py).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "scripts/test.sh: the rate-limit tests need Redis: sudo apt-get install redis-server" >&2
+    exit 1
+  fi
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
