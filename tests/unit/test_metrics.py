@@ -12,6 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backends.errors import BackendTimeoutError, QueueFullError
+from backends.local.engine import EngineStats
+from backends.upstream.replicas import ReplicaPool
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from gateway.metrics import MODEL_STATES, ModelStateCollector
@@ -220,3 +222,23 @@ def parse_families(collector: ModelStateCollector) -> Samples:
         for family in collector.collect()
         for sample in family.samples
     }
+
+
+def test_an_engine_serving_one_request_at_a_time_has_a_batch_of_one_while_busy():
+    stats = EngineStats(requests_started=3, requests_finished=1, requests_cancelled=1)
+    assert stats.batch_size == 1
+    stats.requests_finished += 1
+    assert stats.batch_size == 0
+
+
+def test_replica_availability_follows_failures_and_cool_down():
+    now = [0.0]
+    pool = ReplicaPool(
+        ["http://a", "http://b"], failure_threshold=1, cooldown=10, clock=lambda: now[0]
+    )
+    pool.record_failure(pool.replicas[1])
+    assert pool.availability() == {"http://a": True, "http://b": False}
+    now[0] = 11.0
+    assert pool.availability() == {"http://a": True, "http://b": True}
+    pool.record_health(pool.replicas[0], ok=False)
+    assert pool.availability() == {"http://a": False, "http://b": True}
