@@ -13,9 +13,13 @@ from gateway.api import api
 from gateway.config import GatewayConfig
 from gateway.embeddings_api import embeddings_api
 from gateway.errors import install_exception_handlers
+from gateway.limits import install_limits
 from gateway.metered_backend import BackendActivity
+from gateway.metrics import install_metrics
 from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
 from gateway.ollama_api import ollama_api
+from gateway.rate_limits import install_rate_limits
+from gateway.request_log import install_request_log
 from gateway.request_record import RecordObserver, RequestRecordMiddleware
 from gateway.responses_api import responses_api
 from gateway.routing import BackendFactory, ModelRouter
@@ -58,9 +62,13 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     app.include_router(anthropic_api)
     app.include_router(ollama_api)
     install_chat_page(app)
+    install_metrics(app, config)  # GET /metrics and its record observer
+    install_request_log(app, config)  # one line per request on llmgate.requests
     # Outermost last: the request record (id, status, timings), auth, then disconnect watching
     # around the handlers.
     app.add_middleware(CancelOnDisconnectMiddleware)
+    install_rate_limits(app, config)  # per key / per model limits, inside the key check
     app.add_middleware(ApiKeyMiddleware, keys=config.server.api_key_entries())
+    install_limits(app, config)  # body size (413), the request's clock and limits
     app.add_middleware(RequestRecordMiddleware, observers=observers, activity=activity)
     return app
