@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from backends.errors import ModelNotFoundError
 from backends.protocol import Health, HealthStatus
 from gateway.config import GatewayConfig
 from gateway.request_record import RequestRecord
@@ -147,7 +148,7 @@ class _ModelResolver:
             return None
         try:
             return router.resolve(name).model
-        except Exception:  # ModelNotFoundError: an unknown name is never a label
+        except ModelNotFoundError:  # an unknown name is never a label
             return None
 
 
