@@ -241,7 +241,7 @@ def test_two_replicas_share_one_budget(gateways: list[Gateway]):
         "0",
         "0",
     ]
-    assert replies[4].headers["retry-after"] == "15"
+    assert 10 <= int(replies[4].headers["retry-after"]) <= 15  # a request each 15 s
     assert replies[5].json()["error"]["code"] == "rate_limit_exceeded"
     for gateway in gateways:
         logged = gateway.output()
