@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from backends.errors import RateLimitError
 from gateway.app import create_app
 from gateway.config import ApiKey, GatewayConfig, ModelLimits, ServerSettings
 from gateway.limit_store import RedisLimitStore
@@ -243,3 +244,23 @@ async def test_a_store_that_answers_again_is_logged_once_and_enforces_again(capl
     assert (down.status_code, [r.status_code for r in up]) == (200, [200, 429])
     messages = [r.getMessage() for r in caplog.records]
     assert sum("answers again" in m for m in messages) == 1
+
+
+async def test_the_model_proxy_keeps_the_backends_protocols_and_gates_the_relay():
+    from backends.openai_types import ChatCompletionRequest
+    from backends.protocol import Embedder, OpenAIRelay
+    from gateway.limit_store import MemoryLimitStore
+    from gateway.rate_limits import Admission, ModelLimitedBackend, RateLimiter
+    from tests.fakes import FakeEmbedder, FakeRelay
+
+    limiter = RateLimiter([], {"r": ModelLimits(rpm=1)}, MemoryLimitStore(), clock=FakeClock())
+    relay = ModelLimitedBackend(FakeRelay("r"), Admission(limiter, None))
+    assert isinstance(relay, OpenAIRelay) and relay.model == "r"
+    assert isinstance(ModelLimitedBackend(FakeEmbedder("e"), Admission(limiter, None)), Embedder)
+    body = ChatCompletionRequest.model_validate(CHAT)
+    await relay.relay("chat/completions", body)
+    await relay.relay("chat/completions", body)  # the same request: admitted once
+    again = ModelLimitedBackend(FakeRelay("r"), Admission(limiter, None))
+    with pytest.raises(RateLimitError) as refused:
+        await again.relay("chat/completions", body)
+    assert refused.value.retry_after == 60.0
