@@ -350,12 +350,15 @@ class DownloadProgress(_Response):
     bytes_total: int | None = None
 
 
-class ModelCard(_Response):
-    """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``parent``/``task``/
-    ``endpoints`` are llmgate extras (OpenAI clients ignore unknown keys). ``parent`` names the
-    base model of a LoRA adapter (as vLLM reports it)."""
+ModelState = Literal["loaded", "loading", "unloaded", "error"]
 
-    _omit_if_none = frozenset({"parent", "max_model_len"})
+
+class ModelCard(_Response):
+    """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``state``/``parent``/
+    ``task``/``endpoints`` are llmgate extras (OpenAI clients ignore unknown keys). ``parent``
+    names the base model of a LoRA adapter (as vLLM reports it)."""
+
+    _omit_if_none = frozenset({"parent", "max_model_len", "load_error"})
 
     id: str
     object: Literal["model"] = "model"
@@ -364,6 +367,9 @@ class ModelCard(_Response):
     aliases: list[str] = Field(default_factory=list)
     backend: str
     loaded: bool
+    # loaded, loading, unloaded, or error (the last load failed: load_error says why)
+    state: ModelState = "unloaded"
+    load_error: str | None = None
     parent: str | None = None
     max_model_len: int | None = None  # the context window, under vLLM's name
     task: Literal["generate", "embed"] = "generate"

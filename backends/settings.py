@@ -87,6 +87,32 @@ ToolParserName = Literal["auto", "none", "hermes", "llama3_json", "mistral"]
 ReasoningParserName = Literal["auto", "none", "think", "mistral"]
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: float | str) -> float:
+    """Seconds from a number of seconds or a Go-style duration string (``"90s"``, ``"5m"``,
+    ``"1h30m"``, ``"-1m"``), as Ollama's ``keep_alive`` and config durations are written.
+    Raises ``ValueError`` naming what was wrong."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":  # the one number Go's durations take without a unit
+        return 0.0
+    parts = _DURATION_PART.findall(body)
+    if not body or "".join(n + u for n, u in parts) != body:
+        raise ValueError(
+            f"{value!r} is not a duration: write seconds (300) or a number with units "
+            "(90s, 5m, 1h30m)"
+        )
+    return sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
 class InProcessSettings(ModelSettings):
     """Keys of a model served in-process (llama.cpp, transformers): how its output is read.
     ``auto`` picks the parser from the model's chat template (docs/tools.md)."""
@@ -104,6 +130,21 @@ class InProcessSettings(ModelSettings):
         description="thinking format: auto (from the chat template), none, think "
         "(<think>...</think>: Qwen3, DeepSeek-R1), mistral ([THINK]...[/THINK])",
     )
+    idle_unload_after: float | None = Field(
+        default=None,
+        description="unload the model after this long without requests (seconds, or 30s, "
+        "5m, 1h); it loads again on the next request. Unset: kept loaded",
+    )
+
+    @field_validator("idle_unload_after", mode="before")
+    @classmethod
+    def _duration(cls, value: float | str | None) -> float | None:
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError(f"{value!r}: must be longer than 0 (leave it unset to keep loaded)")
+        return seconds
 
     @model_validator(mode="after")
     def _no_generation_keys_on_embed(self) -> InProcessSettings:

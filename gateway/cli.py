@@ -7,7 +7,7 @@ Exit codes: 0 ok, 1 runtime failure (server could not reach ready, chat server u
 from __future__ import annotations
 
 import argparse
-import contextlib
+import math
 import sys
 from collections.abc import Sequence
 
@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.shutdown import GRACE_SECONDS, draining_server, run_server
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -80,7 +81,10 @@ def _serve(args: argparse.Namespace) -> int:
     level = (args.log_level or config.server.log_level).lower()
     json_logs = config.server.log_format == "json"
     configure_logging(level, config.server.log_format)
-    server = uvicorn.Server(
+    drain = config.server.drain_seconds
+    # SIGTERM / Ctrl-C: requests in flight get drain_seconds, then streams are ended
+    # (gateway/shutdown.py); uvicorn's own limit is a backstop past that
+    server = draining_server(
         uvicorn.Config(
             create_app(config),
             host=host,
@@ -90,11 +94,11 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None if json_logs else LOGGING_CONFIG,
             # one line per request comes from llmgate.requests (gateway/request_log.py)
             access_log=False,
-            timeout_graceful_shutdown=5,
-        )
+            timeout_graceful_shutdown=math.ceil(drain + GRACE_SECONDS),
+        ),
+        drain,
     )
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
-        server.run()
+    run_server(server)  # returns after SIGTERM or Ctrl-C too
     return 0 if server.started else 1
 
 

@@ -19,6 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 from backends.errors import GatewayError, may_retry
 from backends.protocol import Backend
+from gateway.lifecycle import leased
 from gateway.limits import guard
 from gateway.metered_backend import BackendActivity, MeteredBackend
 from gateway.request_record import current_record
@@ -85,7 +86,8 @@ async def open_first(
         # held to the request's limits (gateway.limits), then metered
         metered: Backend = MeteredBackend(guard(backend), record, activity)
         try:
-            result = await open(metered)
+            async with leased(backend):  # loaded (within the budget) and kept while opening
+                result = await open(metered)
         except GatewayError as exc:
             if record is not None:
                 record.error_type = exc.code

@@ -12,6 +12,7 @@ JSON parse.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from backends import events as ev
 from backends.embeddings import EmbeddingResult
 from backends.protocol import Backend, OpenStream, Relayed
 from gateway.request_record import RequestRecord
+from gateway.shutdown import cut_off_error
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
@@ -117,23 +119,36 @@ class MeteredBackend:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    # A shutdown's drain ends a stream still waiting for its backend by cancelling it here;
+    # ``cut_off_error`` turns that into an error the surface ends its stream with.
+
     async def _events(self, stream: OpenStream[ev.Event]) -> AsyncIterator[ev.Event]:
         record = self._record
-        async for event in stream:
-            if record is not None:
-                if isinstance(event, _OUTPUT_EVENTS):
-                    record.output()
-                elif isinstance(event, ev.Usage):
-                    record.usage(event.prompt_tokens, event.completion_tokens)
-            yield event
+        try:
+            async for event in stream:
+                if record is not None:
+                    if isinstance(event, _OUTPUT_EVENTS):
+                        record.output()
+                    elif isinstance(event, ev.Usage):
+                        record.usage(event.prompt_tokens, event.completion_tokens)
+                yield event
+        except asyncio.CancelledError:
+            if (cut := cut_off_error()) is None:
+                raise
+            raise cut from None
 
     async def _chunks(self, stream: OpenStream[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in stream:
-            if self._record is not None:
-                self._record.output()
-                if b'"usage"' in chunk:
-                    self._note_usage(chunk)
-            yield chunk
+        try:
+            async for chunk in stream:
+                if self._record is not None:
+                    self._record.output()
+                    if b'"usage"' in chunk:
+                        self._note_usage(chunk)
+                yield chunk
+        except asyncio.CancelledError:
+            if (cut := cut_off_error()) is None:
+                raise
+            raise cut from None
 
     def _note_usage(self, data: bytes) -> None:
         assert self._record is not None

@@ -24,7 +24,8 @@ from backends.errors import InvalidRequestError
 from backends.protocol import Backend
 from gateway import dispatch, ollama_models
 from gateway.api import AllowedDep, RouterDep, _chain
-from gateway.ollama_serving import Ask, complete, embed, load, open_stream
+from gateway.lifecycle import ModelLifecycle
+from gateway.ollama_serving import Ask, complete, embed, keep_alive, load, open_stream, unload
 from gateway.ollama_stream import ndjson_response
 from gateway.ollama_surface import (
     chat_request,
@@ -56,6 +57,11 @@ async def _body(request: Request, model: type[B]) -> B:
         raise RequestValidationError(exc.errors()) from None
 
 
+def _lifecycle(request: Request) -> ModelLifecycle | None:
+    lifecycle: ModelLifecycle | None = getattr(request.app.state, "lifecycle", None)
+    return lifecycle
+
+
 def _json(body: Any) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
@@ -66,7 +72,10 @@ async def chat(request: Request, router: RouterDep, allowed: AllowedDep) -> Resp
     body = await _body(request, OllamaChatRequest)
     name = model_name(router, body.model)
     chain = _chain(router, name, allowed, "generate", "/api/chat")
+    unloading = keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     if not body.messages:
+        if unloading:
+            return await unload(_lifecycle(request), chain[0], "chat", name)
         return _served(await dispatch.open_first(chain[:1], lambda b: load(b, "chat", name)))
     ask = Ask("chat", body.model, chat_request(body, name), num_ctx(body), started)
     return await _answer(chain, ask, body.stream)
@@ -78,7 +87,10 @@ async def generate(request: Request, router: RouterDep, allowed: AllowedDep) -> 
     body = await _body(request, OllamaGenerateRequest)
     name = model_name(router, body.model)
     chain = _chain(router, name, allowed, "generate", "/api/generate")
+    unloading = keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     if not body.prompt and not body.images:
+        if unloading:
+            return await unload(_lifecycle(request), chain[0], "generate", name)
         return _served(await dispatch.open_first(chain[:1], lambda b: load(b, "generate", name)))
     ask = Ask("generate", body.model, generate_request(body, name), num_ctx(body), started)
     return await _answer(chain, ask, body.stream)
@@ -102,6 +114,7 @@ async def embed_route(request: Request, router: RouterDep, allowed: AllowedDep) 
     body = await _body(request, OllamaEmbedRequest)
     name = model_name(router, body.model)
     chain = _chain(router, name, allowed, "embed", "/api/embed")
+    keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     wanted = embedding_request(body, name)
     served = await dispatch.open_first(chain, lambda b: embed(b, wanted, started, num_ctx(body)))
     result = served.result
@@ -123,6 +136,7 @@ async def embeddings(request: Request, router: RouterDep, allowed: AllowedDep) -
     body = await _body(request, OllamaEmbeddingsRequest)
     name = model_name(router, body.model)
     chain = _chain(router, name, allowed, "embed", "/api/embeddings")
+    keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     wanted = EmbeddingRequest(name, embed_inputs(body.prompt))
     served = await dispatch.open_first(chain, lambda b: embed(b, wanted, started, num_ctx(body)))
     vectors = served.result.vectors

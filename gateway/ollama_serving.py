@@ -6,17 +6,22 @@ for an OpenAI-compatible upstream, its ``/embeddings`` relayed and read back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from fastapi.responses import Response
 
 from backends.embeddings import EmbeddingRequest, EmbeddingResult, float32_vector
 from backends.errors import InvalidRequestError, UpstreamError
 from backends.openai_types import CreateEmbeddingRequest
 from backends.protocol import Backend, Embedder, HasCapabilities, OpenAIRelay, Relayed
 from backends.requests import GenerationRequest
+from backends.settings import parse_duration
 from gateway.dispatch import Primed, prime
+from gateway.lifecycle import ModelBusyError, ModelLifecycle, load_wait_ns
 from gateway.ollama_stream import (
     OllamaLineBuilder,
     Surface,
@@ -45,6 +50,8 @@ async def _ready(backend: Backend, timings: Timings, num_ctx: int | None) -> Non
         before = time.monotonic_ns()
         await backend.load()
         timings.load = time.monotonic_ns() - before
+    else:  # loaded by the lifecycle's lease for this request (gateway.lifecycle)
+        timings.load = load_wait_ns()
     if num_ctx is not None and isinstance(backend, HasCapabilities):
         found = await backend.capabilities()
         check_num_ctx(num_ctx, found.context_length if found else None, backend.model)
@@ -71,10 +78,37 @@ async def complete(backend: Backend, ask: Ask) -> Relayed:
 
 
 async def load(backend: Backend, surface: Surface, model: str) -> Relayed:
-    """A load request (no messages, an empty prompt): load the model if it is not. A
-    ``keep_alive: 0`` does not unload it (model lifecycle is config.yaml's)."""
+    """A load request (no messages, an empty prompt): load the model if it is not."""
     await backend.load()
     return Relayed(load_reply(surface, model))
+
+
+def keep_alive(
+    lifecycle: ModelLifecycle | None, backend: Backend, value: float | str | None
+) -> bool:
+    """Apply a request's ``keep_alive`` to ``backend``'s model (``gateway.lifecycle``): how
+    long it stays loaded once idle (seconds or a duration such as ``"5m"``; negative: keep it
+    loaded). True for ``0``: unload it (a load request then answers ``unload``). 400 for a
+    value that is not a duration."""
+    if value is None or lifecycle is None:
+        return value == 0
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), param="keep_alive") from None
+    lifecycle.set_keep_alive(backend.model, None if seconds < 0 else seconds)
+    return seconds == 0
+
+
+async def unload(
+    lifecycle: ModelLifecycle | None, backend: Backend, surface: Surface, model: str
+) -> Response:
+    """A load request with ``keep_alive: 0``: unload the model now, or once its requests in
+    flight have finished (its idle timeout is 0 now)."""
+    if lifecycle is not None:
+        with contextlib.suppress(ModelBusyError):
+            await lifecycle.unload(backend.model)
+    return Response(load_reply(surface, model, "unload"), media_type="application/json")
 
 
 @dataclass(frozen=True)

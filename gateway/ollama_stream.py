@@ -239,14 +239,15 @@ async def whole_answer(events: AsyncIterator[ev.Event], builder: OllamaLineBuild
     return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def load_reply(surface: Surface, model: str) -> bytes:
-    """Ollama's answer to a load request (no messages / an empty prompt)."""
+def load_reply(surface: Surface, model: str, reason: str = "load") -> bytes:
+    """Ollama's answer to a load request (no messages / an empty prompt); ``reason``
+    ``unload`` for one with ``keep_alive: 0``."""
     line: dict[str, Any] = {"model": model, "created_at": created_at()}
     if surface == "chat":
         line["message"] = {"role": "assistant", "content": ""}
     else:
         line["response"] = ""
-    line.update(done_reason="load", done=True)
+    line.update(done_reason=reason, done=True)
     return json.dumps(line, separators=(",", ":")).encode()
 
 

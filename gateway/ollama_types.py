@@ -70,7 +70,7 @@ class OllamaTool(_Wire):
 
 class OllamaGenerationFields(_Wire):
     """What ``/api/chat`` and ``/api/generate`` share; ``stream`` is on by default, as in
-    Ollama. ``keep_alive`` is accepted (model lifecycle is config.yaml's)."""
+    Ollama. ``keep_alive`` sets the model's idle timeout (``gateway.lifecycle``)."""
 
     model: str = Field(min_length=1)
     stream: bool = True

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.errors import InvalidRequestError, ModelNotFoundError
-from backends.openai_types import DownloadProgress, ModelCapabilities, ModelCard
-from backends.protocol import Backend, HasCapabilities, HasVariants, Health
+from backends.openai_types import DownloadProgress, ModelCapabilities, ModelCard, ModelState
+from backends.protocol import Backend, HasCapabilities, HasVariants, Health, HealthStatus
 from backends.registry import BackendSettings, create_backend
 from backends.settings import Task
 from gateway.metered_backend import BackendActivity
@@ -141,12 +141,15 @@ class ModelRouter:
         visible = set(self.public_names(allowed))
         routes = [route for route in self._routes if route.name in visible]
         found = await asyncio.gather(*(_capabilities(route.backend) for route in routes))
+        healths = await asyncio.gather(*(route.backend.health() for route in routes))
         return [
             ModelCard(
                 id=route.name,
                 aliases=list(route.aliases),
                 backend=route.kind,
                 loaded=route.backend.loaded,
+                state=_STATES[health.status],
+                load_error=health.detail if health.status == "error" else None,
                 parent=route.parent,
                 max_model_len=capabilities.context_length if capabilities else None,
                 task=route.task,
@@ -154,7 +157,7 @@ class ModelRouter:
                 capabilities=capabilities,
                 download=_download(route.backend),
             )
-            for route, capabilities in zip(routes, found, strict=True)
+            for route, capabilities, health in zip(routes, found, healths, strict=True)
         ]
 
     async def card(self, name: str, allowed: Iterable[str] | None = None) -> ModelCard:
@@ -172,6 +175,11 @@ class ModelRouter:
     async def health(self) -> dict[str, Health]:
         return {route.name: await route.backend.health() for route in self._routes}
 
+    @property
+    def routes(self) -> list[Route]:
+        """Every public model (variants included), in config order."""
+        return list(self._routes)
+
     def preloaded(self) -> list[Route]:
         return [route for route in self._routes if route.preload]
 
@@ -184,6 +192,16 @@ class ModelRouter:
             except Exception:
                 log.exception("closing model %s failed", route.name)
 
+
+# A model's state in /v1/models, from its health ("degraded": an upstream is serving, with
+# some replicas down).
+_STATES: dict[HealthStatus, ModelState] = {
+    "ok": "loaded",
+    "degraded": "loaded",
+    "loading": "loading",
+    "unloaded": "unloaded",
+    "error": "error",
+}
 
 _TASK_NAMES: dict[Task, str] = {
     "generate": "a text-generation model",

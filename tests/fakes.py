@@ -84,6 +84,59 @@ class FakeBackend:
             self.streams_closed += 1
 
 
+class FakeLoadingBackend(FakeBackend):
+    """A FakeBackend with a lifecycle to watch: it counts ``loads`` and ``unloads``; a load
+    waits for ``load_gate`` (when set) and raises ``load_error`` (when set); its health says
+    loading / error (with the reason) as ``LocalBackend``'s does. A stream stops after its
+    first token while ``hold`` is set and not released (``holding`` is set then)."""
+
+    def __init__(self, name: str, script: FakeScript | None = None) -> None:
+        super().__init__(name, script)
+        self.loads = self.unloads = 0
+        self.load_gate: asyncio.Event | None = None
+        self.load_error: Exception | None = None
+        self.hold: asyncio.Event | None = None
+        self.holding = asyncio.Event()
+        self._loading = False
+        self._error: str | None = None
+
+    async def load(self) -> None:
+        if self._loaded:
+            return
+        self.loads += 1
+        self._loading = True
+        try:
+            if self.load_gate is not None:
+                await self.load_gate.wait()
+            if self.load_error is not None:
+                self._error = str(self.load_error)
+                raise self.load_error
+        finally:
+            self._loading = False
+        self._loaded, self._error = True, None
+
+    async def unload(self) -> None:
+        if self._loaded:
+            self.unloads += 1
+        self._loaded = False
+
+    async def health(self) -> Health:
+        if self._loaded:
+            return Health("ok")
+        if self._loading:
+            return Health("loading")
+        if self._error is not None:
+            return Health("error", self._error)
+        return Health("unloaded")
+
+    async def _events(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        async for event in super()._events(request):
+            yield event
+            if isinstance(event, TextDelta) and self.hold is not None:
+                self.holding.set()
+                await self.hold.wait()
+
+
 def fake_factory(
     scripts: dict[str, FakeScript] | None = None, registry: dict[str, FakeBackend] | None = None
 ):

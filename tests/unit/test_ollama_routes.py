@@ -142,7 +142,7 @@ async def test_the_load_request_loads_the_model_and_answers_load():
     async with served({"lazy": fake}, [entry("lazy", preload=False)]) as client:
         assert not fake.loaded
         chat = await client.post("/api/chat", json={"model": "lazy", "messages": []})
-        generate = await client.post("/api/generate", json={"model": "lazy", "keep_alive": 0})
+        generate = await client.post("/api/generate", json={"model": "lazy"})
     assert fake.loaded and not fake.requests
     assert chat.json()["done_reason"] == "load" and chat.json()["done"] is True
     assert chat.json()["message"] == {"role": "assistant", "content": ""}
