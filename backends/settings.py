@@ -8,6 +8,7 @@ stops startup with the key's name. Pydantic only: importing this never imports a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -81,6 +82,25 @@ class ModelSettings(BaseModel):
     def public_names(self) -> list[str]:
         """Every name a client may send for this entry (and what it derives, e.g. adapters)."""
         return [self.name, *self.aliases]
+
+
+class AdapterSettings(BaseModel):
+    """A LoRA adapter served as its own public model over its entry's base model (``adapters:``
+    of a transformers or llama.cpp entry)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    source: str = Field(description="where the adapter's weights are (as the entry's source)")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_model_name(value)
+
+
+def adapter_weight_sources(adapters: Sequence[AdapterSettings]) -> list[tuple[str, str]]:
+    """``(key, source)`` of each adapter, for ``ModelSettings.weight_sources``."""
+    return [(f"adapters[{i}] ({a.name}): source", a.source) for i, a in enumerate(adapters)]
 
 
 ToolParserName = Literal["auto", "none", "hermes", "llama3_json", "mistral"]

@@ -165,3 +165,39 @@ def _add_family_tokens(writer: gguf.GGUFWriter, spec: families.Family) -> None:
     if spec.eom is not None:
         writer.add_eom_token_id(spec.token_id(spec.eom))
     writer.add_add_bos_token(spec.add_bos)
+
+
+# The base tensors the tiny LoRA adapters adapt (every block's).
+LORA_TARGETS = ("attn_q.weight", "attn_v.weight", "ffn_down.weight")
+LORA_RANK = 4
+
+
+def write_tiny_lora_gguf(base: pathlib.Path, path: pathlib.Path, seed: int) -> pathlib.Path:
+    """Write a LoRA adapter GGUF for the model at ``base`` (as llama.cpp's
+    ``convert_lora_to_gguf.py`` lays one out: ``general.type adapter``, ``adapter.type lora``,
+    ``adapter.lora.alpha``, ``<base tensor>.lora_a`` / ``.lora_b`` pairs) to ``path``.
+
+    Its weights are drawn from ``seed`` and large next to the base's (std 0.02), so that greedy
+    output through the adapter differs from the base's, and adapters of different seeds differ.
+    """
+    reader = gguf.GGUFReader(base)
+    architecture = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(pathlib.Path(path), architecture)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(LORA_RANK))  # scale alpha/rank = 1
+    for tensor in reader.tensors:
+        if not tensor.name.endswith(LORA_TARGETS):
+            continue
+        n_in, n_out = (int(n) for n in tensor.shape)  # ggml order: ne0 = inputs
+        # numpy shapes are the reverse of ggml's: lora_a is ne [n_in, rank], lora_b [rank, n_out]
+        lora_a = rng.normal(0.0, 0.5, size=(LORA_RANK, n_in)).astype(np.float32)
+        lora_b = rng.normal(0.0, 0.5, size=(n_out, LORA_RANK)).astype(np.float32)
+        writer.add_tensor(f"{tensor.name}.lora_a", lora_a)
+        writer.add_tensor(f"{tensor.name}.lora_b", lora_b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return pathlib.Path(path)

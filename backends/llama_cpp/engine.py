@@ -7,6 +7,9 @@ and tokenizing only read the vocabulary, so they run before the request queues.
 We drive ``Llama.generate`` (token by token) rather than ``create_completion`` so that usage
 counts are exact, stop strings never leak, prefill is interruptible, and cancellation is
 checked on every token.
+
+LoRA adapters (``backends.llama_cpp.adapters``) are loaded with the model; each request
+decodes with its own adapter, or none, set on the worker thread before its prefill.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import codecs
 import ctypes
 import math
 import secrets
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from backends.events import Event, Started, TokenLogprob, TopToken, Usage
+from backends.llama_cpp.adapters import LoraAdapters, LoraFile
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.bridge import StopSignal
 from backends.local.engine import EngineStats
@@ -36,11 +40,14 @@ class LlamaCppEngine:
     """A loaded GGUF (see the module docstring). ``submit`` relays the request's events from
     the worker thread; ``aclose`` frees the model after the running request."""
 
-    def __init__(self, llm: Any, settings: LlamaCppSettings) -> None:
+    def __init__(
+        self, llm: Any, settings: LlamaCppSettings, loras: Sequence[LoraFile] = ()
+    ) -> None:
         self._llm = llm
         self._settings = settings
         self._formatter, self._template = _build_formatter(llm, settings)
         self._specials = _special_tokens(llm)
+        self._adapters = LoraAdapters(llm, loras)  # nothing after this fails: no leak on error
         self._worker = SerialWorker(settings.name, settings.max_queue)
         self.stats = EngineStats()
         self.limits = EngineLimits(
@@ -54,7 +61,11 @@ class LlamaCppEngine:
         )
 
     @classmethod
-    def load(cls, path: Path, settings: LlamaCppSettings) -> LlamaCppEngine:
+    def load(
+        cls, path: Path, settings: LlamaCppSettings, loras: Sequence[LoraFile] = ()
+    ) -> LlamaCppEngine:
+        """Load the GGUF at ``path`` and the LoRA adapters ``loras`` (blocking). Raises
+        ``ValueError`` naming an adapter llama.cpp refuses (the model is freed again)."""
         from llama_cpp import Llama
 
         kwargs: dict[str, Any] = {
@@ -72,7 +83,12 @@ class LlamaCppEngine:
             kwargs["flash_attn"] = True
         if settings.chat_format is not None:
             kwargs["chat_format"] = settings.chat_format
-        return cls(Llama(**kwargs), settings)
+        llm = Llama(**kwargs)
+        try:
+            return cls(llm, settings, loras)
+        except BaseException:
+            llm.close()
+            raise
 
     @property
     def waiting(self) -> int:
@@ -85,6 +101,7 @@ class LlamaCppEngine:
         self._worker.shutdown()
 
     def _free(self) -> None:
+        self._adapters.free()
         close = getattr(self._llm, "close", None)
         if close is not None:
             close()
@@ -122,6 +139,8 @@ class LlamaCppEngine:
         finished = False
         total = 0
         try:
+            if self._adapters.use(plan.adapter):
+                self._llm.reset()  # the cached prefix was computed under another adapter
             for index in range(plan.n):
                 yield Started(index)
                 if not self._prefill(plan.prompt, stop):

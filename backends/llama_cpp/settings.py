@@ -6,14 +6,30 @@ from typing import Literal
 
 from pydantic import Field
 
-from backends.settings import InProcessSettings
+from backends.settings import AdapterSettings, InProcessSettings, adapter_weight_sources
+
+
+class LlamaCppAdapterSettings(AdapterSettings):
+    """A GGUF LoRA adapter (``convert_lora_to_gguf.py``'s output) of a llama.cpp entry."""
+
+    source: str = Field(
+        description="a LoRA .gguf path, package:<pkg>/<file>.gguf, or hf:<org>/<repo>/<file>.gguf"
+    )
+    scale: float = Field(
+        default=1.0, gt=0, description="how strongly the adapter applies (times its alpha/rank)"
+    )
 
 
 class LlamaCppSettings(InProcessSettings):
     """A GGUF served in-process by llama-cpp-python. With ``task: embed``: an embedding GGUF,
     as many texts per pass as fit ``n_batch`` tokens."""
 
-    generate_only = InProcessSettings.generate_only | {"chat_format", "chat_template", "seed"}
+    generate_only = InProcessSettings.generate_only | {
+        "adapters",
+        "chat_format",
+        "chat_template",
+        "seed",
+    }
 
     backend: Literal["llama_cpp"]
     source: str = Field(
@@ -37,6 +53,13 @@ class LlamaCppSettings(InProcessSettings):
     )
     seed: int | None = Field(default=None, description="default seed for requests without one")
     max_queue: int = Field(default=32, ge=0, description="requests allowed to wait; more: 429")
+    adapters: list[LlamaCppAdapterSettings] = Field(
+        default_factory=list,
+        description="LoRA adapters, each served as its own model over these weights",
+    )
 
     def weight_sources(self) -> list[tuple[str, str]]:
-        return [("source", self.source)]
+        return [("source", self.source), *adapter_weight_sources(self.adapters)]
+
+    def public_names(self) -> list[str]:
+        return [*super().public_names(), *(a.name for a in self.adapters)]

@@ -1,9 +1,9 @@
 """The transformers backend: a Hugging Face model served in-process with continuous batching,
 over the shared in-process layer. Each LoRA adapter of the entry is served as its own public
-model by an ``AdapterBackend`` over the same base weights; requests for different adapters
-share decode steps. An entry with ``task: embed`` is an embedding model instead
-(``backends.transformers.embedding``). torch and transformers are imported only when the model
-loads."""
+model by an ``AdapterBackend`` (``backends.local.adapter``) over the same base weights;
+requests for different adapters share decode steps. An entry with ``task: embed`` is an
+embedding model instead (``backends.transformers.embedding``). torch and transformers are
+imported only when the model loads."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from backends.errors import BackendUnavailableError
+from backends.local.adapter import AdapterBackend
 from backends.local.backend import LocalBackend
 from backends.local.embedding import LocalEmbedder
 from backends.local.engine import LocalEngine
-from backends.openai_types import ModelCapabilities
-from backends.protocol import Backend, EventStream, Health
-from backends.requests import GenerationRequest
+from backends.protocol import Backend
 from backends.transformers.settings import TransformersSettings
 
 if TYPE_CHECKING:
@@ -73,36 +72,3 @@ class TransformersBackend(LocalBackend):
         model = TransformersEmbeddingModel.load(self.settings, self._base_dir)
         s = self.settings
         return LocalEmbedder(self.model, model, s.max_batch_size, s.max_queue)
-
-
-class AdapterBackend:
-    """A LoRA adapter of a ``TransformersBackend``, served as its own model. Loading loads
-    the base (once, shared); unloading and closing are the base's business."""
-
-    kind = "transformers"
-
-    def __init__(self, base: TransformersBackend, adapter: str) -> None:
-        self.model = adapter
-        self.base = base
-
-    @property
-    def loaded(self) -> bool:
-        return self.base.loaded
-
-    async def load(self) -> None:
-        await self.base.load()
-
-    async def unload(self) -> None:
-        return None
-
-    async def health(self) -> Health:
-        return await self.base.health()
-
-    async def generate(self, request: GenerationRequest) -> EventStream:
-        return await self.base.generate(request, adapter=self.model)
-
-    async def capabilities(self) -> ModelCapabilities | None:
-        return await self.base.capabilities()
-
-    async def aclose(self) -> None:
-        return None

@@ -5,22 +5,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from backends.settings import InProcessSettings, check_model_name
-
-
-class AdapterSettings(BaseModel):
-    """A peft (LoRA) adapter served as its own public model over its entry's base model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    source: str = Field(description="an adapter folder, or hf:<org>/<repo>")
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        return check_model_name(value)
+from backends.settings import AdapterSettings, InProcessSettings, adapter_weight_sources
 
 
 class TransformersSettings(InProcessSettings):
@@ -82,7 +69,9 @@ class TransformersSettings(InProcessSettings):
         description="where converted GGUFs are kept; default: $LLMGATE_CACHE_DIR or "
         "~/.cache/llmgate",
     )
-    adapters: list[AdapterSettings] = Field(default_factory=list)
+    adapters: list[AdapterSettings] = Field(
+        default_factory=list, description="peft adapters (a folder, or hf:<org>/<repo>)"
+    )
 
     @field_validator("device")
     @classmethod
@@ -92,9 +81,7 @@ class TransformersSettings(InProcessSettings):
         return value
 
     def weight_sources(self) -> list[tuple[str, str]]:
-        return [("source", self.source)] + [
-            (f"adapters[{i}] ({a.name}): source", a.source) for i, a in enumerate(self.adapters)
-        ]
+        return [("source", self.source), *adapter_weight_sources(self.adapters)]
 
     def public_names(self) -> list[str]:
         return [*super().public_names(), *(a.name for a in self.adapters)]
