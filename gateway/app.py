@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backends.registry import create_backend
+from gateway.admin_api import install_lifecycle, running_lifecycle
 from gateway.anthropic_api import anthropic_api
 from gateway.api import api
 from gateway.config import GatewayConfig
@@ -39,7 +40,8 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
         app.state.router = router
         try:
             await router.start()
-            yield
+            async with running_lifecycle(app, router, config):  # idle unloads, the budget
+                yield
         finally:
             await router.aclose()
 
@@ -66,6 +68,7 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     install_request_log(app, config)  # one line per request on llmgate.requests
     # Outermost last: the request record (id, status, timings), auth, then disconnect watching
     # around the handlers.
+    install_lifecycle(app, config)  # /admin/models, the drain, lifecycle per request
     app.add_middleware(CancelOnDisconnectMiddleware)
     install_rate_limits(app, config)  # per key / per model limits, inside the key check
     app.add_middleware(ApiKeyMiddleware, keys=config.server.api_key_entries())
