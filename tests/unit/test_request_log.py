@@ -148,6 +148,8 @@ async def test_log_prompts_logs_the_request_body_as_sent(caplog):
 def test_configure_logging_json_makes_every_line_json(capsys):
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    uvicorn = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    uvicorn_saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in uvicorn]
     try:
         configure_logging("info", "json")
         logging.getLogger("uvicorn.error").info("Application startup complete.")
@@ -158,6 +160,9 @@ def test_configure_logging_json_makes_every_line_json(capsys):
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+        for lg, (handlers, propagate, level) in zip(uvicorn, uvicorn_saved, strict=True):
+            lg.handlers[:], lg.propagate = handlers, propagate
+            lg.setLevel(level)
     first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
     assert first["message"] == "Application startup complete."
     assert (first["level"], first["logger"]) == ("info", "uvicorn.error")
