@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-_EPSILON = 1e-9
+_EPSILON = 1e-6  # TATs travel through Redis as "%.6f" text: allow for that rounding
 _KEY_PREFIX = "llmgate:rl:"
 
 
@@ -147,7 +147,7 @@ for i = 1, #KEYS do
   local stored = redis.call('GET', KEYS[i])
   if stored then base = math.max(tonumber(stored), now) end
   local need = base + math.max(cost, 1) * interval
-  if need - now > window + 1e-9 then admitted = 0 end
+  if need - now > window + 1e-6 then admitted = 0 end
   bases[i], needs[i], costs[i], intervals[i] = base, need, cost, interval
 end
 local out = {admitted}
