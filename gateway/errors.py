@@ -106,6 +106,8 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     if loc in {("body",), ()}:
         if first.get("type") == "missing":
             return InvalidRequestError("request body is missing: send a JSON object")
+        if first.get("type") == "value_error":  # a check across fields, on a JSON object
+            return InvalidRequestError(str(first.get("msg")).removeprefix("Value error, "))
         return InvalidRequestError(f"request body must be a JSON object: {first.get('msg')}")
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "missing":

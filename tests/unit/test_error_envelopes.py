@@ -78,6 +78,16 @@ async def test_schema_violation_is_400_naming_the_field(app_client, body, param)
     assert_envelope(reply, 400, "invalid_request_error", "invalid_request", param)
 
 
+async def test_a_check_across_fields_says_what_is_wrong_not_that_the_body_is_no_object(
+    app_client,
+):
+    # found by the fuzz tests: "request body must be a JSON object: Value error, top_logprobs..."
+    async with app_client() as (client, _):
+        reply = await client.post("/v1/chat/completions", json={**GOOD, "top_logprobs": 3})
+    assert_envelope(reply, 400, "invalid_request_error", "invalid_request")
+    assert reply.json()["error"]["message"] == "top_logprobs requires logprobs to be true"
+
+
 @pytest.mark.parametrize("raw", [b"", b"[]", b"42", b"null", b'"text"', b"\xff\xfe", b"{" * 5000])
 async def test_body_of_any_shape_is_a_400(app_client, raw):
     async with app_client() as (client, _):
