@@ -14,7 +14,7 @@ from typing import Any
 from backends.embeddings import Vector, float32_from_bytes
 from backends.errors import BackendUnavailableError
 from backends.transformers.engine import _torch_threads as torch_threads
-from backends.transformers.loading import resolve_device, resolve_dtype
+from backends.transformers.loading import load_pretrained, resolve_device, resolve_dtype
 from backends.transformers.pooling import PoolingConfig, PoolingConfigError, pool
 from backends.transformers.pooling import read_pooling_config as read_pooling
 from backends.transformers.settings import TransformersSettings
@@ -58,7 +58,9 @@ class TransformersEmbeddingModel:
             )
         try:
             pooling = read_pooling(path)
-            tokenizer, model = _load_pretrained(settings, path, device, dtype)
+            tokenizer, model = load_pretrained(
+                settings, path, device, dtype, auto_class="AutoModel"
+            )
         except (PoolingConfigError, OSError, ValueError) as exc:
             raise BackendUnavailableError(
                 f"model '{settings.name}' failed to load from {path}: {exc}"
@@ -101,28 +103,6 @@ class TransformersEmbeddingModel:
             import torch
 
             torch.cuda.empty_cache()
-
-
-def _load_pretrained(
-    settings: TransformersSettings, path: Path, device: str, dtype: str
-) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
-    kwargs: dict[str, Any] = {
-        "dtype": getattr(torch, dtype),
-        "trust_remote_code": settings.trust_remote_code,
-    }
-    if settings.attn_implementation is not None:
-        kwargs["attn_implementation"] = settings.attn_implementation
-    if settings.device_map is not None:
-        kwargs["device_map"] = settings.device_map
-    model: Any = AutoModel.from_pretrained(path, **kwargs)
-    if settings.device_map is None:
-        model = model.to(device)
-    model.eval()
-    return tokenizer, model
 
 
 def _model_limit(model: Any, tokenizer: Any) -> int:

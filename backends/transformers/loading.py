@@ -121,7 +121,7 @@ def load_model(
             f"model '{settings.name}': {path} is neither a model folder nor a .gguf file"
         )
     try:
-        tokenizer, model = _load_pretrained(settings, path, device, dtype)
+        tokenizer, model = load_pretrained(settings, path, device, dtype)
     except BackendUnavailableError:
         raise
     except Exception as exc:
@@ -154,11 +154,19 @@ def load_model(
     )
 
 
-def _load_pretrained(
-    settings: TransformersSettings, path: Path, device: str, dtype: str
+def load_pretrained(
+    settings: TransformersSettings,
+    path: Path,
+    device: str,
+    dtype: str,
+    auto_class: str = "AutoModelForCausalLM",
 ) -> tuple[Any, Any]:
+    """The tokenizer and model (``auto_class`` of transformers: ``AutoModelForCausalLM`` to
+    generate, ``AutoModel`` to embed) from ``path``, in ``dtype``, on ``device`` (or spread by
+    ``device_map``), in eval mode."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
     kwargs: dict[str, Any] = {
@@ -169,7 +177,7 @@ def _load_pretrained(
         kwargs["attn_implementation"] = settings.attn_implementation
     if settings.device_map is not None:
         kwargs["device_map"] = settings.device_map
-    model: Any = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model: Any = getattr(transformers, auto_class).from_pretrained(path, **kwargs)
     if settings.device_map is None:
         model = model.to(device)
     model.eval()
