@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from backends.openai_types import OpenAIRequest, StreamOptions, Usage, _Response
+from backends.openai_types import TextRequest, Usage, _Response
 
 # OpenAI's (and vLLM's) default when the client sends no max_tokens.
 DEFAULT_MAX_TOKENS = 16
@@ -19,43 +19,22 @@ TokenIds = list[Annotated[int, Field(ge=0)]]
 Prompt = str | list[str] | TokenIds | list[TokenIds]
 
 
-class CompletionRequest(OpenAIRequest):
+class CompletionRequest(TextRequest):
     """``POST /v1/completions``. ``prompt`` is a string, a list of strings (one set of ``n``
     choices each), or token ids (one list or a list of lists)."""
 
     prompt: Prompt
     suffix: str | None = None
     max_tokens: Annotated[int, Field(ge=0)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=-1)] | None = None
-    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    seed: int | None = None
-    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
-    n: Annotated[int, Field(ge=1, le=16)] | None = 1
     best_of: Annotated[int, Field(ge=1, le=16)] | None = None
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool | None = False
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    user: str | None = None
 
     @field_validator("prompt")
     @classmethod
     def _not_empty(cls, value: Prompt) -> Prompt:
         if isinstance(value, list) and (not value or any(v == [] for v in value)):
             raise ValueError("prompt must not be an empty list")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key in value or {}:
-            if not key.lstrip("-").isdigit() or int(key) < 0:
-                raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
         return value
 
     @model_validator(mode="after")
@@ -73,17 +52,6 @@ class CompletionRequest(OpenAIRequest):
         if all(isinstance(v, int) for v in value):
             return [[int(v) for v in value]]  # type: ignore[arg-type]
         return list(value)  # type: ignore[arg-type]
-
-    @property
-    def stop_sequences(self) -> list[str]:
-        if self.stop is None:
-            return []
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop
-        return [s for s in stops if s]
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
 
 
 class CompletionLogprobs(_Response):

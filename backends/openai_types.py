@@ -122,20 +122,12 @@ class OpenAIRequest(_Request):
     model: str = Field(min_length=1)
 
 
-class ChatCompletionRequest(OpenAIRequest):
-    """``POST /v1/chat/completions``. Every field here is either honoured by the engine or
-    rejected by it with ``UnsupportedParameterError``. Unknown fields are kept (``model_extra``)
-    so that an OpenAI-compatible upstream receives vendor extras; in-process engines ignore
-    them."""
+class TextRequest(OpenAIRequest):
+    """What the chat and completions requests share: streaming, sampling, stop strings, token
+    biases, ``n`` and ``user``."""
 
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=-1)] | None = None
@@ -146,13 +138,6 @@ class ChatCompletionRequest(OpenAIRequest):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     n: Annotated[int, Field(ge=1, le=16)] | None = 1
-    logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[ToolDefinition] | None = None
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: ResponseFormat | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     user: str | None = None
 
     @field_validator("logit_bias")
@@ -162,6 +147,35 @@ class ChatCompletionRequest(OpenAIRequest):
             if not key.lstrip("-").isdigit() or int(key) < 0:
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
         return value
+
+    @property
+    def stop_sequences(self) -> list[str]:
+        if self.stop is None:
+            return []
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        return [s for s in stops if s]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(TextRequest):
+    """``POST /v1/chat/completions``. Every field here is either honoured by the engine or
+    rejected by it with ``UnsupportedParameterError``. Unknown fields are kept (``model_extra``)
+    so that an OpenAI-compatible upstream receives vendor extras; in-process engines ignore
+    them."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
 
     @model_validator(mode="after")
     def _logprobs_pair(self) -> ChatCompletionRequest:
@@ -175,17 +189,6 @@ class ChatCompletionRequest(OpenAIRequest):
         if self.max_completion_tokens is not None:
             return self.max_completion_tokens
         return self.max_tokens
-
-    @property
-    def stop_sequences(self) -> list[str]:
-        if self.stop is None:
-            return []
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop
-        return [s for s in stops if s]
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,57 +384,3 @@ class ModelCard(_Response):
 class ModelList(_Response):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-# ---------------------------------------------------------------------------------------------
-# Embeddings (POST /v1/embeddings)
-
-# OpenAI's limit on the inputs of one request.
-MAX_EMBEDDING_INPUTS = 2048
-
-
-class CreateEmbeddingRequest(OpenAIRequest):
-    """``input``: a text, a list of texts, token ids, or a list of token-id lists; never empty,
-    at most ``MAX_EMBEDDING_INPUTS`` inputs. ``dimensions`` is honoured only where the model
-    can (else a 400 from the backend). Unknown fields are kept for a relay."""
-
-    input: str | list[str] | list[int] | list[list[int]]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = None
-
-    @field_validator("input")
-    @classmethod
-    def _not_empty(
-        cls, value: str | list[str] | list[int] | list[list[int]]
-    ) -> str | list[str] | list[int] | list[list[int]]:
-        if isinstance(value, str):
-            if not value:
-                raise ValueError("must not be an empty string")
-            return value
-        if not value:
-            raise ValueError("must not be an empty list")
-        if len(value) > MAX_EMBEDDING_INPUTS and not isinstance(value[0], int):
-            raise ValueError(f"{len(value)} items; at most {MAX_EMBEDDING_INPUTS} are allowed")
-        for index, item in enumerate(value):
-            if item == "" or item == []:
-                raise ValueError(f"item {index} is empty")
-        return value
-
-
-class Embedding(_Response):
-    object: Literal["embedding"] = "embedding"
-    index: int
-    embedding: list[float] | str  # floats, or base64 of little-endian float32
-
-
-class EmbeddingUsage(_Response):
-    prompt_tokens: int
-    total_tokens: int
-
-
-class CreateEmbeddingResponse(_Response):
-    object: Literal["list"] = "list"
-    data: list[Embedding]
-    model: str
-    usage: EmbeddingUsage

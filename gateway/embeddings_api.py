@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from backends.openai_types import CreateEmbeddingRequest
+from backends.embedding_types import CreateEmbeddingRequest
 from gateway import dispatch
 from gateway.api import AllowedDep, RouterDep, _chain
 from gateway.openai_embeddings import create_embeddings

@@ -14,9 +14,9 @@ from typing import Any
 
 from fastapi.responses import Response
 
+from backends.embedding_types import CreateEmbeddingRequest
 from backends.embeddings import EmbeddingRequest, EmbeddingResult, float32_vector
 from backends.errors import InvalidRequestError, UpstreamError
-from backends.openai_types import CreateEmbeddingRequest
 from backends.protocol import Backend, Embedder, HasCapabilities, OpenAIRelay, Relayed
 from backends.requests import GenerationRequest
 from backends.settings import parse_duration

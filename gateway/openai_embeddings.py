@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import base64
 
-from backends.embeddings import EmbeddingInput, EmbeddingRequest, EmbeddingResult, Vector
-from backends.embeddings import little_endian_bytes as le_bytes
-from backends.errors import InvalidRequestError
-from backends.openai_types import (
+from backends.embedding_types import (
     CreateEmbeddingRequest,
     CreateEmbeddingResponse,
     Embedding,
     EmbeddingUsage,
 )
+from backends.embeddings import EmbeddingInput, EmbeddingRequest, EmbeddingResult, Vector
+from backends.embeddings import little_endian_bytes as le_bytes
+from backends.errors import InvalidRequestError
 from backends.protocol import Backend, Embedder, OpenAIRelay, Relayed
 
 

@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
+from backends.embedding_types import CreateEmbeddingRequest
 from backends.embeddings import EmbeddingResult
 from backends.llama_cpp.settings import LlamaCppSettings
-from backends.openai_types import CreateEmbeddingRequest
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.openai_embeddings import encode_vector, to_embedding_request, to_response
