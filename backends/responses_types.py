@@ -2,9 +2,9 @@
 
 Requests tolerate unknown fields but validate every known one; an input item or content part
 of a type llmgate does not know is parsed (``OtherItem``, ``InputPart``) so that the
-translator can refuse it by name. Responses and stream events are exact: the shapes of the
-openai SDK's ``Response`` and ``Response*Event`` models. This module is a leaf: pydantic and
-the standard library only.
+translator can refuse it by name. The response is exact: the shape of the openai SDK's
+``Response`` model (its stream events are in ``backends.responses_events``). This module is a
+leaf: pydantic and the standard library only.
 """
 
 from __future__ import annotations
@@ -308,111 +308,3 @@ class ResponseObject(_Wire):
     usage: ResponseUsage | None = None
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------
-# Stream events (each an SSE ``event: <type>`` with the event as ``data``)
-
-
-class _Event(_Wire):
-    sequence_number: int
-
-
-class LifecycleEvent(_Event):
-    type: Literal[
-        "response.created",
-        "response.in_progress",
-        "response.completed",
-        "response.incomplete",
-        "response.failed",
-    ]
-    response: ResponseObject
-
-
-class OutputItemEvent(_Event):
-    type: Literal["response.output_item.added", "response.output_item.done"]
-    output_index: int
-    item: OutputItem
-
-
-class ContentPartEvent(_Event):
-    type: Literal["response.content_part.added", "response.content_part.done"]
-    item_id: str
-    output_index: int
-    content_index: int
-    part: OutputText | ReasoningText
-
-
-class TextDeltaEvent(_Event):
-    type: Literal["response.output_text.delta"] = "response.output_text.delta"
-    item_id: str
-    output_index: int
-    content_index: int
-    delta: str
-    logprobs: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class TextDoneEvent(_Event):
-    type: Literal["response.output_text.done"] = "response.output_text.done"
-    item_id: str
-    output_index: int
-    content_index: int
-    text: str
-    logprobs: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class ReasoningDeltaEvent(_Event):
-    type: Literal["response.reasoning_text.delta"] = "response.reasoning_text.delta"
-    item_id: str
-    output_index: int
-    content_index: int
-    delta: str
-
-
-class ReasoningDoneEvent(_Event):
-    type: Literal["response.reasoning_text.done"] = "response.reasoning_text.done"
-    item_id: str
-    output_index: int
-    content_index: int
-    text: str
-
-
-class ArgumentsDeltaEvent(_Event):
-    type: Literal["response.function_call_arguments.delta"] = (
-        "response.function_call_arguments.delta"
-    )
-    item_id: str
-    output_index: int
-    delta: str
-
-
-class ArgumentsDoneEvent(_Event):
-    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
-    item_id: str
-    output_index: int
-    name: str
-    arguments: str
-
-
-class ErrorEvent(_Event):
-    """A failure after the stream started (then ``response.failed``): the error envelope's
-    fields, flat."""
-
-    type: Literal["error"] = "error"
-    code: str | None
-    message: str
-    param: str | None
-
-
-ResponseStreamEvent = (
-    LifecycleEvent
-    | OutputItemEvent
-    | ContentPartEvent
-    | TextDeltaEvent
-    | TextDoneEvent
-    | ReasoningDeltaEvent
-    | ReasoningDoneEvent
-    | ArgumentsDeltaEvent
-    | ArgumentsDoneEvent
-    | ErrorEvent
-)

@@ -17,29 +17,31 @@ from typing import Literal
 
 from backends import events as ev
 from backends.errors import GatewayError, InternalError
-from backends.responses_types import (
+from backends.responses_events import (
     ArgumentsDeltaEvent,
     ArgumentsDoneEvent,
     ContentPartEvent,
     ErrorEvent,
+    LifecycleEvent,
+    OutputItemEvent,
+    ReasoningDeltaEvent,
+    ReasoningDoneEvent,
+    ResponseStreamEvent,
+    TextDeltaEvent,
+    TextDoneEvent,
+)
+from backends.responses_types import (
     IncompleteDetails,
     ItemStatus,
-    LifecycleEvent,
     OutputFunctionCall,
     OutputItem,
-    OutputItemEvent,
     OutputMessage,
     OutputReasoning,
     OutputText,
-    ReasoningDeltaEvent,
-    ReasoningDoneEvent,
     ReasoningText,
     ResponseError,
     ResponseObject,
-    ResponseStreamEvent,
     ResponseUsage,
-    TextDeltaEvent,
-    TextDoneEvent,
 )
 from gateway.sse import event_frame
 
