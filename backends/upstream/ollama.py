@@ -41,8 +41,9 @@ from backends.events import (
 from backends.openai_types import ModelCapabilities
 from backends.protocol import EventStream, OpenStream
 from backends.requests import GenerationRequest, Message, TextPart, ToolCall
+from backends.upstream.base import UpstreamBackend
 from backends.upstream.capabilities import ollama_capabilities
-from backends.upstream.client import Deadline, UpstreamBackend
+from backends.upstream.client import Deadline
 from backends.upstream.forced_call import ForcedCallReader, forced_call_schema, forces_call
 from backends.upstream.ollama_embed import from_ollama_embed_reply, to_ollama_embed_request
 from backends.upstream.settings import OllamaSettings

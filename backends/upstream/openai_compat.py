@@ -25,8 +25,9 @@ from backends.events import (
 from backends.openai_types import ModelCapabilities, OpenAIRequest
 from backends.protocol import EventStream, OpenStream, Relayed, RelayEndpoint
 from backends.requests import GenerationRequest
+from backends.upstream.base import UpstreamBackend
 from backends.upstream.capabilities import openai_capabilities
-from backends.upstream.client import Deadline, UpstreamBackend, UpstreamStream
+from backends.upstream.client import Deadline, UpstreamStream
 from backends.upstream.openai_generate import ChunkEvents, upstream_call
 from backends.upstream.settings import OpenAICompatSettings
 from backends.upstream.statuses import UpstreamReply, status_error
