@@ -9,6 +9,12 @@ relayed chunk.
 
     python bench/passthrough.py [--requests 2000] [--chunks 64]
 
+To compare this tree with others (e.g. a ``git worktree`` of an older commit), side by side in
+one run: ``--compare /tmp/before [--rounds 3]``. Every tree's gateway runs at once (idle ones
+cost nothing); each scenario then loads the gateways in turn, round after round, so that noise
+from other processes falls on all of them alike. The report gives each figure's range over the
+rounds and the ratio of the medians (this tree / the other).
+
 Results and how they were taken: docs/benchmarks.md.
 """
 
@@ -152,31 +158,26 @@ async def load(url: str, stream: bool, concurrency: int, total: int) -> Result:
         return Result(latencies, time.perf_counter() - began, chunks)
 
 
-async def scenario(name, direct_url, gateway_url, gateway_pid, stream, concurrency, total):
-    await load(direct_url, stream, concurrency, min(200, total))  # warm-up
-    await load(gateway_url, stream, concurrency, min(200, total))
-    direct = await load(direct_url, stream, concurrency, total)
-    cpu_before = cpu_seconds(gateway_pid)
-    via = await load(gateway_url, stream, concurrency, total)
-    cpu = cpu_seconds(gateway_pid) - cpu_before
-    per_request_ms = cpu * 1000 / total
+SCENARIOS = (("non-stream c=1", False, 1), ("non-stream c=32", False, 32))
+STREAM_SCENARIOS = (("stream c=1", True, 1), ("stream c=32", True, 32))
+
+
+async def measure(url: str, pid: int, stream: bool, concurrency: int, total: int) -> dict:
+    """One load of ``total`` requests on the gateway ``pid`` serving ``url``."""
+    cpu_before = cpu_seconds(pid)
+    result = await load(url, stream, concurrency, total)
+    cpu = cpu_seconds(pid) - cpu_before
     return {
-        "scenario": name,
-        "direct_p50_ms": direct.p50_ms,
-        "gateway_p50_ms": via.p50_ms,
-        "added_p50_ms": via.p50_ms - direct.p50_ms,
-        "direct_rps": direct.rps,
-        "gateway_rps": via.rps,
-        "gateway_cpu_ms_per_req": per_request_ms,
-        "chunks_per_req": via.chunks / total if stream else 0,
+        "p50_ms": result.p50_ms,
+        "rps": result.rps,
+        "cpu_ms_per_req": cpu * 1000 / total,
+        "chunks_per_req": result.chunks / total if stream else 0,
     }
 
 
-async def main(args: argparse.Namespace) -> list[dict]:
-    upstream_port, gateway_port = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, "-c", UPSTREAM, str(upstream_port), str(args.chunks)]
-    )
+def start_gateway(tree: Path, upstream_port: int) -> tuple[subprocess.Popen, str]:
+    """``python -m gateway serve`` from ``tree``, one model relayed to the fake upstream."""
+    port = free_port()
     config = Path(tempfile.mkdtemp()) / "config.yaml"
     config.write_text(
         "server: {log_level: warning}\n"
@@ -187,66 +188,142 @@ async def main(args: argparse.Namespace) -> list[dict]:
         "    upstream_model: upstream-model\n"
         "    health_check_interval: 0\n"
     )
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(gateway_port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    command += ["--port", str(port), "--log-level", "warning"]
+    gateway = subprocess.Popen(command, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
+    return gateway, f"http://127.0.0.1:{port}"
+
+
+async def main(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Rows per tree (``"direct"``: the upstream itself): one per scenario and round."""
+    trees = [ROOT, *(Path(t).resolve() for t in args.compare)]
+    upstream_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, "-c", UPSTREAM, str(upstream_port), str(args.chunks)]
     )
+    gateways = {str(tree): start_gateway(tree, upstream_port) for tree in trees}
     try:
         await wait_ready(f"http://127.0.0.1:{upstream_port}/v1/models")
-        await wait_ready(f"http://127.0.0.1:{gateway_port}/health")
-        direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
-        via = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
-        rows = []
-        for name, stream, concurrency in (
-            ("non-stream c=1", False, 1),
-            ("non-stream c=32", False, 32),
-            (f"{args.chunks}-chunk stream c=1", True, 1),
-            (f"{args.chunks}-chunk stream c=32", True, 32),
-        ):
+        for _, base in gateways.values():
+            await wait_ready(f"{base}/health")
+        targets = {"direct": (f"http://127.0.0.1:{upstream_port}", upstream.pid)}
+        targets |= {name: (base, proc.pid) for name, (proc, base) in gateways.items()}
+        rows: dict[str, list[dict]] = {name: [] for name in targets}
+        for name, stream, concurrency in (*SCENARIOS, *STREAM_SCENARIOS):
+            if stream:
+                name = f"{args.chunks}-chunk {name}"
             total = args.requests if not stream else max(200, args.requests // 4)
-            rows.append(await scenario(name, direct, via, gateway.pid, stream, concurrency, total))
+            for base, _ in targets.values():  # warm-up
+                await load(f"{base}/v1/chat/completions", stream, concurrency, min(200, total))
+            for round_ in range(args.rounds):
+                order = list(targets.items())
+                if round_ % 2:  # alternate who goes first after the direct run
+                    order = [order[0], *reversed(order[1:])]
+                for target, (base, pid) in order:
+                    url = f"{base}/v1/chat/completions"
+                    row = await measure(url, pid, stream, concurrency, total)
+                    rows[target].append({"scenario": name, "round": round_, **row})
         return rows
     finally:
-        for proc in (gateway, upstream):
+        for proc in (*(p for p, _ in gateways.values()), upstream):
             proc.terminate()
             proc.wait(10)
 
 
-def report(rows: list[dict]) -> str:
-    base = next(r for r in rows if r["scenario"] == "non-stream c=1")["gateway_cpu_ms_per_req"]
-    lines = [
-        "| scenario | direct p50 ms | gateway p50 ms | added p50 ms | direct req/s "
-        "| gateway req/s | gateway CPU ms/req | CPU µs/chunk |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        per_chunk = (
-            f"{(r['gateway_cpu_ms_per_req'] - base) * 1000 / r['chunks_per_req']:.1f}"
-            if r["chunks_per_req"]
-            else "–"
-        )
-        lines.append(
-            f"| {r['scenario']} | {r['direct_p50_ms']:.2f} | {r['gateway_p50_ms']:.2f} "
-            f"| {r['added_p50_ms']:.2f} | {r['direct_rps']:.0f} | {r['gateway_rps']:.0f} "
-            f"| {r['gateway_cpu_ms_per_req']:.3f} | {per_chunk} |"
-        )
-    return "\n".join(lines)
+def per_chunk_us(rows: list[dict], row: dict) -> float | None:
+    """(stream CPU per request - the same round's non-stream c=1 CPU) / chunks per request."""
+    if not row["chunks_per_req"]:
+        return None
+    base = next(r for r in rows if r["scenario"] == "non-stream c=1" and r["round"] == row["round"])
+    return (row["cpu_ms_per_req"] - base["cpu_ms_per_req"]) * 1000 / row["chunks_per_req"]
+
+
+def figures(rows: list[dict], scenario: str, key: str) -> list[float]:
+    if key == "us_per_chunk":
+        values = [per_chunk_us(rows, r) for r in rows if r["scenario"] == scenario]
+        return [v for v in values if v is not None]
+    return [r[key] for r in rows if r["scenario"] == scenario]
+
+
+def span(values: list[float], digits: int) -> str:
+    if not values:
+        return "–"
+    low, high = min(values), max(values)
+    if len(values) == 1 or f"{low:.{digits}f}" == f"{high:.{digits}f}":
+        return f"{low:.{digits}f}"
+    return f"{low:.{digits}f}–{high:.{digits}f}"
+
+
+COLUMNS = (
+    ("p50 ms", "p50_ms", 2),
+    ("req/s", "rps", 0),
+    ("gateway CPU ms/req", "cpu_ms_per_req", 3),
+    ("CPU µs/chunk", "us_per_chunk", 1),
+)
+
+
+def report(rows: dict[str, list[dict]]) -> str:
+    """One table per gateway tree (ranges over rounds), then the ratios between trees."""
+    direct = rows["direct"]
+    trees = [name for name in rows if name != "direct"]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in direct))
+    out = []
+    for tree in trees:
+        out += [
+            f"gateway from {tree} ({max(r['round'] for r in direct) + 1} rounds)",
+            "",
+            "| scenario | direct p50 ms | gateway p50 ms | added p50 ms | direct req/s "
+            "| gateway req/s | gateway CPU ms/req | CPU µs/chunk |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        mine = rows[tree]
+        for scenario in scenarios:
+            p50 = figures(mine, scenario, "p50_ms")
+            direct_p50 = figures(direct, scenario, "p50_ms")
+            added = [g - d for g, d in zip(p50, direct_p50, strict=True)]
+            out.append(
+                f"| {scenario} | {span(direct_p50, 2)} | {span(p50, 2)} | {span(added, 2)} "
+                f"| {span(figures(direct, scenario, 'rps'), 0)} "
+                f"| {span(figures(mine, scenario, 'rps'), 0)} "
+                f"| {span(figures(mine, scenario, 'cpu_ms_per_req'), 3)} "
+                f"| {span(figures(mine, scenario, 'us_per_chunk'), 1)} |"
+            )
+        out.append("")
+    if len(trees) > 1:
+        first = trees[0]
+        for other in trees[1:]:
+            out += [
+                f"ratio of medians: {first} / {other}",
+                "",
+                "| scenario | CPU ms/req | CPU µs/chunk | gateway p50 | gateway req/s |",
+                "| --- | ---: | ---: | ---: | ---: |",
+            ]
+            for scenario in scenarios:
+                cells = []
+                for key in ("cpu_ms_per_req", "us_per_chunk", "p50_ms", "rps"):
+                    a, b = figures(rows[first], scenario, key), figures(rows[other], scenario, key)
+                    ratio = statistics.median(a) / statistics.median(b) if a and b else None
+                    cells.append("–" if ratio is None else f"{ratio:.2f}")
+                out.append(f"| {scenario} | {' | '.join(cells)} |")
+            out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--chunks", type=int, default=64)
-    print(report(asyncio.run(main(parser.parse_args()))))
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="TREE",
+        help="another checkout of llmgate to measure alongside this one (repeatable)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="loads per gateway and scenario")
+    parser.add_argument("--json", type=Path, help="also write every row here")
+    arguments = parser.parse_args()
+    results = asyncio.run(main(arguments))
+    if arguments.json is not None:
+        arguments.json.write_text(json.dumps(results, indent=1))
+    print(report(results))
