@@ -90,8 +90,19 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """The process's CPU time: its threads' time on a CPU in ns (schedstat) where the kernel
+    has it, else utime + stime in clock ticks (10 ms steps)."""
+    try:
+        return (
+            sum(
+                int((task / "schedstat").read_text().split()[0])
+                for task in Path(f"/proc/{pid}/task").iterdir()
+            )
+            / 1e9
+        )
+    except (OSError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 async def wait_ready(url: str, timeout: float = 30) -> None:
@@ -212,6 +223,8 @@ async def main(args: argparse.Namespace) -> dict[str, list[dict]]:
         for name, stream, concurrency in (*SCENARIOS, *STREAM_SCENARIOS):
             if stream:
                 name = f"{args.chunks}-chunk {name}"
+            if args.only and not any(part in name for part in args.only):
+                continue
             total = args.requests if not stream else max(200, args.requests // 4)
             for base, _ in targets.values():  # warm-up
                 await load(f"{base}/v1/chat/completions", stream, concurrency, min(200, total))
@@ -234,8 +247,10 @@ def per_chunk_us(rows: list[dict], row: dict) -> float | None:
     """(stream CPU per request - the same round's non-stream c=1 CPU) / chunks per request."""
     if not row["chunks_per_req"]:
         return None
-    base = next(r for r in rows if r["scenario"] == "non-stream c=1" and r["round"] == row["round"])
-    return (row["cpu_ms_per_req"] - base["cpu_ms_per_req"]) * 1000 / row["chunks_per_req"]
+    base = [r for r in rows if r["scenario"] == "non-stream c=1" and r["round"] == row["round"]]
+    if not base:
+        return None
+    return (row["cpu_ms_per_req"] - base[0]["cpu_ms_per_req"]) * 1000 / row["chunks_per_req"]
 
 
 def figures(rows: list[dict], scenario: str, key: str) -> list[float]:
@@ -321,6 +336,13 @@ if __name__ == "__main__":
         help="another checkout of llmgate to measure alongside this one (repeatable)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="loads per gateway and scenario")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the scenarios whose name contains TEXT (repeatable; e.g. 'c=1')",
+    )
     parser.add_argument("--json", type=Path, help="also write every row here")
     arguments = parser.parse_args()
     results = asyncio.run(main(arguments))
