@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse
 from backends.errors import PermissionDeniedError
 from gateway.api import RouterDep
 from gateway.config import GatewayConfig
-from gateway.lifecycle import LifecycleMiddleware, ModelLifecycle
+from gateway.lifecycle import ModelLifecycle
 from gateway.routing import ModelRouter
-from gateway.shutdown import Drain, DrainMiddleware
+from gateway.shutdown import Drain
 
 admin_api = APIRouter()
 
@@ -87,13 +87,11 @@ async def unload_model(name: str, request: Request, router: RouterDep) -> JSONRe
 
 
 def install_lifecycle(app: FastAPI, config: GatewayConfig) -> None:
-    """The admin routes, the drain (``app.state.drain``, started by the CLI's server on
-    SIGTERM) and the middleware that find the lifecycle and the drain per request. Call it
-    before adding ``CancelOnDisconnectMiddleware`` (these run inside it)."""
+    """The admin routes and the drain (``app.state.drain``, started by the CLI's server on
+    SIGTERM; ``RequestMiddleware`` tracks each request in it and makes the lifecycle the
+    request's)."""
     app.state.drain = Drain()
     app.include_router(admin_api)
-    app.add_middleware(LifecycleMiddleware)
-    app.add_middleware(DrainMiddleware, drain=app.state.drain)
 
 
 @asynccontextmanager

@@ -14,14 +14,14 @@ from gateway.api import api
 from gateway.config import GatewayConfig
 from gateway.embeddings_api import embeddings_api
 from gateway.errors import install_exception_handlers
-from gateway.limits import install_limits
+from gateway.limits import RequestLimits
 from gateway.metered_backend import BackendActivity
 from gateway.metrics import install_metrics
-from gateway.middleware import ApiKeyMiddleware, CancelOnDisconnectMiddleware
+from gateway.middleware import RequestMiddleware
 from gateway.ollama_api import ollama_api
 from gateway.rate_limits import install_rate_limits
 from gateway.request_log import install_request_log
-from gateway.request_record import RecordObserver, RequestRecordMiddleware
+from gateway.request_record import RecordObserver
 from gateway.responses_api import responses_api
 from gateway.routing import BackendFactory, ModelRouter
 from gateway.webchat import install_chat_page
@@ -66,12 +66,18 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
     install_chat_page(app)
     install_metrics(app, config)  # GET /metrics and its record observer
     install_request_log(app, config)  # one line per request on llmgate.requests
-    # Outermost last: the request record (id, status, timings), auth, then disconnect watching
-    # around the handlers.
-    install_lifecycle(app, config)  # /admin/models, the drain, lifecycle per request
-    app.add_middleware(CancelOnDisconnectMiddleware)
-    install_rate_limits(app, config)  # per key / per model limits, inside the key check
-    app.add_middleware(ApiKeyMiddleware, keys=config.server.api_key_entries())
-    install_limits(app, config)  # body size (413), the request's clock and limits
-    app.add_middleware(RequestRecordMiddleware, observers=observers, activity=activity)
+    install_lifecycle(app, config)  # /admin/models, the drain (app.state.drain)
+    limiter = install_rate_limits(app, config)  # per key / per model limits
+    # One layer around the handlers for every per-request concern: the request record (id,
+    # status, timings), body size and the request's clock, the key, its rate limits,
+    # disconnect watching, the drain and the model lifecycle (gateway/middleware.py).
+    app.add_middleware(
+        RequestMiddleware,
+        observers=observers,
+        activity=activity,
+        limits=RequestLimits.from_config(config),
+        keys=config.server.api_key_entries(),
+        limiter=limiter,
+        drain=app.state.drain,
+    )
     return app

@@ -35,8 +35,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from backends.errors import BackendUnavailableError, GatewayError
 from backends.openai_types import ModelState
 from backends.protocol import Backend
@@ -374,21 +372,13 @@ def leased(backend: Backend) -> AbstractAsyncContextManager[None]:
     return lifecycle.lease(backend) if lifecycle is not None else nullcontext()
 
 
-class LifecycleMiddleware:
-    """Publishes the app's ``ModelLifecycle`` (``app.state.lifecycle``, set by the lifespan)
-    to each request's context, where ``gateway.dispatch.open_first`` finds it."""
+def set_current_lifecycle(
+    lifecycle: ModelLifecycle,
+) -> contextvars.Token[ModelLifecycle | None]:
+    """Make ``lifecycle`` the one ``leased`` uses in this context (``RequestMiddleware`` sets
+    the app's, ``app.state.lifecycle``, for each request; undo with ``reset_current_lifecycle``)."""
+    return _LIFECYCLE.set(lifecycle)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = scope.get("app")
-        lifecycle = getattr(app.state, "lifecycle", None) if app is not None else None
-        if scope["type"] != "http" or lifecycle is None:
-            await self.app(scope, receive, send)
-            return
-        token = _LIFECYCLE.set(lifecycle)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _LIFECYCLE.reset(token)
+def reset_current_lifecycle(token: contextvars.Token[ModelLifecycle | None]) -> None:
+    _LIFECYCLE.reset(token)

@@ -1,10 +1,11 @@
 """Request limits, enforced once for every surface.
 
-- ``RequestLimitsMiddleware`` (pure ASGI): a request body larger than ``server.max_body_bytes``
-  is a 413 before any handler runs, whether it announced its length or streams in chunks
-  without one (the body is counted as it arrives and handed on only when complete; llmgate's
-  routes read whole JSON bodies anyway). It also starts the request's clock and makes the
-  limits reachable as ``current_budget()`` for the request's context.
+- Per HTTP request (called by ``gateway.middleware.RequestMiddleware``): ``start_budget``
+  starts the request's clock and makes the limits reachable as ``current_budget()`` for the
+  request's context; ``read_body`` answers 413 to a body larger than
+  ``server.max_body_bytes`` before any handler runs, whether it announced its length or
+  streams in chunks without one (the body is counted as it arrives and handed on only when
+  complete; llmgate's routes read whole JSON bodies anyway).
 - ``LimitedBackend``: ``gateway.dispatch.open_first`` wraps every backend it opens in one
   (``guard``). Before the backend sees a request it checks the number of messages
   (``server.max_messages``: a 400 naming ``messages``) and the model's ``max_tokens_cap``
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from backends.errors import DeadlineExceededError, InvalidRequestError, PayloadTooLargeError
 from backends.protocol import Backend, OpenStream
@@ -35,7 +36,6 @@ T = TypeVar("T")
 _BUDGET: contextvars.ContextVar[RequestBudget | None] = contextvars.ContextVar(
     "llmgate_request_budget", default=None
 )
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 @dataclass(frozen=True)
@@ -96,70 +96,64 @@ def guard(backend: Backend) -> Backend:
     return limited
 
 
-def install_limits(app: Any, config: Any) -> None:
-    """Add ``RequestLimitsMiddleware`` for ``config`` (a ``GatewayConfig``) to ``app``."""
-    app.add_middleware(RequestLimitsMiddleware, limits=RequestLimits.from_config(config))
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the requests whose body is read first
 
 
-class RequestLimitsMiddleware:
-    """See the module docstring."""
+def start_budget(limits: RequestLimits) -> contextvars.Token[RequestBudget | None]:
+    """The request's clock starts now; ``current_budget()`` is its budget until
+    ``reset_budget``."""
+    return _BUDGET.set(RequestBudget(limits, asyncio.get_running_loop().time()))
 
-    def __init__(self, app: ASGIApp, limits: RequestLimits) -> None:
-        self.app = app
-        self.limits = limits
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        token = _BUDGET.set(RequestBudget(self.limits, asyncio.get_running_loop().time()))
-        try:
-            if scope["method"] in _BODY_METHODS:
-                replay = await self._read_body(scope, receive, send)
-                if replay is None:
-                    return
-                receive = replay
-            await self.app(scope, receive, send)
-        finally:
-            _BUDGET.reset(token)
+def reset_budget(token: contextvars.Token[RequestBudget | None]) -> None:
+    _BUDGET.reset(token)
 
-    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        """The whole body, counted as it arrives; a ``receive`` replaying it (None: answered
-        413, or the client left)."""
-        limit = self.limits.max_body_bytes
-        announced = _content_length(scope)
-        if announced is not None and announced > limit:
-            await self._too_large(scope, receive, send)
+
+async def read_body(
+    limits: RequestLimits, scope: Scope, receive: Receive, send: Send
+) -> Message | None:
+    """The whole body as one ``http.request`` message, counted as it arrives (None: answered
+    413, or the client left)."""
+    limit = limits.max_body_bytes
+    announced = _content_length(scope)
+    if announced is not None and announced > limit:
+        await _too_large(limits, scope, receive, send)
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
             return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._too_large(scope, receive, send)
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await _too_large(limits, scope, receive, send)
+            return None
+        if not message.get("more_body", False) and not chunks:
+            return {"type": "http.request", "body": chunk}  # the usual case: one message
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return {"type": "http.request", "body": b"".join(chunks)}
 
-        async def replaying() -> Message:
-            return replay.pop() if replay else await receive()
 
-        return replaying
+def replaying(body: Message, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` first, then what ``receive`` gives."""
+    replay = [body]
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = PayloadTooLargeError(
-            f"request body is larger than {self.limits.max_body_bytes} bytes "
-            "(server.max_body_bytes)"
-        )
-        response = error_response(error, scope["path"])
-        response.headers["connection"] = "close"  # the rest of the body is never read
-        await response(scope, receive, send)
+    async def replayed() -> Message:
+        return replay.pop() if replay else await receive()
+
+    return replayed
+
+
+async def _too_large(limits: RequestLimits, scope: Scope, receive: Receive, send: Send) -> None:
+    error = PayloadTooLargeError(
+        f"request body is larger than {limits.max_body_bytes} bytes (server.max_body_bytes)"
+    )
+    response = error_response(error, scope["path"])
+    response.headers["connection"] = "close"  # the rest of the body is never read
+    await response(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -11,7 +11,7 @@ backends expose as plain numbers (``loaded``, ``health()``, ``load_seconds``, ``
 Label values are bounded: ``model`` is a configured public name (a record's served model, or
 the configured model its requested name resolves to, else ``"none"``: never the raw name a
 client sent), ``surface`` comes from ``surface_of_path``, ``status`` is the HTTP status, and the
-error labels are codes from a fixed set. ``/metrics`` needs no API key (``ApiKeyMiddleware``
+error labels are codes from a fixed set. ``/metrics`` needs no API key (``api_keys.needs_key``
 guards only the model and admin routes); turn it off with ``server.metrics: false``.
 """
 

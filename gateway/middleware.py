@@ -1,120 +1,202 @@
-"""Pure ASGI middleware (never Starlette's BaseHTTPMiddleware: it hides client disconnects).
+"""``RequestMiddleware``: the one pure-ASGI layer every HTTP request passes through (never
+Starlette's BaseHTTPMiddleware: it hides client disconnects), with one wrapper of ``send``.
 
-- ``ApiKeyMiddleware``: 401 for a missing/wrong key on the model routes (``/v1/*``, Ollama's
-  ``/api/*`` but ``/api/version``, the tutorials' ``POST /``), in the envelope of the surface
-  asked; the chat page and ``/health`` stay open. Keys may be configured hashed
-  (``gateway.api_keys``). Records the key's allowed models in
-  ``scope["state"]["allowed_models"]`` for the handlers' 403 check, and its non-secret
-  ``key_id`` there and in the request record.
-- ``CancelOnDisconnectMiddleware``: when the client goes away before the response is complete
-  (while queued, during prefill, while waiting for a non-streaming answer), cancel the handler
-  so that the engine stops; streaming responses are closed the same way.
+Each concern keeps its logic in its own module; this layer calls them in this order, each
+inside the one before:
+
+1. the request record (``gateway.request_record``): opened, the ``X-Request-ID`` echoed, the
+   status noted when the response starts; closed when the response has ended (observers);
+2. the request's clock and limits, and a body over ``server.max_body_bytes`` answered 413
+   (``gateway.limits``);
+3. the API key: 401 without a configured one on the routes that need it
+   (``gateway.api_keys``);
+4. the key's rate limits, for a POST to a model route when limits are configured: 429 when
+   spent, the ``x-ratelimit-*`` headers at response start, tokens charged after the response
+   (``gateway.rate_limits``);
+5. for a POST, cancelling the handler when the client goes away (``gateway.disconnect``);
+6. the shutdown drain: 503 while draining, the request's task tracked and, when the drain
+   time is up, cut off (``gateway.shutdown``);
+7. the app's model lifecycle made the request's (``gateway.lifecycle``).
+
+Folding them into one layer costs one coroutine call per response message instead of one per
+layer (bench/passthrough.py: docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backends.errors import AuthenticationError
-from gateway.api_keys import match_key
+from gateway import api_keys, disconnect, lifecycle, limits, rate_limits, request_record, shutdown
 from gateway.config import ApiKey
 from gateway.errors import error_response
-from gateway.request_record import current_record
+from gateway.metered_backend import BackendActivity
+from gateway.rate_limits import Admission, RateLimiter
+from gateway.request_record import RecordObserver, RequestRecord
 
 
-class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: list[ApiKey]) -> None:
+class RequestMiddleware:
+    """See the module docstring. ``observers`` is read when each request ends (appending to it
+    later is seen); ``limiter`` may be None (no rate limits)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        observers: Sequence[RecordObserver],
+        activity: BackendActivity | None,
+        limits: limits.RequestLimits,
+        keys: Sequence[ApiKey],
+        limiter: RateLimiter | None,
+        drain: shutdown.Drain,
+    ) -> None:
         self.app = app
-        self.keys = keys
+        self.observers = observers
+        self.activity = activity
+        self.limits = limits
+        self.keys = list(keys)
+        self.limiter = limiter
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or not _needs_key(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        presented = _presented_key(scope)
-        match = match_key(self.keys, presented) if presented is not None else None
-        if match is None:
-            reason = "missing API key" if presented is None else "invalid API key"
-            error = AuthenticationError(
-                f"{reason}: send 'Authorization: Bearer <key>' with a configured key"
-            )
-            await error_response(error, scope["path"])(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
-        state["allowed_models"] = match.models
-        state["admin"] = match.admin
-        state["key_id"] = match.key_id
-        record = current_record()
-        if record is not None:
-            record.key_id = match.key_id
-        await self.app(scope, receive, send)
-
-
-def _needs_key(scope: Scope) -> bool:
-    path: str = scope["path"]
-    if path.startswith("/api/"):
-        return path != "/api/version"
-    if path.startswith(("/v1/", "/admin/")):
-        return True
-    return path == "/" and scope.get("method") == "POST"
-
-
-def _presented_key(scope: Scope) -> str | None:
-    headers = dict(scope.get("headers") or [])
-    auth = headers.get(b"authorization", b"").decode("latin-1").strip()
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    api_key = headers.get(b"x-api-key") or headers.get(b"api-key")
-    return api_key.decode("latin-1").strip() if api_key else None
-
-
-class CancelOnDisconnectMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
-        disconnected = False
-        handler = asyncio.current_task()
-        response_done = False
-
-        async def pump() -> None:
-            nonlocal disconnected
-            while True:
-                message = await receive()
-                await inbox.put(message)
-                if message["type"] == "http.disconnect":
-                    disconnected = True
-                    if not response_done and handler is not None:
-                        handler.cancel()
-                    return
-
-        async def wrapped_receive() -> Message:
-            if disconnected and inbox.empty():
-                return {"type": "http.disconnect"}
-            return await inbox.get()
-
-        async def wrapped_send(message: Message) -> None:
-            nonlocal response_done
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                response_done = True
-            await send(message)
-
-        reader = asyncio.create_task(pump())
+        record = request_record.open_record(scope, self.activity)
+        response = _Response(send, record)
+        record_token = request_record.set_current_record(record)
         try:
-            await self.app(scope, wrapped_receive, wrapped_send)
+            budget_token = limits.start_budget(self.limits)
+            try:
+                await self._admitted(scope, receive, response)
+            finally:
+                limits.reset_budget(budget_token)
+        finally:
+            request_record.reset_current_record(record_token)
+            request_record.close_record(record, self.observers)
+
+    async def _admitted(self, scope: Scope, receive: Receive, response: _Response) -> None:
+        """Steps 2 to 4: the body within its limit, the key, the key's rate limits."""
+        body: Message | None = None
+        if scope["method"] in limits.BODY_METHODS:
+            body = await limits.read_body(self.limits, scope, receive, response)
+            if body is None:
+                return
+        refusal = api_keys.authenticate(self.keys, scope)
+        if refusal is not None:
+            await error_response(refusal, scope["path"])(scope, receive, response)
+            return
+        limiter = self.limiter
+        if limiter is None or not limiter.counts(scope):
+            await self._watched(scope, receive, body, response)
+            return
+        admission, refused = await limiter.open_admission(scope.get("state", {}).get("key_id"))
+        response.admission = admission
+        admission_token = rate_limits.set_current_admission(admission)
+        try:
+            if refused is not None:
+                await rate_limits.refuse(refused, scope, receive, response)
+                return
+            completed = False
+            try:
+                await self._watched(scope, receive, body, response)
+                completed = True
+            finally:
+                await limiter.close_admission(admission, completed)
+        finally:
+            rate_limits.reset_current_admission(admission_token)
+
+    async def _watched(
+        self, scope: Scope, receive: Receive, body: Message | None, response: _Response
+    ) -> None:
+        """Step 5: a POST's handler is cancelled when the client goes away."""
+        if body is None:
+            await self._served(scope, receive, response)
+            return
+        if scope["method"] != "POST":
+            await self._served(scope, limits.replaying(body, receive), response)
+            return
+        watch = disconnect.DisconnectWatch(receive, body)
+        response.watch = watch
+        watch.start(asyncio.current_task())
+        try:
+            await self._served(scope, watch.receive, response)
         except asyncio.CancelledError:
-            if not disconnected:
+            if not watch.disconnected:
                 raise
             # The client is gone: the handler was cancelled on purpose; nothing to answer.
             _uncancel()
         finally:
-            reader.cancel()
+            watch.stop()
+
+    async def _served(self, scope: Scope, receive: Receive, response: _Response) -> None:
+        """Steps 6 and 7: the drain, the lifecycle, then the app."""
+        task = asyncio.current_task()
+        if task is None:
+            await self.app(scope, receive, response)
+            return
+        drain = self.drain
+        if drain.draining:
+            await shutdown.refuse_while_draining(scope, receive, response)
+            return
+        drain.enter(task)
+        drain_token = shutdown.set_current_drain(drain)
+        try:
+            models = getattr(scope["app"].state, "lifecycle", None) if "app" in scope else None
+            if models is None:
+                await self.app(scope, receive, response)
+                return
+            lifecycle_token = lifecycle.set_current_lifecycle(models)
+            try:
+                await self.app(scope, receive, response)
+            finally:
+                lifecycle.reset_current_lifecycle(lifecycle_token)
+        except asyncio.CancelledError:
+            if not drain.was_cut(task):
+                raise
+            task.uncancel()
+            await shutdown.answer_cut_off(
+                scope, receive, response, response.started, response.ended
+            )
+        finally:
+            shutdown.reset_current_drain(drain_token)
+            drain.leave(task)
+
+
+class _Response:
+    """The one wrapper of the server's ``send``: notes the status in the record, adds the rate
+    limits' headers and ``X-Request-ID`` to the start, and tells the disconnect watch and the
+    drain how far the response got."""
+
+    __slots__ = ("admission", "ended", "record", "request_id", "send", "started", "watch")
+
+    def __init__(self, send: Send, record: RequestRecord) -> None:
+        self.send = send
+        self.record = record
+        self.request_id = (b"x-request-id", record.request_id.encode())
+        self.admission: Admission | None = None
+        self.watch: disconnect.DisconnectWatch | None = None
+        self.started = False
+        self.ended = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not message.get("more_body", False):
+                self.ended = True
+                if self.watch is not None:
+                    self.watch.response_done = True
+        elif kind == "http.response.start":
+            self.started = True
+            self.record.status = message["status"]
+            headers = [*message.get("headers", [])]
+            if self.admission is not None:
+                headers += self.admission.headers()
+            headers.append(self.request_id)
+            message = {**message, "headers": headers}
+        await self.send(message)
 
 
 def _uncancel() -> None:

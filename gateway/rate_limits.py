@@ -2,11 +2,12 @@
 OpenAI's ``x-ratelimit-*`` headers.
 
 - Per key (``server.api_keys[]``): ``rpm`` and ``tpm`` (prompt + completion tokens) per minute,
-  and ``max_parallel`` requests at once. ``RateLimitMiddleware`` (inside ``ApiKeyMiddleware``,
-  which names the key) admits each POST to a model route (``/admin/*`` and GETs are not
-  counted): a free parallel slot, a token budget not yet spent, one request taken from the
-  request budget. When the response has ended it charges the request's actual tokens (its
-  ``RequestRecord``) to the key's token budget and to the serving model's.
+  and ``max_parallel`` requests at once. ``RateLimiter.open_admission`` (called by
+  ``gateway.middleware.RequestMiddleware`` once the key is known) admits each POST to a model
+  route (``/admin/*`` and GETs are not counted): a free parallel slot, a token budget not yet
+  spent, one request taken from the request budget. When the response has ended
+  ``close_admission`` charges the request's actual tokens (its ``RequestRecord``) to the key's
+  token budget and to the serving model's, and gives the slot back.
 - Per model (``server.model_limits``, by public name): ``rpm`` and ``tpm`` for all keys
   together. The resolved chain goes through ``limit_chain`` (``gateway.api._chain``): each
   backend is admitted against its own model's budget when the request first reaches it, so an
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from backends.errors import BackendUnavailableError, GatewayError, RateLimitError
 from backends.protocol import Backend
@@ -69,12 +70,15 @@ class RateLimitUnavailableError(BackendUnavailableError):
 
 @dataclass
 class Admission:
-    """What the limits said about one request (the middleware's, read by ``limit_chain``)."""
+    """What the limits said about one request (``open_admission``'s, read by ``limit_chain``
+    and, for the response's headers, by the middleware)."""
 
     limiter: RateLimiter
     key_id: str | None
     key_states: list[BucketState] = field(default_factory=list)
     model_states: list[BucketState] = field(default_factory=list)
+    key_buckets: list[Bucket] = field(default_factory=list)
+    holds_slot: bool = False  # a parallel slot of the key, given back by close_admission
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         states = self.key_states + self.model_states
@@ -216,6 +220,54 @@ class RateLimiter:
                 return
             self._store_answered()
 
+    def counts(self, scope: Scope) -> bool:
+        """Whether the request is admitted against the limits: a POST to a model route, when
+        any key or model has limits."""
+        return self.active and scope["method"] == "POST" and not scope["path"].startswith("/admin/")
+
+    async def open_admission(self, key_id: str | None) -> tuple[Admission, GatewayError | None]:
+        """Admit one request of the key ``key_id``: a parallel slot, then one request from its
+        budgets. With a refusal (429; 503 while the store fails closed) the admission holds
+        nothing; else it holds the key's slot until ``close_admission``."""
+        admission = Admission(self, key_id)
+        if not self.acquire_parallel(key_id):
+            assert key_id is not None  # only a named key has a max_parallel
+            return admission, RateLimitError(
+                f"too many requests in progress for API key '{key_id}' "
+                f"(max_parallel {self.keys[key_id].max_parallel})",
+                retry_after=1,
+            )
+        admission.key_buckets = self.key_buckets(key_id)
+        refusal: GatewayError | None
+        try:
+            admission.key_states = await self.admit(admission.key_buckets)
+            refusal = self.refusal(admission.key_states, f"API key '{key_id}'")
+        except GatewayError as exc:
+            refusal = exc
+        except BaseException:
+            self.release_parallel(key_id)
+            raise
+        if refusal is not None:
+            self.release_parallel(key_id)
+        else:
+            admission.holds_slot = True
+        return admission, refusal
+
+    async def close_admission(self, admission: Admission, completed: bool) -> None:
+        """The request has ended: charge its tokens (when it ``completed``: its response was
+        sent) to the key's and the serving model's token budgets; give the slot back."""
+        try:
+            record = current_record()
+            if completed and record is not None and record.total_tokens > 0:
+                buckets = list(admission.key_buckets)
+                if record.model is not None:
+                    buckets += self.model_buckets(record.model)
+                await self.charge(buckets, record.total_tokens)
+        finally:
+            if admission.holds_slot:
+                admission.holds_slot = False
+                self.release_parallel(admission.key_id)
+
     async def aclose(self) -> None:
         await self.store.aclose()
 
@@ -243,74 +295,22 @@ def _buckets(prefix: str, rpm: int | None, tpm: int | None) -> list[Bucket]:
     return buckets
 
 
-def _counted(scope: Scope) -> bool:
-    return scope["method"] == "POST" and not scope["path"].startswith("/admin/")
+def set_current_admission(admission: Admission) -> contextvars.Token[Admission | None]:
+    """Make ``admission`` the one ``limit_chain`` reads in this context (undo with
+    ``reset_current_admission``)."""
+    return _ADMISSION.set(admission)
 
 
-class RateLimitMiddleware:
-    """Per-key admission, the ``x-ratelimit-*`` headers, and charging tokens afterwards."""
+def reset_current_admission(token: contextvars.Token[Admission | None]) -> None:
+    _ADMISSION.reset(token)
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
-        self.app = app
-        self.limiter = limiter
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.limiter.active or not _counted(scope):
-            await self.app(scope, receive, send)
-            return
-        key_id = scope.get("state", {}).get("key_id")
-        admission = Admission(self.limiter, key_id)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), *admission.headers()]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        token = _ADMISSION.set(admission)
-        try:
-            if not self.limiter.acquire_parallel(key_id):
-                error: GatewayError = RateLimitError(
-                    f"too many requests in progress for API key '{key_id}' "
-                    f"(max_parallel {self.limiter.keys[key_id].max_parallel})",
-                    retry_after=1,
-                )
-                await self._refuse(error, scope, receive, send_with_headers)
-                return
-            try:
-                buckets = self.limiter.key_buckets(key_id)
-                try:
-                    admission.key_states = await self.limiter.admit(buckets)
-                except GatewayError as exc:
-                    await self._refuse(exc, scope, receive, send_with_headers)
-                    return
-                refusal = self.limiter.refusal(admission.key_states, f"API key '{key_id}'")
-                if refusal is not None:
-                    await self._refuse(refusal, scope, receive, send_with_headers)
-                    return
-                await self.app(scope, receive, send_with_headers)
-                await self._charge(buckets)
-            finally:
-                self.limiter.release_parallel(key_id)
-        finally:
-            _ADMISSION.reset(token)
-
-    async def _refuse(
-        self, error: GatewayError, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        record = current_record()
-        if record is not None:
-            record.error_type = error.code
-        await error_response(error, scope["path"])(scope, receive, send)
-
-    async def _charge(self, key_buckets: list[Bucket]) -> None:
-        record = current_record()
-        if record is None or record.total_tokens <= 0:
-            return
-        buckets = list(key_buckets)
-        if record.model is not None:
-            buckets += self.limiter.model_buckets(record.model)
-        await self.limiter.charge(buckets, record.total_tokens)
+async def refuse(error: GatewayError, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a request the limits refused (its code noted in the request record)."""
+    record = current_record()
+    if record is not None:
+        record.error_type = error.code
+    await error_response(error, scope["path"])(scope, receive, send)
 
 
 def limit_chain(chain: list[Backend]) -> list[Backend]:
@@ -357,12 +357,13 @@ class ModelLimitedBackend:
         self._admitted = True
 
 
-def install_rate_limits(app: FastAPI, config: GatewayConfig, clock: Clock = time.time) -> None:
-    """Add the middleware (call it before ``ApiKeyMiddleware`` is added: it must run inside
-    it) and close the store when the app stops. ``app.state.rate_limiter`` is the limiter."""
+def install_rate_limits(
+    app: FastAPI, config: GatewayConfig, clock: Clock = time.time
+) -> RateLimiter:
+    """The app's limiter (``app.state.rate_limiter``, for ``RequestMiddleware``); its store is
+    closed when the app stops."""
     limiter = RateLimiter.from_config(config, clock)
     app.state.rate_limiter = limiter
-    app.add_middleware(RateLimitMiddleware, limiter=limiter)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
@@ -374,3 +375,4 @@ def install_rate_limits(app: FastAPI, config: GatewayConfig, clock: Clock = time
             await limiter.aclose()
 
     app.router.lifespan_context = lifespan
+    return limiter

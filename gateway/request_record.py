@@ -2,10 +2,11 @@
 and its timings. Observers (metrics, the request log, token rate limits) read the finished
 record; nothing on the hot path formats or exports anything.
 
-``RequestRecordMiddleware`` (outermost) makes a record per HTTP request, accepts or generates
-the ``X-Request-ID`` and echoes it, stores the status when the response starts and the end
-when it ends, then hands the record to every observer. ``gateway.dispatch.open_first`` fills in
-the model, backend and replica and meters what the backend produced
+``gateway.middleware.RequestMiddleware`` (the one per-request ASGI layer) opens a record per
+HTTP request (``open_record``: the ``X-Request-ID`` accepted or generated, echoed by the
+middleware), stores the status when the response starts, and closes it when the response has
+ended (``close_record``: the end time, then every observer). ``gateway.dispatch.open_first``
+fills in the model, backend and replica and meters what the backend produced
 (``gateway.metered_backend``). The record of the request being served is reachable as
 ``current_record()`` (a context variable: the handler runs in the middleware's context).
 """
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 if TYPE_CHECKING:
     from gateway.metered_backend import BackendActivity
@@ -121,53 +122,40 @@ def surface_of_path(path: str) -> str:
     return "other"
 
 
-class RequestRecordMiddleware:
-    """See the module docstring. Observers run after the response ended; one that raises is
-    logged and never affects the response or the other observers."""
+def open_record(scope: Scope, activity: BackendActivity | None = None) -> RequestRecord:
+    """The record of the HTTP request ``scope`` (also put in ``scope["state"]["record"]``)."""
+    path = scope["path"]
+    record = RequestRecord(
+        request_id=_request_id(scope),
+        method=scope["method"],
+        path=path,
+        surface=surface_of_path(path),
+        activity=activity,
+    )
+    scope.setdefault("state", {})["record"] = record
+    return record
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        observers: Sequence[RecordObserver] = (),
-        activity: BackendActivity | None = None,
-    ) -> None:
-        self.app = app
-        self.observers = list(observers)
-        self.activity = activity
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        record = RequestRecord(
-            request_id=_request_id(scope),
-            method=scope["method"],
-            path=scope["path"],
-            surface=surface_of_path(scope["path"]),
-            activity=self.activity,
-        )
-        scope.setdefault("state", {})["record"] = record
-        header = (b"x-request-id", record.request_id.encode())
+def set_current_record(record: RequestRecord) -> contextvars.Token[RequestRecord | None]:
+    """Make ``record`` this context's ``current_record()`` (undo with ``reset_current_record``)."""
+    return _RECORD.set(record)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record.status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), header]}
-            await send(message)
 
-        token = _RECORD.set(record)
+def reset_current_record(token: contextvars.Token[RequestRecord | None]) -> None:
+    _RECORD.reset(token)
+
+
+def close_record(record: RequestRecord, observers: Sequence[RecordObserver]) -> None:
+    """The request has ended: its end time (499 if no response started: the client went away
+    first), then every observer. One that raises is logged and never affects the others."""
+    record.finished = time.perf_counter()
+    if record.status is None:
+        record.status = 499
+    for observe in observers:
         try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            _RECORD.reset(token)
-            record.finished = time.perf_counter()
-            if record.status is None:  # the client went away before a response started
-                record.status = 499
-            for observe in self.observers:
-                try:
-                    observe(record)
-                except Exception:
-                    log.exception("request observer failed")
+            observe(record)
+        except Exception:
+            log.exception("request observer failed")
 
 
 def _request_id(scope: Scope) -> str:

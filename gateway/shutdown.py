@@ -4,10 +4,11 @@
 - ``draining_server`` (the CLI's uvicorn server) calls ``Drain.begin`` when uvicorn starts its
   shutdown: the listening sockets are closed (new connections are refused), idle keep-alive
   connections closed, and uvicorn waits for the requests in flight.
-- ``DrainMiddleware`` tracks every request's task. While draining, a request that still
-  arrives (on a kept-alive connection) is answered 503 at once. At the deadline
-  (``Drain.expire``) every request still running is cancelled: one whose response has not
-  started is answered 503 ``server_shutting_down`` in its surface's envelope; a stream that is
+- ``gateway.middleware.RequestMiddleware`` tracks every request's task here (``Drain.enter``,
+  ``leave``). While draining, a request that still arrives (on a kept-alive connection) is
+  answered 503 at once. At the deadline (``Drain.expire``) every request still running is
+  cancelled: one whose response has not started is answered 503 ``server_shutting_down`` in its
+  surface's envelope (``answer_cut_off``); a stream that is
   waiting for its backend gets ``ServerShuttingDownError`` raised where it reads the backend
   (``cut_off_error``, in ``gateway.metered_backend``), so each surface ends it as it ends any
   failed stream: an error frame and ``data: [DONE]`` (OpenAI), its error event (Responses,
@@ -26,7 +27,7 @@ import signal
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from backends.errors import BackendUnavailableError
 from gateway.errors import error_response
@@ -106,47 +107,22 @@ def cut_off_error() -> ServerShuttingDownError | None:
     return ServerShuttingDownError()
 
 
-class DrainMiddleware:
-    """See the module docstring. Install it inside ``CancelOnDisconnectMiddleware``."""
-
-    def __init__(self, app: ASGIApp, drain: Drain) -> None:
-        self.app = app
-        self.drain = drain
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        if scope["type"] != "http" or task is None:
-            await self.app(scope, receive, send)
-            return
-        drain = self.drain
-        if drain.draining:
-            await error_response(ServerShuttingDownError(), scope["path"])(scope, receive, send)
-            return
-        started = ended = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started, ended
-            if message["type"] == "http.response.start":
-                started = True
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                ended = True
-            await send(message)
-
-        drain.enter(task)
-        token = _DRAIN.set(drain)
-        try:
-            await self.app(scope, receive, tracking_send)
-        except asyncio.CancelledError:
-            if not drain.was_cut(task):
-                raise
-            task.uncancel()
-            await _answer_cut_off(scope, receive, send, started, ended)
-        finally:
-            _DRAIN.reset(token)
-            drain.leave(task)
+def set_current_drain(drain: Drain) -> contextvars.Token[Drain | None]:
+    """Make ``drain`` the one ``cut_off_error`` asks in this context (undo with
+    ``reset_current_drain``)."""
+    return _DRAIN.set(drain)
 
 
-async def _answer_cut_off(
+def reset_current_drain(token: contextvars.Token[Drain | None]) -> None:
+    _DRAIN.reset(token)
+
+
+async def refuse_while_draining(scope: Scope, receive: Receive, send: Send) -> None:
+    """The 503 for a request that arrives while the server drains."""
+    await error_response(ServerShuttingDownError(), scope["path"])(scope, receive, send)
+
+
+async def answer_cut_off(
     scope: Scope, receive: Receive, send: Send, started: bool, ended: bool
 ) -> None:
     """A request cut off where no surface could answer: a 503 if nothing was sent yet, else

@@ -9,7 +9,7 @@ After that, an error becomes a ``data: {"error": ...}`` frame followed by ``data
 ``SSEResponse`` is a lean ASGI response rather than sse-starlette's ``EventSourceResponse``:
 that one opens a task group and an anyio cancel scope per chunk, which measured ~10 µs of CPU
 per relayed chunk (bench/passthrough.py). A client that goes away is handled by
-``CancelOnDisconnectMiddleware``, which cancels the handler and so closes the stream.
+``gateway.disconnect``, which cancels the handler and so closes the stream.
 """
 
 from __future__ import annotations
