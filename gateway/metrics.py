@@ -17,20 +17,24 @@ guards only the model and admin routes); turn it off with ``server.metrics: fals
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from backends.errors import ModelNotFoundError
 from backends.protocol import Health, HealthStatus
 from gateway.config import GatewayConfig
-from gateway.request_record import RequestRecord
+from gateway.request_record import GAP_BUCKETS, GapCounts, RequestRecord
 
 if TYPE_CHECKING:
     from gateway.routing import ModelRouter
@@ -40,8 +44,7 @@ NO_MODEL = "none"  # the model label of a request no configured model served or 
 # Time to first token: 10 ms (a warm relay) to a minute (a long prompt on a queued CPU engine).
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 DURATION_BUCKETS = (*TTFT_BUCKETS[:-1], 60.0, 120.0, 300.0, 600.0)
-# Inter-token latency: 1 ms (a GPU batch of one) to 2 s (a stalled upstream).
-ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
+# Inter-token latency: request_record.GAP_BUCKETS (1 ms to 2 s), counted by the record.
 
 # Error codes (``GatewayError.code``) that count, by metric; any other code is not a label.
 RATE_LIMIT_CODES = frozenset({"rate_limit_exceeded", "queue_full"})
@@ -53,6 +56,7 @@ class RequestMetrics:
 
     def __init__(self, registry: CollectorRegistry, resolve: Callable[[str], str | None]) -> None:
         self._resolve = resolve
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "llmgate_requests_total",
             "HTTP requests, by the model that served them (or was asked for), surface and status.",
@@ -73,12 +77,10 @@ class RequestMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        self.inter_token = Histogram(
+        self.inter_token = GapHistogram(
             "llmgate_inter_token_latency_seconds",
             "Gaps between consecutive outputs of one response.",
-            ["model"],
-            buckets=ITL_BUCKETS,
-            registry=registry,
+            registry,
         )
         self.prompt_tokens = Counter(
             "llmgate_prompt_tokens_total", "Prompt tokens read.", ["model"], registry=registry
@@ -107,19 +109,18 @@ class RequestMetrics:
     def observe(self, record: RequestRecord) -> None:
         model = self._model_label(record)
         surface = record.surface
-        self.requests.labels(model, surface, str(record.status)).inc()
+        child = self._child
+        child(self.requests, model, surface, str(record.status)).inc()
         if record.duration is not None:
-            self.duration.labels(model, surface).observe(record.duration)
+            child(self.duration, model, surface).observe(record.duration)
         if record.ttft is not None:
-            self.ttft.labels(model, surface).observe(record.ttft)
+            child(self.ttft, model, surface).observe(record.ttft)
         if record.inter_token:
-            gaps = self.inter_token.labels(model)
-            for gap in record.inter_token:
-                gaps.observe(gap)
+            self.inter_token.add(model, record.inter_token)
         if record.prompt_tokens:
-            self.prompt_tokens.labels(model).inc(record.prompt_tokens)
+            child(self.prompt_tokens, model).inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.completion_tokens.labels(model).inc(record.completion_tokens)
+            child(self.completion_tokens, model).inc(record.completion_tokens)
         code = record.error_type
         if code in RATE_LIMIT_CODES:
             self.rate_limited.labels(model, code).inc()
@@ -128,12 +129,67 @@ class RequestMetrics:
         if code in BACKEND_FAILURE_CODES:
             self.backend_failures.labels(model, code).inc()
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: label values are bounded, and ``labels()`` checks
+        and locks on every call."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def _model_label(self, record: RequestRecord) -> str:
         if record.model is not None:
             return record.model
         if record.requested is not None:
             return self._resolve(record.requested) or NO_MODEL
         return NO_MODEL
+
+
+class GapHistogram(Collector):
+    """A histogram by ``model`` of the gaps between outputs, fed the counts each record kept
+    (``GapCounts``, over ``GAP_BUCKETS``) once per request rather than one observation per
+    gap; its samples are those of a prometheus_client ``Histogram`` with these buckets."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._by_model: dict[str, _Gaps] = {}
+        registry.register(self)
+
+    def add(self, model: str, gaps: GapCounts) -> None:
+        totals = self._by_model.get(model)
+        if totals is None:
+            totals = self._by_model[model] = _Gaps(time.time())
+        counts = totals.counts
+        for index, count in enumerate(gaps.counts):
+            if count:
+                counts[index] += count
+        totals.sum += gaps.sum
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=["model"])
+        created = getattr(prometheus_metrics, "_use_created", True)  # as a Histogram does
+        for model, totals in self._by_model.items():
+            buckets, running = [], 0.0
+            for bound, count in zip((*GAP_BUCKETS, math.inf), totals.counts, strict=True):
+                running += count
+                buckets.append((floatToGoString(bound), running))
+            family.add_metric([model], buckets, totals.sum)
+            if created:
+                family.add_sample(f"{self._name}_created", {"model": model}, totals.created)
+        yield family
+
+
+class _Gaps:
+    """One model's gap counts (the buckets are not cumulative here), sum and creation time."""
+
+    __slots__ = ("counts", "created", "sum")
+
+    def __init__(self, created: float) -> None:
+        self.counts = [0] * (len(GAP_BUCKETS) + 1)
+        self.sum = 0.0
+        self.created = created
 
 
 class _ModelResolver:

@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,6 +34,34 @@ _RECORD: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
     "llmgate_request_record", default=None
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+
+# Gaps between consecutive outputs are counted into these buckets (upper bounds, seconds) as
+# they happen, never kept one by one: 1 ms (a GPU batch of one) to 2 s (a stalled upstream).
+GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
+
+
+class GapCounts:
+    """The gaps between one response's outputs: ``counts[i]`` fell at or under
+    ``GAP_BUCKETS[i]`` (above the previous bound), ``counts[-1]`` above them all; ``sum`` in
+    seconds; ``len()`` how many."""
+
+    __slots__ = ("counts", "sum", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(GAP_BUCKETS) + 1)
+        self.sum = 0.0
+        self.total = 0
+
+    def add(self, gap: float) -> None:
+        self.counts[bisect_left(GAP_BUCKETS, gap)] += 1
+        self.sum += gap
+        self.total += 1
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __repr__(self) -> str:
+        return f"GapCounts(total={self.total}, sum={self.sum:.6f})"
 
 
 @dataclass
@@ -59,19 +88,20 @@ class RequestRecord:
     completion_tokens: int | None = None
     first_output: float | None = None  # the first token / chunk / vector reached the surface
     last_output: float | None = None
-    inter_token: list[float] = field(default_factory=list)  # gaps between outputs, seconds
+    inter_token: GapCounts = field(default_factory=GapCounts)  # gaps between outputs
     finished: float | None = None
     error_type: str | None = None  # a GatewayError's code, when the request failed
     prompt: str | None = None  # the request body as sent, kept only with server.log_prompts
     activity: BackendActivity | None = field(default=None, repr=False)
 
-    def output(self, now: float | None = None) -> None:
+    def output(self) -> None:
         """Something was produced (a token, a relayed chunk): time to first, gaps after."""
-        now = time.perf_counter() if now is None else now
-        if self.first_output is None:
+        now = time.perf_counter()
+        last = self.last_output
+        if last is not None:
+            self.inter_token.add(now - last)
+        elif self.first_output is None:
             self.first_output = now
-        elif self.last_output is not None:
-            self.inter_token.append(now - self.last_output)
         self.last_output = now
 
     def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
