@@ -30,6 +30,7 @@ class TransformersEngine:
             max_queue=settings.max_queue,
             torch_threads=_torch_threads(settings, loaded.device),
             prefill_chunk=settings.prefill_chunk,
+            prefix_cache_tokens=settings.prefix_cache_tokens,
         )
         self.limits = EngineLimits(
             context_window=loaded.max_context,

@@ -69,6 +69,15 @@ class PaddedKVBatch:
         self._positions += 1
         self._next = torch.tensor(next_tokens, dtype=torch.long, device=self._device)
 
+    def row_kv(self, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A copy of the last ``length`` columns of ``row``'s keys and values in every layer
+        (its history once the padding is left out: ``length`` is what it has evaluated)."""
+        return [
+            (layer.keys[row : row + 1, :, -length:].clone(),
+             layer.values[row : row + 1, :, -length:].clone())
+            for layer in self.cache.layers
+        ]  # fmt: skip
+
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in this order) and drop the columns no kept row uses."""
         if not rows:

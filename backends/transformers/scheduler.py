@@ -8,6 +8,10 @@ one forward pass advances every sequence by one token. A sequence that finishes,
 client went away, leaves the batch before the next step; columns that only padding still
 uses are trimmed away.
 
+A sequence leaving the batch leaves its KV in the ``PrefixCache`` (``prefix_cache.py``); a
+prompt that starts with a kept sequence's tokens (the earlier turns of its chat) starts from a
+copy of that KV and prefills only the rest.
+
 The batch's tensors and their padding live in ``backends.transformers.padded_batch``. Rows of
 different LoRA adapters share the step through peft's ``adapter_names``. Each request's events
 reach the event loop through its ``ThreadBridge``.
@@ -19,7 +23,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +37,7 @@ from backends.local.plan import GenerationPlan
 from backends.transformers.detokenizer import IncrementalDetokenizer, TokenTexts
 from backends.transformers.loading import LoadedModel
 from backends.transformers.padded_batch import PaddedKVBatch
+from backends.transformers.prefix_cache import PrefixCache
 from backends.transformers.sampling import RowSampler, TokenLogprobs, draw
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,9 @@ class BatchStats(EngineStats):
     decode_steps: int = 0
     rows: int = 0  # sequences in the batch now
     peak_rows: int = 0
+    prefix_hit_tokens: int = 0  # prompt tokens taken from the prefix cache, not evaluated
+    prefix_hits: int = 0  # requests that started from a cached prefix
+    prefix_cached_tokens: int = 0  # tokens the prefix cache holds now
 
     @property
     def batch_size(self) -> int:
@@ -74,6 +82,7 @@ class _Prefill:
     adapter: str
     cache: Any = None
     done: int = 0  # prompt tokens in the cache
+    reused: int = 0  # of which copied from the prefix cache
     logits: torch.Tensor | None = None  # the last prompt position's, once done
 
 
@@ -87,6 +96,7 @@ class _Sequence:
     output: ChoiceOutput
     adapter: str
     done: bool = False
+    drawn: list[int] = field(default_factory=list)  # its tokens so far (all but the last fed)
 
 
 class BatchScheduler:
@@ -102,6 +112,7 @@ class BatchScheduler:
         max_queue: int,
         torch_threads: int | None,
         prefill_chunk: int = 512,
+        prefix_cache_tokens: int = 0,
     ) -> None:
         self._loaded = loaded
         self._model = loaded.model
@@ -123,6 +134,7 @@ class BatchScheduler:
         # the batch: row i of self._batch is self._rows[i]
         self._rows: list[_Sequence] = []
         self._batch = PaddedKVBatch(self._device)
+        self._prefixes = PrefixCache(prefix_cache_tokens)
 
     # -- the event-loop side ------------------------------------------------------------------
 
@@ -224,6 +236,7 @@ class BatchScheduler:
             if prefill.request.bridge.stop.is_set():
                 self._prefilling.popleft()
                 self.stats.requests_cancelled += 1
+                self._keep_prefill(prefill)
                 continue
             try:
                 budget -= self._prefill_slice(prefill)
@@ -246,14 +259,10 @@ class BatchScheduler:
 
     def _prefill_slice(self, prefill: _Prefill) -> int:
         """Run the next slice of ``prefill``'s prompt; return how many tokens it took. Slices
-        always start at multiples of ``prefill_chunk``, so a prompt is read the same way
-        whatever else is running (same shapes, same numerics)."""
+        start after the reused prefix (if any), then every ``prefill_chunk`` tokens, so a
+        prompt is read the same way whatever else is running (same shapes, same numerics)."""
         if prefill.cache is None:
-            from transformers import DynamicCache
-
-            # No config: every layer keeps its whole history, so left padding lines up the
-            # same way in every layer (a sliding-window layer would trim columns on its own).
-            prefill.cache = DynamicCache()
+            self._start_cache(prefill)
         prompt = prefill.request.job.prompt
         piece = prompt[prefill.done : prefill.done + self._prefill_chunk]
         ids = torch.tensor([piece], dtype=torch.long, device=self._device)
@@ -263,6 +272,33 @@ class BatchScheduler:
         if prefill.done == len(prompt):
             prefill.logits = out.logits[:, -1, :]
         return len(piece)
+
+    def _start_cache(self, prefill: _Prefill) -> None:
+        """Give ``prefill`` its KV cache: a copy of the longest cached prefix of its prompt
+        (under its adapter), else an empty one."""
+        from transformers import DynamicCache
+
+        # No config: every layer keeps its whole history, so left padding lines up the same
+        # way in every layer (a sliding-window layer would trim columns on its own).
+        hit = self._prefixes.lookup(prefill.adapter, prefill.request.job.prompt)
+        if hit is None:
+            prefill.cache = DynamicCache()
+            return
+        prefill.cache = DynamicCache(ddp_cache_data=hit.layers)  # copies: the entry stays
+        prefill.done = prefill.reused = hit.tokens
+        self.stats.prefix_hits += 1
+        self.stats.prefix_hit_tokens += hit.tokens
+
+    def _keep_prefill(self, prefill: _Prefill) -> None:
+        """Keep what a cancelled prefill has read (more than it reused) for the next try."""
+        if prefill.cache is None or prefill.done <= prefill.reused:
+            return
+        layers = [(layer.keys, layer.values) for layer in prefill.cache.layers]
+        self._keep(prefill.adapter, prefill.request.job.prompt[: prefill.done], layers)
+
+    def _keep(self, adapter: str, tokens: list[int], layers: list[Any]) -> None:
+        self._prefixes.insert(adapter, tokens, layers)
+        self.stats.prefix_cached_tokens = self._prefixes.tokens
 
     def _join(self, prefill: _Prefill, logits: torch.Tensor) -> None:
         """Move a prefilled request into the batch: its first token comes from ``logits``,
@@ -320,6 +356,7 @@ class BatchScheduler:
         """Account for one sampled token of ``sequence``: emit its text, detect its end."""
         request, output = sequence.request, sequence.output
         sequence.sampler.follow(token)
+        sequence.drawn.append(token)
         if token in self._loaded.eos_token_ids:
             request.send(output.token(None))
         else:
@@ -341,6 +378,7 @@ class BatchScheduler:
         for prefill in [p for p in self._prefilling if p.request.bridge.stop.is_set()]:
             self._prefilling.remove(prefill)
             self.stats.requests_cancelled += 1
+            self._keep_prefill(prefill)
         cancelled = {
             id(s.request) for s in self._rows if s.request.bridge.stop.is_set() and not s.done
         }
@@ -356,9 +394,20 @@ class BatchScheduler:
         keep = [i for i, s in enumerate(self._rows) if not s.done]
         if len(keep) == len(self._rows):
             return
+        if self._prefixes.enabled:
+            for i, sequence in enumerate(self._rows):
+                if sequence.done:
+                    self._keep_row(i, sequence)
         self._rows = [self._rows[i] for i in keep]
         self.stats.rows = len(self._rows)
         self._batch.keep(keep)
+
+    def _keep_row(self, row: int, sequence: _Sequence) -> None:
+        """Keep the KV of a row leaving the batch: its prompt and every drawn token but the
+        last (never fed back)."""
+        tokens = sequence.request.job.prompt + sequence.drawn[:-1]
+        if len(tokens) >= self._prefixes.min_tokens:
+            self._keep(sequence.adapter, tokens, self._batch.row_kv(row, len(tokens)))
 
     def _fail_rows(self, error: GatewayError) -> None:
         failed = {id(s.request): s.request for s in self._rows if not s.done}
@@ -380,3 +429,5 @@ class BatchScheduler:
         for request in pending:
             request.bridge.fail(error)
         self._fail_rows(error)
+        self._prefixes.clear()
+        self.stats.prefix_cached_tokens = 0

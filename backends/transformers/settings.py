@@ -19,6 +19,7 @@ class TransformersSettings(InProcessSettings):
         "chat_template",
         "adapters",
         "prefill_chunk",
+        "prefix_cache_tokens",
         "seed",
     }
 
@@ -62,6 +63,14 @@ class TransformersSettings(InProcessSettings):
         ge=1,
         description="prompt tokens per forward pass; a long prompt is read in such slices "
         "between the decode steps of running requests",
+    )
+    prefix_cache_tokens: int = Field(
+        default=8192,
+        ge=0,
+        description="tokens of KV kept from finished requests, so that a prompt starting with "
+        "one of them (the earlier turns of a chat) reads only the rest; least recently used "
+        "go first; 0: off. Each token costs 2 x layers x KV heads x head size x dtype bytes "
+        "on the model's device (SmolLM2-135M in bf16: 23 KB, an 8B Llama: 128 KB)",
     )
     seed: int | None = Field(default=None, description="default seed for requests without one")
     cache_dir: str | None = Field(
