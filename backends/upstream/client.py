@@ -7,12 +7,19 @@ health checks, deadlines, and retry on another replica while nothing has reached
 ``UpstreamStream`` whose first event has already arrived and which names its replica.
 Failures before that point are retried on the next replica when the error class says so
 (``backends.errors.may_retry``); what is left raises a ``backends.errors`` exception.
+
+Generation requests (``request_json``, ``open_stream``) go from an ``httpx.Request`` straight
+to the client's transport: httpx's client pipeline around it (auth, redirects, event hooks,
+URL merging) has nothing to do for them and cost more CPU per request than the transport.
+What it did that matters is kept: the client's default headers, its timeouts, and its cookie
+jar (a cookie an upstream sets is kept and sent again, as the client would).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,6 +45,15 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonReply:
+    """A JSON object an upstream answered: parsed, its bytes as sent, and who answered."""
+
+    data: dict[str, Any]
+    raw: bytes
+    replica: Replica
 
 
 @dataclass
@@ -93,6 +109,10 @@ class UpstreamClient:
         self._health_path = health_path
         self._map_status = map_status
         self._client: httpx.AsyncClient | None = None
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self._post_headers: list[tuple[str, str]] = []
+        self._timeout: dict[str, float | None] = {}
+        self._urls: dict[str, httpx.URL] = {}  # parsed once per replica and path
         self._health_task: asyncio.Task[None] | None = None
         self._in_flight = 0
 
@@ -108,7 +128,13 @@ class UpstreamClient:
     async def start(self) -> None:
         if self._client is not None:
             return
-        self._client = _make_client(self.settings)
+        self._client, self._transport = _make_client(self.settings)
+        self._post_headers = [
+            *self._client.headers.items(),
+            ("content-type", "application/json"),
+            *self.headers().items(),
+        ]
+        self._timeout = self._client.timeout.as_dict()
         if self.settings.health_check_interval > 0:
             self._health_task = asyncio.create_task(self._health_loop())
 
@@ -119,6 +145,7 @@ class UpstreamClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         client, self._client = self._client, None
+        self._transport = None
         if client is not None:
             await client.aclose()
 
@@ -181,26 +208,54 @@ class UpstreamClient:
                     raise UpstreamError("the upstream sent a body that is not JSON") from exc
             raise last or BackendUnavailableError(f"model '{self.settings.name}' has no replica")
 
-    async def request_json(
-        self, path: str, body: dict[str, Any], deadline: Deadline
-    ) -> tuple[dict[str, Any], Replica]:
-        """A non-streaming POST, retried on another replica on a retryable failure; returns the
-        reply and the replica that gave it."""
+    async def post(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        """POST ``body`` as JSON to ``url``: the response once its headers have arrived (read
+        or close it). Raises the transport's errors."""
+        client = self._require_client()
+        assert self._transport is not None
+        if client.cookies:  # a cookie to send: the client merges it into the request
+            request = client.build_request("POST", url, json=body, headers=self.headers())
+            return await client.send(request, stream=True)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        request = httpx.Request(
+            "POST",
+            self._url(url),
+            content=content.encode(),
+            headers=self._post_headers,
+            extensions={"timeout": self._timeout},
+        )
+        response = await self._transport.handle_async_request(request)
+        if "set-cookie" in response.headers:
+            client.cookies.extract_cookies(response)
+        return response
 
-        async def attempt(replica: Replica) -> tuple[dict[str, Any], Replica]:
-            client = self._require_client()
+    def _url(self, url: str) -> httpx.URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+        return parsed
+
+    async def request_json(self, path: str, body: dict[str, Any], deadline: Deadline) -> JsonReply:
+        """A non-streaming POST, retried on another replica on a retryable failure; returns the
+        reply (a JSON object) and the replica that gave it."""
+
+        async def attempt(replica: Replica) -> JsonReply:
             timeout = deadline.window(self.settings.timeouts.first_byte)
             async with asyncio.timeout(timeout):
-                reply = await client.post(replica.url + path, json=body, headers=self.headers())
-                if reply.status_code >= 400:
-                    raise self._map_status(reply.status_code, reply.content)
+                reply = await self.post(replica.url + path, body)
                 try:
-                    data = reply.json()
+                    raw = await reply.aread()
+                finally:
+                    await reply.aclose()
+                if reply.status_code >= 400:
+                    raise self._map_status(reply.status_code, raw)
+                try:
+                    data = json.loads(raw)
                 except ValueError as exc:
                     raise UpstreamError("the upstream sent a body that is not JSON") from exc
                 if not isinstance(data, dict):
                     raise UpstreamError("the upstream sent an unexpected JSON body")
-                return data, replica
+                return JsonReply(data, raw, replica)
 
         return await self._with_replicas(attempt)
 
@@ -214,24 +269,11 @@ class UpstreamClient:
         """POST ``body`` and wait for the first parsed event, retrying on another replica."""
 
         async def attempt(replica: Replica) -> UpstreamStream[E]:
-            client = self._require_client()
-            timeouts = self.settings.timeouts
-            request = client.build_request(
-                "POST",
-                replica.url + path,
-                json=body,
-                headers=self.headers(),
-                timeout=httpx.Timeout(
-                    connect=timeouts.connect,
-                    read=timeouts.idle,  # the idle deadline between chunks
-                    write=timeouts.connect,
-                    pool=timeouts.first_byte,
-                ),
-            )
             response: httpx.Response | None = None
             try:
                 async with asyncio.timeout(deadline.window(self.settings.timeouts.first_byte)):
-                    response = await client.send(request, stream=True)
+                    # the client's timeouts: the read timeout is the idle deadline between chunks
+                    response = await self.post(replica.url + path, body)
                     if response.status_code >= 400:
                         raise self._map_status(response.status_code, await response.aread())
                     events = parse(response)
@@ -299,19 +341,24 @@ async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline) -
     return event
 
 
-def _make_client(settings: UpstreamSettings) -> httpx.AsyncClient:
+def _make_client(settings: UpstreamSettings) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
+    """The pooled client and its transport (aiohttp's; httpx's own where httpx-aiohttp is not
+    installed: it works too, at 3-5x the CPU per request)."""
     limits = httpx.Limits(
         max_connections=settings.max_connections * len(settings.base_url),
         max_keepalive_connections=settings.max_connections,
     )
     timeout = httpx.Timeout(
         connect=settings.timeouts.connect,
-        read=settings.timeouts.idle,
+        read=settings.timeouts.idle,  # also the idle deadline between a stream's chunks
         write=settings.timeouts.connect,
         pool=settings.timeouts.first_byte,
     )
+    transport: httpx.AsyncBaseTransport
     try:
         from httpx_aiohttp import AiohttpTransport
-    except ImportError:  # plain httpx works too, at 3-5x the CPU per request
-        return httpx.AsyncClient(limits=limits, timeout=timeout)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
+
+        transport = AiohttpTransport(limits=limits)
+    except ImportError:
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+    return httpx.AsyncClient(transport=transport, timeout=timeout), transport

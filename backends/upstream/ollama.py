@@ -339,8 +339,8 @@ class OllamaBackend(UpstreamBackend):
         if not self.client.started:
             await self.load()
         deadline = Deadline(self.settings.timeouts.total)
-        reply, replica = await self.client.request_json("/api/embed", body, deadline)
-        return from_ollama_embed_reply(reply, len(request.inputs), replica.url)
+        reply = await self.client.request_json("/api/embed", body, deadline)
+        return from_ollama_embed_reply(reply.data, len(request.inputs), reply.replica.url)
 
     async def generate(self, request: GenerationRequest) -> EventStream:
         body = to_ollama_request(request, self.settings, stream=True)

@@ -90,6 +90,18 @@ class ModelRewriter:
             value["model"] = self._public
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
+    def answer(self, raw: bytes, data: dict[str, Any], twins: bool) -> bytes:
+        """A whole (non-streaming) answer, ``raw`` parsed as ``data``, with ``model`` set to
+        the client's name (added if missing) and, with ``twins``, thinking under both names
+        (``add_reasoning_twins``). Where only the model name changes, the upstream's bytes
+        are kept with it replaced."""
+        if self._needle in raw and not (twins and _REASONING in raw):
+            return raw.replace(self._needle, self._replacement, 1)
+        data["model"] = self._public
+        if twins:
+            add_reasoning_twins(data, "message")
+        return json.dumps(data, ensure_ascii=False).encode()
+
 
 def with_reasoning_twins(payload: bytes) -> bytes:
     """A stream chunk with its thinking under both names (``add_reasoning_twins``). Only a
@@ -161,13 +173,12 @@ class OpenAICompatBackend(UpstreamBackend):
             body["stream"] = False
         if not self.client.started:
             await self.load()
-        data, replica = await self.client.request_json(
+        reply = await self.client.request_json(
             endpoint, body, Deadline(self.settings.timeouts.total)
         )
-        data["model"] = request.model
-        if endpoint == "/chat/completions":
-            add_reasoning_twins(data, "message")
-        return Relayed(json.dumps(data, ensure_ascii=False).encode(), replica.url)
+        rewrite = ModelRewriter(self.settings.remote_model, request.model)
+        answer = rewrite.answer(reply.raw, reply.data, twins=endpoint == "/chat/completions")
+        return Relayed(answer, reply.replica.url)
 
     async def relay_stream(
         self, endpoint: RelayEndpoint, request: OpenAIRequest, keep_usage: bool
