@@ -5,7 +5,7 @@ accepted, and the key may come as ``x-api-key`` or ``Authorization: Bearer``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from backends.anthropic_types import CountTokensRequest, MessagesRequest, TokenCount
@@ -17,15 +17,15 @@ from gateway.anthropic_messages import (
     open_message_stream,
     to_generation_request,
 )
-from gateway.api import AllowedDep, RouterDep, _chain
+from gateway.api import model_chain
 from gateway.sse import framed_response
 
 anthropic_api = APIRouter()
 
 
 @anthropic_api.post("/v1/messages")
-async def create_message(body: MessagesRequest, router: RouterDep, allowed: AllowedDep) -> Response:
-    chain = _chain(router, body.model, allowed, "generate", "/v1/messages")
+async def create_message(body: MessagesRequest, http: Request) -> Response:
+    chain = model_chain(http, body.model, "generate", "/v1/messages")
     request = to_generation_request(body)
     if body.stream:
         stream = await dispatch.open_first(chain, lambda b: open_message_stream(b, body, request))
@@ -36,10 +36,8 @@ async def create_message(body: MessagesRequest, router: RouterDep, allowed: Allo
 
 
 @anthropic_api.post("/v1/messages/count_tokens")
-async def count_message_tokens(
-    body: CountTokensRequest, router: RouterDep, allowed: AllowedDep
-) -> Response:
-    chain = _chain(router, body.model, allowed, "generate", "/v1/messages/count_tokens")
+async def count_message_tokens(body: CountTokensRequest, http: Request) -> Response:
+    chain = model_chain(http, body.model, "generate", "/v1/messages/count_tokens")
     request = count_request(body)
     counted = await dispatch.open_first(chain, lambda b: count_tokens(b, request))
     answer = TokenCount(input_tokens=counted.result.input_tokens)

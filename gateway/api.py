@@ -39,6 +39,24 @@ RouterDep = Annotated[ModelRouter, Depends(get_router)]
 AllowedDep = Annotated[list[str] | None, Depends(allowed_models)]
 
 
+def model_chain(request: Request, name: str, task: Task, endpoint: str) -> list[Backend]:
+    """``_chain`` for the request's key. The model routes read the router and the key's
+    models from the ``Request`` rather than through two dependencies: FastAPI's resolution of
+    them cost more than the rest of the handler (bench/passthrough.py)."""
+    return _chain(router_of(request), name, allowed_of(request), task, endpoint)
+
+
+def router_of(request: Request) -> ModelRouter:
+    router: ModelRouter = request.app.state.router
+    return router
+
+
+def allowed_of(request: Request) -> list[str] | None:
+    """The models the request's API key may use (None: any)."""
+    allowed: list[str] | None = request.scope.get("state", {}).get("allowed_models")
+    return allowed
+
+
 def _chain(
     router: ModelRouter, name: str, allowed: list[str] | None, task: Task, endpoint: str
 ) -> list[Backend]:
@@ -54,10 +72,8 @@ def _chain(
 
 
 @api.post("/v1/chat/completions")
-async def chat_completions(
-    body: ChatCompletionRequest, router: RouterDep, allowed: AllowedDep
-) -> Response:
-    chain = _chain(router, body.model, allowed, "generate", "/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    chain = model_chain(request, body.model, "generate", "/v1/chat/completions")
     if body.stream:
         stream = await dispatch.open_first(chain, lambda b: open_chat_stream(b, body))
         primed = stream.result
@@ -67,8 +83,8 @@ async def chat_completions(
 
 
 @api.post("/v1/completions")
-async def completions(body: CompletionRequest, router: RouterDep, allowed: AllowedDep) -> Response:
-    chain = _chain(router, body.model, allowed, "generate", "/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    chain = model_chain(request, body.model, "generate", "/v1/completions")
     if body.stream:
         stream = await dispatch.open_first(chain, lambda b: open_completion_stream(b, body))
         primed = stream.result
@@ -78,10 +94,10 @@ async def completions(body: CompletionRequest, router: RouterDep, allowed: Allow
 
 
 @api.post("/", openapi_extra=json_body(tutorial.TutorialRequest))
-async def tutorials_api(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+async def tutorials_api(request: Request) -> Response:
     """The tutorials' ``POST /`` (``gateway.tutorial``): the body is JSON whatever its type."""
     body = tutorial.parse_body(await request.body())
-    chain = _chain(router, body.model_name, allowed, "generate", "/")
+    chain = model_chain(request, body.model_name, "generate", "/")
     answer = await dispatch.open_first(chain, lambda b: tutorial.answer(b, body))
     return Response(answer.result.data, media_type="application/json", headers=answer.headers())
 

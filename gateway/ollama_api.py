@@ -23,7 +23,7 @@ from backends.embeddings import EmbeddingRequest
 from backends.errors import InvalidRequestError
 from backends.protocol import Backend
 from gateway import dispatch, ollama_models
-from gateway.api import AllowedDep, RouterDep, _chain
+from gateway.api import AllowedDep, RouterDep, model_chain, router_of
 from gateway.lifecycle import ModelLifecycle
 from gateway.ollama_serving import Ask, complete, embed, keep_alive, load, open_stream, unload
 from gateway.ollama_stream import ndjson_response
@@ -67,11 +67,11 @@ def _json(body: Any) -> Response:
 
 
 @ollama_api.post("/api/chat", openapi_extra=json_body(OllamaChatRequest))
-async def chat(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+async def chat(request: Request) -> Response:
     started = time.monotonic_ns()
     body = await _body(request, OllamaChatRequest)
-    name = model_name(router, body.model)
-    chain = _chain(router, name, allowed, "generate", "/api/chat")
+    name = model_name(router_of(request), body.model)
+    chain = model_chain(request, name, "generate", "/api/chat")
     unloading = keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     if not body.messages:
         if unloading:
@@ -82,11 +82,11 @@ async def chat(request: Request, router: RouterDep, allowed: AllowedDep) -> Resp
 
 
 @ollama_api.post("/api/generate", openapi_extra=json_body(OllamaGenerateRequest))
-async def generate(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+async def generate(request: Request) -> Response:
     started = time.monotonic_ns()
     body = await _body(request, OllamaGenerateRequest)
-    name = model_name(router, body.model)
-    chain = _chain(router, name, allowed, "generate", "/api/generate")
+    name = model_name(router_of(request), body.model)
+    chain = model_chain(request, name, "generate", "/api/generate")
     unloading = keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     if not body.prompt and not body.images:
         if unloading:
@@ -109,11 +109,11 @@ def _served(served: dispatch.Served[Any]) -> Response:
 
 
 @ollama_api.post("/api/embed", openapi_extra=json_body(OllamaEmbedRequest))
-async def embed_route(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+async def embed_route(request: Request) -> Response:
     started = time.monotonic_ns()
     body = await _body(request, OllamaEmbedRequest)
-    name = model_name(router, body.model)
-    chain = _chain(router, name, allowed, "embed", "/api/embed")
+    name = model_name(router_of(request), body.model)
+    chain = model_chain(request, name, "embed", "/api/embed")
     keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     wanted = embedding_request(body, name)
     served = await dispatch.open_first(chain, lambda b: embed(b, wanted, started, num_ctx(body)))
@@ -130,12 +130,12 @@ async def embed_route(request: Request, router: RouterDep, allowed: AllowedDep) 
 
 
 @ollama_api.post("/api/embeddings", openapi_extra=json_body(OllamaEmbeddingsRequest))
-async def embeddings(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+async def embeddings(request: Request) -> Response:
     """The older route: one ``prompt``, one ``embedding`` (an empty prompt only loads)."""
     started = time.monotonic_ns()
     body = await _body(request, OllamaEmbeddingsRequest)
-    name = model_name(router, body.model)
-    chain = _chain(router, name, allowed, "embed", "/api/embeddings")
+    name = model_name(router_of(request), body.model)
+    chain = model_chain(request, name, "embed", "/api/embeddings")
     keep_alive(_lifecycle(request), chain[0], body.keep_alive)
     wanted = EmbeddingRequest(name, embed_inputs(body.prompt))
     served = await dispatch.open_first(chain, lambda b: embed(b, wanted, started, num_ctx(body)))

@@ -4,13 +4,13 @@ so (not the framework's route-level 404/405)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from backends.errors import NotFoundError
 from backends.responses_types import ResponsesRequest
 from gateway import dispatch
-from gateway.api import AllowedDep, RouterDep, _chain
+from gateway.api import model_chain
 from gateway.openai_responses import (
     STATELESS,
     complete_response,
@@ -23,10 +23,8 @@ responses_api = APIRouter()
 
 
 @responses_api.post("/v1/responses")
-async def create_response(
-    body: ResponsesRequest, router: RouterDep, allowed: AllowedDep
-) -> Response:
-    chain = _chain(router, body.model, allowed, "generate", "/v1/responses")
+async def create_response(body: ResponsesRequest, http: Request) -> Response:
+    chain = model_chain(http, body.model, "generate", "/v1/responses")
     request = to_generation_request(body)
     if body.stream:
         stream = await dispatch.open_first(chain, lambda b: open_response_stream(b, body, request))
