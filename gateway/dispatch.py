@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeGuard, TypeVar
 
 from backends.errors import GatewayError, may_retry
-from backends.protocol import Backend
+from backends.protocol import Backend, OpenAIRelay
 from gateway.lifecycle import leased
-from gateway.limits import guard
+from gateway.limits import LimitedBackend, guard
 from gateway.metered_backend import BackendActivity, MeteredBackend
+from gateway.rate_limits import ModelLimitedBackend
 from gateway.request_record import current_record
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,24 @@ R = TypeVar("R", bound="HasReplica")
 class HasReplica(Protocol):
     @property
     def replica(self) -> str | None: ...
+
+
+_RELAYS: dict[type, bool] = {}  # backend class -> implements OpenAIRelay
+_PROXIES = (MeteredBackend, LimitedBackend, ModelLimitedBackend)
+
+
+def relays(backend: Backend) -> TypeGuard[OpenAIRelay]:
+    """``isinstance(backend, OpenAIRelay)`` for a backend behind this module's proxies,
+    answered once per backend class (a backend's relay methods are its class's): the runtime
+    protocol check, through the proxies, cost more than the rest of a relay's own work."""
+    real: object = backend
+    while isinstance(real, _PROXIES):
+        real = real.unwrapped
+    kind = type(real)
+    known = _RELAYS.get(kind)
+    if known is None:
+        known = _RELAYS[kind] = isinstance(real, OpenAIRelay)
+    return known
 
 
 @dataclass

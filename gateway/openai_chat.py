@@ -31,7 +31,7 @@ from backends.openai_types import (
     TopLogprob,
     Usage,
 )
-from backends.protocol import Backend, OpenAIRelay, Relayed
+from backends.protocol import Backend, Relayed
 from backends.requests import (
     ContentPart,
     GenerationRequest,
@@ -44,7 +44,7 @@ from backends.requests import (
     ToolCall,
     ToolChoice,
 )
-from gateway.dispatch import Primed, prime
+from gateway.dispatch import Primed, prime, relays
 
 # -- request -------------------------------------------------------------------------------
 
@@ -323,7 +323,7 @@ async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> Cha
 
 async def open_chat_stream(backend: Backend, body: ChatCompletionRequest) -> Primed[bytes]:
     """Start ``backend`` on a streaming request: its chunk payloads, the first one arrived."""
-    if isinstance(backend, OpenAIRelay):
+    if relays(backend):
         relayed = await backend.relay_stream("/chat/completions", body, body.include_usage)
         return await prime(relayed, relayed.replica)
     events = await backend.generate(to_generation_request(body))
@@ -332,7 +332,7 @@ async def open_chat_stream(backend: Backend, body: ChatCompletionRequest) -> Pri
 
 async def complete_chat(backend: Backend, body: ChatCompletionRequest) -> Relayed:
     """A non-streaming answer from ``backend``, as the JSON bytes the client gets."""
-    if isinstance(backend, OpenAIRelay):
+    if relays(backend):
         # as sent: no translation, no re-encoding
         return await backend.relay("/chat/completions", body)
     events = await backend.generate(to_generation_request(body))

@@ -24,9 +24,9 @@ from backends.completion_types import (
 )
 from backends.errors import InternalError, InvalidRequestError, UnsupportedParameterError
 from backends.openai_types import Usage
-from backends.protocol import Backend, EventStream, OpenAIRelay, Relayed
+from backends.protocol import Backend, EventStream, Relayed
 from backends.requests import GenerationRequest, Sampling
-from gateway.dispatch import Primed, prime
+from gateway.dispatch import Primed, prime, relays
 from gateway.event_merge import merge_events, open_all
 
 # -- request -------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def _extend(into: CompletionLogprobs, more: CompletionLogprobs) -> None:
 
 async def open_completion_stream(backend: Backend, body: CompletionRequest) -> Primed[bytes]:
     """Start ``backend`` on a streaming request: its chunk payloads, the first one arrived."""
-    if isinstance(backend, OpenAIRelay):
+    if relays(backend):
         relayed = await backend.relay_stream("/completions", body, body.include_usage)
         return await prime(relayed, relayed.replica)
     events, builder, replica = await _start(backend, body)
@@ -247,7 +247,7 @@ async def open_completion_stream(backend: Backend, body: CompletionRequest) -> P
 
 async def complete(backend: Backend, body: CompletionRequest) -> Relayed:
     """A non-streaming answer from ``backend``, as the JSON bytes the client gets."""
-    if isinstance(backend, OpenAIRelay):
+    if relays(backend):
         return await backend.relay("/completions", body)
     events, builder, replica = await _start(backend, body)
     completion = await collect_completion(events, builder)

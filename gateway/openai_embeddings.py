@@ -17,7 +17,8 @@ from backends.embedding_types import (
 from backends.embeddings import EmbeddingInput, EmbeddingRequest, EmbeddingResult, Vector
 from backends.embeddings import little_endian_bytes as le_bytes
 from backends.errors import InvalidRequestError
-from backends.protocol import Backend, Embedder, OpenAIRelay, Relayed
+from backends.protocol import Backend, Embedder, Relayed
+from gateway.dispatch import relays
 
 
 def to_embedding_request(body: CreateEmbeddingRequest) -> EmbeddingRequest:
@@ -65,7 +66,7 @@ def to_response(result: EmbeddingResult, body: CreateEmbeddingRequest) -> Create
 
 async def create_embeddings(backend: Backend, body: CreateEmbeddingRequest) -> Relayed:
     """``backend``'s answer to ``body`` as the JSON bytes the client gets."""
-    if isinstance(backend, OpenAIRelay):
+    if relays(backend):
         return await backend.relay("/embeddings", body)  # as sent, vendor extras included
     if not isinstance(backend, Embedder):
         raise InvalidRequestError(

@@ -333,6 +333,10 @@ class ModelLimitedBackend:
         self._admission = admission
         self._admitted = False
 
+    @property
+    def unwrapped(self) -> Backend:
+        return self._backend
+
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._backend, name)
         if name not in self._GATED:
