@@ -356,10 +356,25 @@ class DownloadProgress(_Response):
 ModelState = Literal["loaded", "loading", "unloaded", "error"]
 
 
+class ModelPlacement(_Response):
+    """Where a loaded in-process model runs. ``device``: "cpu", "gpu" (llama.cpp: every layer
+    offloaded), "gpu+cpu" (some), or a torch device ("cuda:0"; several: "cuda:0,cuda:1").
+    ``layers`` / ``gpu_layers``: llama.cpp's offloadable layers (blocks plus the output layer)
+    and how many of them run on the GPU. ``parallel``: sequences decoded in one batch at most."""
+
+    _omit_if_none = frozenset({"layers", "gpu_layers"})
+
+    device: str
+    layers: int | None = None
+    gpu_layers: int | None = None
+    parallel: int
+
+
 class ModelCard(_Response):
     """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``state``/``parent``/
-    ``task``/``endpoints`` are llmgate extras (OpenAI clients ignore unknown keys). ``parent``
-    names the base model of a LoRA adapter (as vLLM reports it)."""
+    ``task``/``endpoints``/``capabilities``/``placement`` are llmgate extras (OpenAI clients
+    ignore unknown keys). ``parent`` names the base model of a LoRA adapter (as vLLM reports
+    it)."""
 
     _omit_if_none = frozenset({"parent", "max_model_len", "load_error"})
 
@@ -379,6 +394,7 @@ class ModelCard(_Response):
     endpoints: list[str] = Field(default_factory=list)  # the routes that serve this model
     capabilities: ModelCapabilities | None = None  # None: not known yet (a model not loaded)
     download: DownloadProgress | None = None  # while its weights download (hf:, modelscope:)
+    placement: ModelPlacement | None = None  # an in-process model, while loaded
 
 
 class ModelList(_Response):

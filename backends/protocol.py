@@ -15,7 +15,7 @@ from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.events import Event
-from backends.openai_types import ModelCapabilities, OpenAIRequest
+from backends.openai_types import ModelCapabilities, ModelPlacement, OpenAIRequest
 from backends.requests import GenerationRequest
 
 T = TypeVar("T")
@@ -155,6 +155,14 @@ class HasVariants(Protocol):
     lifecycle belongs to this one."""
 
     def variants(self) -> list[Backend]: ...
+
+
+@runtime_checkable
+class HasPlacement(Protocol):
+    """An in-process backend that can say where its loaded model runs (``GET /v1/models``):
+    CPU or GPU, offloaded layers, sequences per batch. None while not loaded."""
+
+    def placement(self) -> ModelPlacement | None: ...
 
 
 @runtime_checkable

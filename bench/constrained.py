@@ -393,36 +393,19 @@ def isolated_costs(
 
 
 def _llama_apply(constraint: Any, vocab: int) -> dict[str, Callable[[], Any]]:
-    """The llama.cpp engine's logits processor as llama-cpp-python 0.3 runs it per token
-    (``Llama._init_sampler``'s ``apply_func``: a recarray over the candidates, the processor on
-    its strided ``logit`` field, the result copied back), and the same hook with a no-op."""
-    import ctypes
+    """The llama.cpp engine's mask as ``SequenceSampler.sample`` applies it per token: the
+    grammar's ``allowed()`` on the sequence's float32 logits row, in place (before llama.cpp's
+    sampler chain reads the row)."""
+    import math
 
-    import llama_cpp
     import numpy as np
 
-    from backends.llama_cpp.engine import _logits_processor
+    row = np.random.default_rng(0).standard_normal(vocab).astype(np.float32)
 
-    data = (llama_cpp.llama_token_data * vocab)()
-    dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
-    logits = np.random.default_rng(0).standard_normal(vocab)
-    np.recarray(shape=(vocab,), dtype=dtype, buf=data).logit[:] = logits
-    input_ids = np.zeros(2048, dtype=np.intc)
+    def masked() -> None:
+        row[~constraint.allowed()] = -math.inf
 
-    def hook(processors: Any) -> Callable[[], Any]:
-        def run() -> None:
-            buf = (llama_cpp.llama_token_data * vocab).from_address(ctypes.addressof(data))
-            recarray = np.recarray(shape=(vocab,), dtype=dtype, buf=buf)
-            for processor in processors:
-                recarray.logit[:] = processor(input_ids, recarray.logit)
-
-        return run
-
-    engine_processor = _logits_processor({}, constraint)
-    return {
-        "llama-cpp-python hook, no-op processor": hook([lambda _ids, scores: scores]),
-        "llama-cpp-python hook, the engine's processor (incl. allowed())": hook(engine_processor),
-    }
+    return {"llama.cpp engine: the mask on the logits row (incl. allowed())": masked}
 
 
 def _torch_apply(constraint: Any, vocab: int, width: int) -> dict[str, Callable[[], Any]]:

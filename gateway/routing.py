@@ -9,8 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.errors import InvalidRequestError, ModelNotFoundError
-from backends.openai_types import DownloadProgress, ModelCapabilities, ModelCard, ModelState
-from backends.protocol import Backend, HasCapabilities, HasVariants, Health, HealthStatus
+from backends.openai_types import (
+    DownloadProgress,
+    ModelCapabilities,
+    ModelCard,
+    ModelPlacement,
+    ModelState,
+)
+from backends.protocol import (
+    Backend,
+    HasCapabilities,
+    HasPlacement,
+    HasVariants,
+    Health,
+    HealthStatus,
+)
 from backends.registry import BackendSettings, create_backend
 from backends.settings import Task
 from gateway.metered_backend import BackendActivity
@@ -156,6 +169,7 @@ class ModelRouter:
                 endpoints=list(ENDPOINTS[route.task]),
                 capabilities=capabilities,
                 download=_download(route.backend),
+                placement=_placement(route.backend),
             )
             for route, capabilities, health in zip(routes, found, healths, strict=True)
         ]
@@ -217,6 +231,10 @@ def _download(backend: Backend) -> DownloadProgress | None:
     return DownloadProgress(
         source=progress.source, bytes_done=progress.bytes_done, bytes_total=progress.bytes_total
     )
+
+
+def _placement(backend: Backend) -> ModelPlacement | None:
+    return backend.placement() if isinstance(backend, HasPlacement) else None
 
 
 async def _capabilities(backend: Backend) -> ModelCapabilities | None:

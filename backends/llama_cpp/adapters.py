@@ -2,9 +2,9 @@
 ``llama_adapter_lora_init``), and per request the request's adapter, or none, set on the
 model's one context (``llama_set_adapters_lora``) before it decodes.
 
-The context computes every token with the adapters set at that moment, so what its KV cache
-holds was computed under one adapter: ``LoraAdapters.use`` says when that changed, and the
-engine then drops its cached prefix.
+The context computes every token with the adapters set at that moment, so sequences of
+different adapters never share a decode step, and a cached prefix is reused only under the
+adapter it was computed with (``backends.llama_cpp.slots``).
 """
 
 from __future__ import annotations
@@ -26,21 +26,20 @@ class LoraFile:
 
 
 class LoraAdapters:
-    """The adapters of one ``llama_cpp.Llama``, by name. Not thread-safe: built on the loading
-    thread, then used only on the engine's worker thread. ``free`` must run before the model
-    is closed (an adapter points into its model)."""
+    """The adapters of one llama.cpp model (``model``, a ``llama_model_p``) and its context
+    (``ctx``), by name. Not thread-safe: built on the loading thread, then used only on the
+    engine's thread. ``free`` must run before the model is closed (an adapter points into its
+    model)."""
 
-    def __init__(self, llm: Any, files: Sequence[LoraFile]) -> None:
+    def __init__(self, model: Any, ctx: Any, files: Sequence[LoraFile]) -> None:
         import llama_cpp
 
-        self._llm = llm
+        self._ctx = ctx
         self._loaded: dict[str, tuple[Any, float]] = {}
         self.active: str | None = None  # the adapter set on the context now
         try:
             for lora in files:
-                adapter = llama_cpp.llama_adapter_lora_init(
-                    llm._model.model, str(lora.path).encode("utf-8")
-                )
+                adapter = llama_cpp.llama_adapter_lora_init(model, str(lora.path).encode("utf-8"))
                 if not adapter:
                     raise ValueError(
                         f"adapter '{lora.name}' ({lora.path}): llama.cpp could not load it as "
@@ -65,14 +64,14 @@ class LoraAdapters:
         if name == self.active:
             return False
         if name is None:
-            status = llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
+            status = llama_cpp.llama_set_adapters_lora(self._ctx, None, 0, None)
         else:
             if name not in self._loaded:
                 raise KeyError(f"no adapter '{name}' on this model (loaded: {self.names})")
             adapter, scale = self._loaded[name]
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
             scales = (ctypes.c_float * 1)(scale)
-            status = llama_cpp.llama_set_adapters_lora(self._llm.ctx, adapters, 1, scales)
+            status = llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales)
         if status != 0:
             raise RuntimeError(f"llama.cpp could not set adapter {name!r} (status {status})")
         self.active = name

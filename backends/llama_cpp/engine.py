@@ -1,63 +1,114 @@
-"""The llama.cpp engine: one ``llama_cpp.Llama`` and its decode loop, on one worker thread.
+"""The llama.cpp engine: one GGUF, one context decoding up to ``parallel`` sequences at once.
 
-A ``Llama`` is not thread-safe, so every generation runs on the engine's ``SerialWorker`` (one
-thread, bounded FIFO queue: a full queue is a 429, never a hang). Rendering the chat template
-and tokenizing only read the vocabulary, so they run before the request queues.
+The model and its context are driven through llama-cpp-python's low-level API: the context is
+made for ``parallel`` sequences, each with its own ``n_ctx`` window (llama.cpp's split KV
+cache: ``n_ctx × parallel`` cells, as ``llama-server -c <n_ctx × np> -np <np>``), and the
+``SequenceScheduler`` (``backends.llama_cpp.scheduler``) batches them, one ``llama_decode`` a
+step, on its own thread. Rendering the chat template and tokenizing only read the vocabulary,
+so they run before the request queues.
 
-We drive ``Llama.generate`` (token by token) rather than ``create_completion`` so that usage
-counts are exact, stop strings never leak, prefill is interruptible, and cancellation is
-checked on every token.
-
-LoRA adapters (``backends.llama_cpp.adapters``) are loaded with the model; each request
-decodes with its own adapter, or none, set on the worker thread before its prefill.
+LoRA adapters (``backends.llama_cpp.adapters``) are loaded with the model; sequences decode
+with their request's adapter, or none.
 """
 
 from __future__ import annotations
 
-import codecs
+import asyncio
 import ctypes
-import math
-import secrets
-from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from backends.events import Event, Started, TokenLogprob, TopToken, Usage
+from backends.events import Event
 from backends.llama_cpp.adapters import LoraAdapters, LoraFile
+from backends.llama_cpp.scheduler import LlamaContextHandles, SequenceScheduler, token_piece
 from backends.llama_cpp.settings import LlamaCppSettings
-from backends.local.bridge import StopSignal
 from backends.local.engine import EngineStats
-from backends.local.grammar import GrammarVocabulary, TokenConstraint
-from backends.local.output import ChoiceOutput
+from backends.local.grammar import GrammarVocabulary
 from backends.local.plan import EngineLimits, GenerationPlan
-from backends.local.serial_worker import SerialWorker
+from backends.openai_types import ModelPlacement
+
+log = logging.getLogger(__name__)
 
 # llama.cpp server's sampling defaults, used where the request leaves a knob unset.
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05}
 
+GPU_BUILD_HINT = (
+    'for NVIDIA GPUs install a CUDA build: CMAKE_ARGS="-DGGML_CUDA=on" pip install '
+    '--force-reinstall --no-cache-dir llama-cpp-python (see the README, "GPUs")'
+)
+
+
+def default_parallel(n_ctx: int, cores: int | None = None) -> int:
+    """Sequences decoded at once when ``parallel`` is unset: 4 (as llama-server), fewer on a
+    one-core machine or when the cache (``n_ctx × parallel`` tokens) would pass 16,384."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(4, 2 * cores, 16384 // n_ctx))
+
+
+def layer_placement(model: Any, n_gpu_layers: int, parallel: int) -> ModelPlacement:
+    """Where a GGUF's layers run: of its offloadable layers (blocks plus the output layer, as
+    llama.cpp counts them), those ``n_gpu_layers`` asks for when the build can offload."""
+    import llama_cpp
+
+    layers = int(llama_cpp.llama_model_n_layer(model)) + 1
+    on_gpu = 0
+    if llama_cpp.llama_supports_gpu_offload():
+        on_gpu = min(layers if n_gpu_layers < 0 else n_gpu_layers, layers)
+    device = "cpu" if on_gpu == 0 else "gpu" if on_gpu == layers else "gpu+cpu"
+    return ModelPlacement(device=device, layers=layers, gpu_layers=on_gpu, parallel=parallel)
+
 
 class LlamaCppEngine:
     """A loaded GGUF (see the module docstring). ``submit`` relays the request's events from
-    the worker thread; ``aclose`` frees the model after the running request."""
+    the scheduler's thread; ``aclose`` fails what still waits, lets the running sequences
+    finish, and frees the model."""
 
     def __init__(
-        self, llm: Any, settings: LlamaCppSettings, loras: Sequence[LoraFile] = ()
+        self,
+        model: Any,
+        ctx: Any,
+        settings: LlamaCppSettings,
+        parallel: int,
+        loras: Sequence[LoraFile] = (),
     ) -> None:
-        self._llm = llm
+        import llama_cpp
+
+        self._model = model  # llama_cpp._internals.LlamaModel
+        self._ctx = ctx  # llama_cpp._internals.LlamaContext
         self._settings = settings
-        self._formatter, self._template = _build_formatter(llm, settings)
-        self._specials = _special_tokens(llm)
-        self._adapters = LoraAdapters(llm, loras)  # nothing after this fails: no leak on error
-        self._worker = SerialWorker(settings.name, settings.max_queue)
+        self.parallel = parallel
+        self._formatter, self._template = _build_formatter(model, settings)
+        self._specials = _special_tokens(model)
+        self.placement = layer_placement(model.model, settings.n_gpu_layers, parallel)
         self.stats = EngineStats()
+        window = int(llama_cpp.llama_n_ctx_seq(ctx.ctx))
         self.limits = EngineLimits(
-            context_window=llm.n_ctx(),
-            vocab_size=llm.n_vocab(),
+            context_window=min(settings.n_ctx, window),
+            vocab_size=model.n_vocab(),
             sampling_defaults=SAMPLING_DEFAULTS,
             default_seed=settings.seed,
         )
-        self._grammar = GrammarVocabulary(
-            lambda: _grammar_tokenizer(self._llm, self.limits.vocab_size)
+        self._grammar = GrammarVocabulary(lambda: _grammar_tokenizer(model, self.limits.vocab_size))
+        self._adapters = LoraAdapters(model.model, ctx.ctx, loras)
+        handles = LlamaContextHandles(
+            ctx=ctx.ctx,
+            memory=llama_cpp.llama_get_memory(ctx.ctx),
+            vocab=model.vocab,
+            vocab_size=self.limits.vocab_size,
+            piece=token_piece(model.vocab),
+        )
+        # Nothing after this fails: the scheduler's thread starts last.
+        self._scheduler = SequenceScheduler(
+            settings.name,
+            handles,
+            self._adapters,
+            parallel=parallel,
+            n_batch=settings.n_batch,
+            max_queue=settings.max_queue,
+            stats=self.stats,
         )
 
     @classmethod
@@ -66,46 +117,44 @@ class LlamaCppEngine:
     ) -> LlamaCppEngine:
         """Load the GGUF at ``path`` and the LoRA adapters ``loras`` (blocking). Raises
         ``ValueError`` naming an adapter llama.cpp refuses (the model is freed again)."""
-        from llama_cpp import Llama
+        import llama_cpp
+        from llama_cpp import _internals
+        from llama_cpp._logger import set_verbose
 
-        kwargs: dict[str, Any] = {
-            "model_path": str(path),
-            "n_ctx": settings.n_ctx,
-            "n_gpu_layers": settings.n_gpu_layers,
-            "n_batch": settings.n_batch,
-            "verbose": False,
-        }
-        if settings.n_threads is not None:
-            kwargs["n_threads"] = settings.n_threads
-        if settings.n_threads_batch is not None:
-            kwargs["n_threads_batch"] = settings.n_threads_batch
-        if settings.flash_attn:
-            kwargs["flash_attn"] = True
-        if settings.chat_format is not None:
-            kwargs["chat_format"] = settings.chat_format
-        llm = Llama(**kwargs)
+        set_verbose(False)  # llama.cpp's own log goes to stderr only at ERROR
+        llama_cpp.llama_backend_init()
+        if settings.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+            log.warning(
+                "model '%s' asks for n_gpu_layers=%d, but this llama-cpp-python build cannot "
+                "offload to a GPU: every layer runs on the CPU; %s",
+                settings.name,
+                settings.n_gpu_layers,
+                GPU_BUILD_HINT,
+            )
+        model_params = llama_cpp.llama_model_default_params()
+        layers = settings.n_gpu_layers
+        model_params.n_gpu_layers = 0x7FFFFFFF if layers < 0 else layers  # -1: all of them
+        model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         try:
-            return cls(llm, settings, loras)
+            parallel = settings.parallel or default_parallel(settings.n_ctx)
+            ctx = _internals.LlamaContext(
+                model=model, params=_context_params(settings, parallel), verbose=False
+            )
+            return cls(model, ctx, settings, parallel, loras)
         except BaseException:
-            llm.close()
+            model.close()
             raise
 
     @property
     def waiting(self) -> int:
-        return self._worker.waiting
+        return self._scheduler.waiting
 
     async def aclose(self) -> None:
-        """Fail the requests still queued (503), let the running one finish, free the model."""
-        self._worker.close()
-        await self._worker.run(self._free)
-        self._worker.shutdown()
-
-    def _free(self) -> None:
+        """Fail the requests still queued (503), let the running ones finish, free the model."""
+        self._scheduler.close()
+        await asyncio.to_thread(self._scheduler.join)
         self._adapters.free()
-        close = getattr(self._llm, "close", None)
-        if close is not None:
-            close()
-        self._llm = None
+        self._model.close()  # frees its context first
 
     # -- before the queue (any thread) ------------------------------------------------------
 
@@ -120,7 +169,7 @@ class LlamaCppEngine:
         return rendered.prompt, not rendered.added_special
 
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos, True))
 
     @property
     def special_tokens(self) -> Mapping[str, int]:
@@ -129,159 +178,36 @@ class LlamaCppEngine:
     def grammar_tokenizer(self) -> Any:
         return self._grammar.get()
 
-    # -- on the worker thread ---------------------------------------------------------------
-
     def submit(self, plan: GenerationPlan) -> AsyncIterator[Event]:
-        return self._worker.stream(lambda stop: self._generate(plan, stop))
-
-    def _generate(self, plan: GenerationPlan, stop: StopSignal) -> Generator[Event, None, None]:
-        self.stats.requests_started += 1
-        finished = False
-        total = 0
-        try:
-            if self._adapters.use(plan.adapter):
-                self._llm.reset()  # the cached prefix was computed under another adapter
-            for index in range(plan.n):
-                yield Started(index)
-                if not self._prefill(plan.prompt, stop):
-                    return
-                output = yield from self._decode(plan, index, stop)
-                total += output.tokens
-                if output.reason is None:
-                    return
-            finished = True
-            yield Usage(len(plan.prompt), total)
-        finally:
-            # Also reached when the consumer closes this generator (GeneratorExit).
-            if finished:
-                self.stats.requests_finished += 1
-            else:
-                self.stats.requests_cancelled += 1
-
-    def _prefill(self, prompt: list[int], stop: StopSignal) -> bool:
-        """Evaluate the prompt in ``n_batch`` slices, reusing the cached KV prefix; False if
-        stopped before the end."""
-        llm = self._llm
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        prefix = 0
-        for a, b in zip(cached, prompt, strict=False):
-            if a != b:
-                break
-            prefix += 1
-        # Re-evaluate at least the last prompt token: its logits seed the first sample.
-        prefix = min(prefix, len(prompt) - 1)
-        if prefix == 0:
-            llm.reset()
-        llm.n_tokens = prefix
-        step = self._settings.n_batch
-        for start in range(prefix, len(prompt), step):
-            if stop.is_set():
-                return False
-            batch = prompt[start : start + step]
-            llm.eval(batch)
-            self.stats.prefill_tokens += len(batch)
-        return not stop.is_set()
-
-    def _decode(
-        self, plan: GenerationPlan, index: int, stop: StopSignal
-    ) -> Generator[Event, None, ChoiceOutput]:
-        """One choice; returns its output, whose ``reason`` is None if it was stopped."""
-        import llama_cpp
-
-        llm = self._llm
-        sampling = plan.sampling.for_choice(index)
-        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-        llm.set_seed(seed & 0xFFFFFFFF)
-        vocab = llm._model.vocab
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        output = ChoiceOutput(
-            index,
-            plan.stops,
-            plan.max_new_tokens,
-            sampling.logprobs,
-            flush_text=lambda: utf8.decode(b"", final=True),
-            spec=plan.spec,
-        )
-        constraint = plan.grammar.constraint() if plan.grammar is not None else None
-        tokens = llm.generate(
-            plan.prompt,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            temp=sampling.temperature,
-            repeat_penalty=1.0,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
-            logits_processor=_logits_processor(sampling.logit_bias, constraint),
-        )
-        try:
-            for token in tokens:
-                if stop.is_set():
-                    return output
-                if constraint is not None:
-                    constraint.accept(token)
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    yield from output.token(None)
-                    return output
-                self.stats.tokens_generated += 1
-                logprob = self._logprob(token, sampling.top_logprobs) if sampling.logprobs else None
-                piece = llm.detokenize([token], special=token in plan.visible)
-                yield from output.token(utf8.decode(piece), logprob)
-                if output.reason is not None:
-                    return output
-        finally:
-            tokens.close()
-        return output
-
-    def _logprob(self, token: int, top: int) -> TokenLogprob:
-        """Log-probabilities of the distribution ``token`` was sampled from: the logits of
-        the last evaluated position, before sampling transforms (as OpenAI reports)."""
-        import llama_cpp
-        import numpy as np
-
-        llm = self._llm
-        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-        logits = np.ctypeslib.as_array(ptr, shape=(self.limits.vocab_size,)).astype(np.float64)
-        peak = float(logits.max())
-        logprobs = logits - (peak + math.log(float(np.exp(logits - peak).sum())))
-        alternatives: list[TopToken] = []
-        if top:
-            best = np.argpartition(-logprobs, top)[:top]
-            for tid in sorted(best.tolist(), key=lambda t: -logprobs[t]):
-                alternatives.append(self._top(int(tid), float(logprobs[tid])))
-        chosen = self._top(token, float(logprobs[token]))
-        return TokenLogprob(chosen.token, chosen.logprob, chosen.bytes, tuple(alternatives))
-
-    def _top(self, token: int, logprob: float) -> TopToken:
-        raw = self._llm.detokenize([token])
-        return TopToken(raw.decode("utf-8", errors="replace"), logprob, bytes(raw))
+        return self._scheduler.submit(plan)
 
 
-def _logits_processor(bias: dict[int, float], constraint: TokenConstraint | None) -> Any:
-    """``logit_bias`` added, then the grammar's mask applied (disallowed tokens: -inf)."""
-    if not bias and constraint is None:
-        return None
-    from llama_cpp import LogitsProcessorList
+def _context_params(settings: LlamaCppSettings, parallel: int) -> Any:
+    """A context of ``parallel`` sequences, each with an ``n_ctx`` window of its own."""
+    import llama_cpp
 
-    ids = list(bias)
-    values = [bias[i] for i in ids]
+    cores = os.cpu_count() or 1
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = settings.n_ctx * parallel
+    params.n_seq_max = parallel
+    params.kv_unified = False
+    params.n_batch = params.n_ubatch = max(settings.n_batch, parallel)
+    params.n_threads = settings.n_threads or max(cores // 2, 1)
+    params.n_threads_batch = settings.n_threads_batch or cores
+    params.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if settings.flash_attn
+        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
+    return params
 
-    def apply(_input_ids: Any, scores: Any) -> Any:
-        if ids:
-            scores[ids] += values
-        if constraint is not None:
-            scores[~constraint.allowed()] = -math.inf
-        return scores
 
-    return LogitsProcessorList([apply])
-
-
-def _token_kinds(llm: Any) -> list[tuple[bytes, bool]]:
+def _token_kinds(model: Any) -> list[tuple[bytes, bool]]:
     """Every token's bytes, and whether llguidance treats it as special: control tokens, and
     user-defined ones that look like ``<...>`` (the rule of ``llguidance.llamacpp``)."""
     import llama_cpp
 
-    vocab = llm._model.vocab
+    vocab = model.vocab
     buffer = ctypes.create_string_buffer(16 * 1024)
     kinds: list[tuple[bytes, bool]] = []
     for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
@@ -297,32 +223,32 @@ def _token_kinds(llm: Any) -> list[tuple[bytes, bool]]:
     return kinds
 
 
-def _special_tokens(llm: Any) -> dict[str, int]:
+def _special_tokens(model: Any) -> dict[str, int]:
     """Text -> id of the vocabulary's special tokens (as llguidance sees them)."""
     found: dict[str, int] = {}
-    for token, (piece, special) in enumerate(_token_kinds(llm)):
+    for token, (piece, special) in enumerate(_token_kinds(model)):
         if special and piece:
             found.setdefault(piece.decode("utf-8", errors="replace"), token)
     return found
 
 
-def _grammar_tokenizer(llm: Any, vocab_size: int) -> Any:
+def _grammar_tokenizer(model: Any, vocab_size: int) -> Any:
     """The vocabulary as llguidance reads it (about a second for a 150k vocabulary)."""
     import llama_cpp
     from llguidance import LLTokenizer
 
-    vocab = llm._model.vocab
-    tokens = [b"\xff" + piece if special else piece for piece, special in _token_kinds(llm)]
+    vocab = model.vocab
+    tokens = [b"\xff" + piece if special else piece for piece, special in _token_kinds(model)]
     tokens += [b""] * (vocab_size - len(tokens))
     eog = [t for t in range(len(tokens)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
     tokenize = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
     build: Any = LLTokenizer.from_llamacpp  # type: ignore[attr-defined]  # not in its stubs
     return build(
-        tokens=tokens, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=eog or llm.token_eos()
+        tokens=tokens, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=eog or model.token_eos()
     )
 
 
-def _build_formatter(llm: Any, settings: LlamaCppSettings) -> tuple[Any, str | None]:
+def _build_formatter(model: Any, settings: LlamaCppSettings) -> tuple[Any, str | None]:
     """The chat renderer and its Jinja source (None for a llama-cpp-python named format)."""
     from llama_cpp import llama_chat_format
 
@@ -336,7 +262,7 @@ def _build_formatter(llm: Any, settings: LlamaCppSettings) -> tuple[Any, str | N
             )
         return formatter, None
     if template is None:
-        template = llm.metadata.get("tokenizer.chat_template")
+        template = model.metadata().get("tokenizer.chat_template")
     if template is None:
         raise ValueError(
             "the GGUF has no chat template (tokenizer.chat_template); set chat_template "
@@ -346,11 +272,11 @@ def _build_formatter(llm: Any, settings: LlamaCppSettings) -> tuple[Any, str | N
     def token_text(token_id: int) -> str:
         if token_id < 0:
             return ""
-        return str(llm._model.token_get_text(token_id))
+        return str(model.token_get_text(token_id))
 
     formatter = llama_chat_format.Jinja2ChatFormatter(
         template=template,
-        eos_token=token_text(llm.token_eos()),
-        bos_token=token_text(llm.token_bos()),
+        eos_token=token_text(model.token_eos()),
+        bos_token=token_text(model.token_bos()),
     )
     return formatter, template

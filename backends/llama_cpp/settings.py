@@ -28,6 +28,7 @@ class LlamaCppSettings(InProcessSettings):
         "adapters",
         "chat_format",
         "chat_template",
+        "parallel",
         "seed",
     }
 
@@ -35,7 +36,16 @@ class LlamaCppSettings(InProcessSettings):
     source: str = Field(
         description="a .gguf path, package:<pkg>/<file>.gguf, or hf:<org>/<repo>/<file>.gguf"
     )
-    n_ctx: int = Field(default=2048, ge=16)
+    n_ctx: int = Field(
+        default=2048, ge=16, description="each sequence's context window (prompt + answer)"
+    )
+    parallel: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="sequences decoded together in one batch (continuous batching; the KV "
+        "cache holds n_ctx x parallel tokens); default: 4, fewer for a large n_ctx or one core",
+    )
     n_gpu_layers: int = Field(default=0, ge=-1, description="-1 = all layers on the GPU")
     n_threads: int | None = Field(
         default=None, ge=1, description="decode threads; default: half the cores"
@@ -52,7 +62,9 @@ class LlamaCppSettings(InProcessSettings):
         default=None, description="a Jinja chat template overriding the GGUF's own"
     )
     seed: int | None = Field(default=None, description="default seed for requests without one")
-    max_queue: int = Field(default=32, ge=0, description="requests allowed to wait; more: 429")
+    max_queue: int = Field(
+        default=32, ge=0, description="requests allowed to wait for a free sequence; more: 429"
+    )
     adapters: list[LlamaCppAdapterSettings] = Field(
         default_factory=list,
         description="LoRA adapters, each served as its own model over these weights",

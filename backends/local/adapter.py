@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from backends.local.backend import LocalBackend
-from backends.openai_types import ModelCapabilities
+from backends.openai_types import ModelCapabilities, ModelPlacement
 from backends.protocol import EventStream, Health
 from backends.requests import GenerationRequest
 
@@ -37,6 +37,9 @@ class AdapterBackend:
 
     async def capabilities(self) -> ModelCapabilities | None:
         return await self.base.capabilities()
+
+    def placement(self) -> ModelPlacement | None:
+        return self.base.placement()
 
     async def aclose(self) -> None:
         return None

@@ -33,7 +33,7 @@ from backends.local.embedding import EmbeddingStats, LocalEmbedder
 from backends.local.engine import EngineStats, LocalEngine
 from backends.local.grammar import build_grammar, compile_grammar
 from backends.local.plan import GenerationPlan, check_request, make_plan
-from backends.openai_types import ModelCapabilities
+from backends.openai_types import ModelCapabilities, ModelPlacement
 from backends.protocol import EventStream, Health, OpenStream
 from backends.requests import GenerationRequest
 from backends.settings import InProcessSettings
@@ -147,6 +147,10 @@ class LocalBackend:
             raise BackendUnavailableError(
                 f"model '{self.model}' failed to load: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def placement(self) -> ModelPlacement | None:
+        """Where the loaded model runs (None until loaded, and for an embedding model)."""
+        return self._engine.placement if self._engine is not None else None
 
     async def capabilities(self) -> ModelCapabilities | None:
         """What the loaded model supports, learnt from its template and engine (None until

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from backends.events import Event
 from backends.local.plan import EngineLimits, GenerationPlan
+from backends.openai_types import ModelPlacement
 
 
 @dataclass
@@ -16,15 +17,15 @@ class EngineStats:
     """Engine-side counters, written by the engine thread (read by tests and benchmarks)."""
 
     tokens_generated: int = 0
-    prefill_tokens: int = 0
+    prefill_tokens: int = 0  # prompt tokens evaluated
+    prefix_hit_tokens: int = 0  # prompt tokens found in the cache instead (prefix reuse)
     requests_started: int = 0
     requests_finished: int = 0
     requests_cancelled: int = 0  # ended early: client gone (or the engine failed)
 
     @property
     def batch_size(self) -> int:
-        """Sequences decoding together now; an engine that serves one request at a time
-        (llama.cpp) reports 1 while busy."""
+        """Requests being decoded now."""
         return max(0, self.requests_started - self.requests_finished - self.requests_cancelled)
 
 
@@ -45,6 +46,7 @@ class LocalEngine(Protocol):
     """
 
     limits: EngineLimits
+    placement: ModelPlacement  # where it runs: device, offloaded layers, sequences per batch
 
     @property
     def stats(self) -> EngineStats: ...

@@ -11,6 +11,7 @@ from typing import Any
 from backends.events import Event
 from backends.local.grammar import GrammarVocabulary
 from backends.local.plan import EngineLimits, GenerationPlan
+from backends.openai_types import ModelPlacement
 from backends.transformers.loading import LoadedModel
 from backends.transformers.scheduler import BatchScheduler, BatchStats
 from backends.transformers.settings import TransformersSettings
@@ -31,6 +32,9 @@ class TransformersEngine:
             torch_threads=_torch_threads(settings, loaded.device),
             prefill_chunk=settings.prefill_chunk,
             prefix_cache_tokens=settings.prefix_cache_tokens,
+        )
+        self.placement = ModelPlacement(
+            device=model_devices(loaded.model), parallel=settings.max_batch_size
         )
         self.limits = EngineLimits(
             context_window=loaded.max_context,
@@ -92,6 +96,16 @@ class TransformersEngine:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._scheduler.close)
+
+
+def model_devices(model: Any) -> str:
+    """Where ``model``'s weights are: its device ("cpu", "cuda:0"), or with ``device_map`` every
+    device its layers were spread over ("cuda:0,cuda:1")."""
+    device_map = getattr(model, "hf_device_map", None) or {}
+    spread = {f"cuda:{d}" if isinstance(d, int) else str(d) for d in device_map.values()}
+    if spread:
+        return ",".join(sorted(spread))
+    return str(getattr(model, "device", "cpu"))
 
 
 def _torch_threads(settings: TransformersSettings, device: str) -> int | None:

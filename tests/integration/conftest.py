@@ -100,7 +100,7 @@ def server(tiny_gguf: Path, smollm2_available: None) -> Iterator[RunningServer]:
         models=[
             llama("smollm2", SMOLLM2_SOURCE, aliases=["default"]),
             llama("tiny", str(tiny_gguf)),
-            llama("smollm2-q1", SMOLLM2_SOURCE, n_ctx=1024, max_queue=1),
+            llama("smollm2-q1", SMOLLM2_SOURCE, n_ctx=1024, max_queue=1, parallel=1),
             llama("smollm2-slow-prefill", SMOLLM2_SOURCE, n_batch=16),
             llama("tiny-lazy", str(tiny_gguf), preload=False),
         ]

@@ -91,7 +91,8 @@ def busy_engine(server) -> Iterator[httpx.Client]:
             "POST", "/v1/chat/completions", json={**LONG, "model": "smollm2-q1", "stream": True}
         ) as running,
     ):
-        next(running.iter_lines())  # the engine is busy with this one now
+        lines = running.iter_lines()  # kept: a dropped iterator closes the stream (a disconnect)
+        next(lines)  # the engine is busy with this one now
         yield client
 
 

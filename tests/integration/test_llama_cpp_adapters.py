@@ -83,6 +83,8 @@ def test_each_adapter_answers_differently_from_the_base_and_each_other(lora_serv
 
 
 def test_switching_adapters_never_reuses_a_prefix_computed_under_another(lora_server):
+    """Each slot's cache is tagged with the adapter it was computed under (4 slots here): a
+    prompt is reused only under the same adapter, from whichever slot holds it."""
     stats = lora_server.backend("tiny-base").stats
     order = ["tiny-base", "tiny-lora-a", "tiny-lora-a", "tiny-base", "tiny-lora-b", "tiny-base"]
     answers, prefilled = [], []
@@ -94,9 +96,10 @@ def test_switching_adapters_never_reuses_a_prefix_computed_under_another(lora_se
     assert base == base_again == base_last  # adapters cleared for base requests
     assert lora_a == lora_a_again
     assert len({base, lora_a, lora_b}) == 3
-    # a change of adapter evaluates the whole prompt again; the same adapter reuses its prefix
-    switched = [p for i, p in enumerate(prefilled) if i == 0 or order[i] != order[i - 1]]
-    assert len(set(switched)) == 1 and prefilled[2] < switched[0]
+    # first use of an adapter: the whole prompt; again under the same adapter: its last token
+    full = prefilled[0]
+    assert full > 1
+    assert prefilled == [full, full, 1, 1, full, 1]
 
 
 def test_concurrent_requests_for_base_and_adapters_each_get_their_own_answer(lora_server):

@@ -1,0 +1,400 @@
+"""Continuous batching for the llama.cpp engine: several sequences, one ``llama_decode`` a step.
+
+``SequenceScheduler`` owns one llama.cpp context made for ``parallel`` sequences (a KV cache per
+sequence id: a slot, ``backends.llama_cpp.slots``) and one thread. Requests wait in a bounded
+FIFO queue (a full queue is a 429 at once). Before every step the thread drops sequences whose
+client went away (their slot is free for the next step) and admits waiting requests into free
+slots; a step then evaluates, in one batch, the last sampled token of every decoding sequence
+and slices of the prompts still being read (at most ``n_batch`` tokens, fewer while others
+decode, so a long prompt does not stall running streams). Each sequence samples from its own
+logits row with its own sampler (``backends.llama_cpp.sampling``) and reads its output through
+the shared ``ChoiceOutput``. The events of a step reach the event loop in one hand-off.
+
+The choices of a request with ``n`` > 1 run one after another in the request's slot, each
+re-using the evaluated prompt. LoRA adapters apply to the whole context, so sequences of one
+adapter decode together: a request for another adapter waits (and holds the queue) until the
+running ones end. A request's slot keeps its KV cache when it ends: the next request that
+continues that prompt (the next turn of the chat) evaluates only its new tokens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import secrets
+import threading
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.errors import BackendUnavailableError, QueueFullError
+from backends.events import Event, Started, Usage
+from backends.llama_cpp.adapters import LoraAdapters
+from backends.llama_cpp.sampling import SequenceSampler, token_logprob
+from backends.llama_cpp.slots import SlotCache, pick_slot
+from backends.local.bridge import Outbox, ThreadBridge
+from backends.local.engine import EngineStats
+from backends.local.output import ChoiceOutput
+from backends.local.plan import GenerationPlan
+
+log = logging.getLogger(__name__)
+
+MIN_PREFILL_SLICE = 32  # prompt tokens per step at least, even while others decode
+
+
+@dataclass
+class _Job:
+    """One request: its plan, where its events go, how far its choices got."""
+
+    plan: GenerationPlan
+    bridge: ThreadBridge[Event]
+    choice: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class _Sequence:
+    """A choice of a job, running in a slot."""
+
+    job: _Job
+    slot: SlotCache
+    pending: list[int]  # prompt tokens not evaluated yet
+    sampler: SequenceSampler
+    output: ChoiceOutput
+    utf8: Any  # the choice's incremental UTF-8 decoder
+    next_token: int | None = None  # sampled, to be evaluated next step
+    logits_at: int = -1  # index of its logits row in the last batch; -1: none
+    visible: frozenset[int] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class LlamaContextHandles:
+    """The native pieces the scheduler drives (owned by the engine, freed after ``join``)."""
+
+    ctx: Any  # llama_context_p
+    memory: Any  # llama_memory_t
+    vocab: Any  # llama_vocab_p
+    vocab_size: int
+    piece: Callable[[int, bool], bytes]  # token -> its bytes (special: spelled out)
+
+
+class SequenceScheduler:
+    """See the module docstring. ``submit`` runs on the event loop; everything else on the
+    scheduler's own thread. ``close`` fails what still waits (503, retryable) and lets the
+    running sequences finish; ``join`` waits for the thread."""
+
+    def __init__(
+        self,
+        name: str,
+        handles: LlamaContextHandles,
+        adapters: LoraAdapters,
+        parallel: int,
+        n_batch: int,
+        max_queue: int,
+        stats: EngineStats,
+    ) -> None:
+        import llama_cpp
+
+        self._name = name
+        self._h = handles
+        self._adapters = adapters
+        self._n_batch = max(n_batch, parallel)
+        self._max_queue = max_queue
+        self._stats = stats
+        self._slots = [SlotCache(seq_id) for seq_id in range(parallel)]
+        self._running: list[_Sequence] = []
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._free = parallel  # free slots, as last counted by the thread
+        self._closing = False
+        self._tick = 0
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        """Requests admitted but not yet decoding."""
+        return len(self._queue)
+
+    # -- the event loop side ----------------------------------------------------------------
+
+    async def submit(self, plan: GenerationPlan) -> AsyncGenerator[Event, None]:
+        """The request's events; ``QueueFullError`` at once when ``max_queue`` requests already
+        wait for a slot. Closing the iterator stops the request within one step."""
+        bridge: ThreadBridge[Event] = ThreadBridge()
+        with self._cond:
+            if self._closing:
+                raise self._unloaded()
+            if len(self._queue) >= self._max_queue + self._free:
+                raise QueueFullError(
+                    f"model '{self._name}' is busy: {len(self._queue)} requests already wait "
+                    f"(max_queue={self._max_queue}); retry later",
+                    retry_after=1.0,
+                )
+            self._queue.append(_Job(plan, bridge))
+            self._cond.notify()
+        items = bridge.items()
+        try:
+            async for item in items:
+                yield item
+        finally:
+            await items.aclose()
+
+    def close(self) -> None:
+        """Admit nothing more; fail the requests still waiting."""
+        with self._cond:
+            self._closing = True
+            waiting, self._queue = list(self._queue), deque()
+            self._cond.notify()
+        for job in waiting:
+            job.bridge.fail(self._unloaded())
+
+    def join(self) -> None:
+        """Wait until the running sequences ended and the thread stopped (blocking)."""
+        self._thread.join()
+
+    def _unloaded(self) -> BackendUnavailableError:
+        return BackendUnavailableError(f"model '{self._name}' was unloaded", retry_after=5)
+
+    # -- the scheduler thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        import llama_cpp
+
+        try:
+            while True:
+                with self._cond:
+                    while not self._running and not self._queue and not self._closing:
+                        self._cond.wait()
+                    if self._closing and not self._running:
+                        return
+                outbox: Outbox[Event] = Outbox()
+                try:
+                    self._step(outbox)
+                finally:
+                    outbox.send()
+        except BaseException:  # a bug: fail everyone rather than hang them
+            log.exception("the llama.cpp scheduler of %s failed", self._name)
+            outbox = Outbox()
+            for seq in list(self._running):
+                self._end(seq, outbox, RuntimeError("the llama.cpp engine failed"))
+            outbox.send()
+            self.close()
+        finally:
+            llama_cpp.llama_batch_free(self._batch)
+
+    def _step(self, outbox: Outbox[Event]) -> None:
+        for seq in list(self._running):
+            if seq.job.bridge.stop.is_set():
+                self._end(seq, outbox, None)
+        self._admit(outbox)
+        if not self._running:
+            return
+        n = self._fill_batch()
+        if n:
+            self._decode(n, outbox)
+
+    def _admit(self, outbox: Outbox[Event]) -> None:
+        with self._cond:
+            if any(job.bridge.stop.is_set() for job in self._queue):  # cancelled while waiting
+                self._queue = deque(j for j in self._queue if not j.bridge.stop.is_set())
+            busy = {seq.slot.seq_id for seq in self._running}
+            free = [slot for slot in self._slots if slot.seq_id not in busy]
+            while self._queue and free:
+                job = self._queue[0]
+                if self._running and job.plan.adapter != self._adapters.active:
+                    break  # another adapter's sequences decode now; FIFO: wait for them
+                self._queue.popleft()
+                try:
+                    self._start(job, free, outbox)
+                except Exception as exc:
+                    log.exception("could not start a request on %s", self._name)
+                    outbox.fail(job.bridge, exc)
+                    continue
+                free = [slot for slot in free if slot.seq_id not in self._busy_ids()]
+            self._free = len(free)
+
+    def _busy_ids(self) -> set[int]:
+        return {seq.slot.seq_id for seq in self._running}
+
+    def _start(self, job: _Job, free: list[SlotCache], outbox: Outbox[Event]) -> None:
+        import llama_cpp
+
+        plan = job.plan
+        if not self._running:
+            self._adapters.use(plan.adapter)
+        busy = [seq.slot for seq in self._running]
+        choice = pick_slot(free, busy, plan.prompt, plan.adapter)
+        slot = choice.target
+        if choice.source is not None:
+            llama_cpp.llama_memory_seq_cp(self._h.memory, choice.source.seq_id, slot.seq_id, -1, -1)
+            slot.tokens = list(choice.source.tokens)
+            slot.adapter = choice.source.adapter
+        self._stats.requests_started += 1
+        self._tick += 1
+        slot.last_used = self._tick
+        outbox.put(job.bridge, Started(0))
+        self._running.append(self._choice(job, slot, choice.reuse))
+
+    def _choice(self, job: _Job, slot: SlotCache, reuse: int) -> _Sequence:
+        """Start choice ``job.choice`` in ``slot``, whose cache holds ``reuse`` prompt tokens."""
+        import llama_cpp
+
+        plan = job.plan
+        reuse = min(reuse, len(plan.prompt) - 1)  # the last prompt token's logits seed sampling
+        if not llama_cpp.llama_memory_seq_rm(self._h.memory, slot.seq_id, reuse, -1):
+            llama_cpp.llama_memory_seq_rm(self._h.memory, slot.seq_id, -1, -1)  # all or nothing
+            reuse = 0
+        del slot.tokens[reuse:]
+        slot.adapter = plan.adapter
+        self._stats.prefix_hit_tokens += reuse
+        sampling = plan.sampling.for_choice(job.choice)
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+        constraint = plan.grammar.constraint() if plan.grammar is not None else None
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        output = ChoiceOutput(
+            job.choice,
+            plan.stops,
+            plan.max_new_tokens,
+            sampling.logprobs,
+            flush_text=lambda: utf8.decode(b"", final=True),
+            spec=plan.spec,
+        )
+        sampler = SequenceSampler(sampling, seed, self._h.vocab_size, constraint)
+        pending = plan.prompt[reuse:]
+        return _Sequence(job, slot, pending, sampler, output, utf8, visible=plan.visible)
+
+    def _fill_batch(self) -> int:
+        """Put this step's tokens in the batch; returns how many."""
+        batch = self._batch
+        n = 0
+        for seq in self._running:
+            seq.logits_at = -1
+            if seq.next_token is not None:
+                self._put(n, seq.next_token, len(seq.slot.tokens), seq.slot.seq_id, True)
+                seq.slot.tokens.append(seq.next_token)
+                seq.next_token = None
+                seq.logits_at = n
+                n += 1
+        budget = self._n_batch - n
+        if n:
+            budget = min(budget, max(MIN_PREFILL_SLICE, self._n_batch // 4))
+        for seq in self._running:
+            if budget <= 0:
+                break
+            if not seq.pending:
+                continue
+            take = seq.pending[:budget]
+            del seq.pending[:budget]
+            start = len(seq.slot.tokens)
+            last = not seq.pending
+            for i, token in enumerate(take):
+                self._put(n, token, start + i, seq.slot.seq_id, last and i == len(take) - 1)
+                n += 1
+            seq.slot.tokens.extend(take)
+            if last:
+                seq.logits_at = n - 1
+            self._stats.prefill_tokens += len(take)
+            budget -= len(take)
+        batch.n_tokens = n
+        return n
+
+    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
+
+    def _decode(self, n: int, outbox: Outbox[Event]) -> None:
+        import llama_cpp
+
+        status = llama_cpp.llama_decode(self._h.ctx, self._batch)
+        if status != 0:
+            error = RuntimeError(f"llama_decode failed (status {status}) on {n} tokens")
+            for seq in list(self._running):
+                self._drop_cache(seq.slot)
+                self._end(seq, outbox, error)
+            return
+        for seq in list(self._running):
+            if seq.logits_at < 0:
+                continue
+            try:
+                self._sample(seq, outbox)
+            except Exception as exc:
+                log.exception("a sequence of %s failed", self._name)
+                self._end(seq, outbox, exc)
+
+    def _sample(self, seq: _Sequence, outbox: Outbox[Event]) -> None:
+        import llama_cpp
+
+        sampling = seq.job.plan.sampling
+        token, logits = seq.sampler.sample(self._h.ctx, seq.logits_at, sampling.logprobs)
+        output = seq.output
+        if llama_cpp.llama_vocab_is_eog(self._h.vocab, token):
+            outbox.extend(seq.job.bridge, output.token(None))
+        else:
+            self._stats.tokens_generated += 1
+            logprob = None
+            if logits is not None:
+                piece = self._h.piece
+                top = sampling.for_choice(seq.job.choice).top_logprobs
+                logprob = token_logprob(logits, token, top, lambda t: piece(t, False))
+            text = seq.utf8.decode(self._h.piece(token, token in seq.visible))
+            outbox.extend(seq.job.bridge, output.token(text, logprob))
+        if output.reason is None:
+            seq.next_token = token
+        else:
+            self._next_choice(seq, outbox)
+
+    def _next_choice(self, seq: _Sequence, outbox: Outbox[Event]) -> None:
+        job = seq.job
+        job.completion_tokens += seq.output.tokens
+        seq.sampler.close()
+        self._running.remove(seq)
+        if job.choice + 1 < job.plan.n:
+            job.choice += 1
+            outbox.put(job.bridge, Started(job.choice))
+            self._running.append(self._choice(job, seq.slot, len(seq.slot.tokens)))
+            return
+        outbox.put(job.bridge, Usage(len(job.plan.prompt), job.completion_tokens))
+        outbox.close(job.bridge)
+        self._stats.requests_finished += 1
+
+    def _end(self, seq: _Sequence, outbox: Outbox[Event], error: BaseException | None) -> None:
+        """End ``seq``'s request early: its client went away (``error`` None) or it failed.
+        What its slot evaluated stays cached (it is valid KV)."""
+        seq.sampler.close()
+        self._running.remove(seq)
+        self._stats.requests_cancelled += 1
+        if error is not None:
+            outbox.fail(seq.job.bridge, error)
+        else:
+            outbox.close(seq.job.bridge)
+
+    def _drop_cache(self, slot: SlotCache) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self._h.memory, slot.seq_id, -1, -1)
+        slot.tokens.clear()
+
+
+def token_piece(vocab: Any) -> Callable[[int, bool], bytes]:
+    """``piece(token, special)``: the bytes a token adds to the text."""
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(256)
+
+    def piece(token: int, special: bool) -> bytes:
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, special)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(vocab, token, big, len(big), 0, special)
+            return big.raw[: max(n, 0)]
+        return buffer.raw[:n]
+
+    return piece
