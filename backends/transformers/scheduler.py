@@ -53,7 +53,6 @@ class BatchStats(EngineStats):
     decode_steps: int = 0
     rows: int = 0  # sequences in the batch now
     peak_rows: int = 0
-    prefix_hit_tokens: int = 0  # prompt tokens taken from the prefix cache, not evaluated
     prefix_hits: int = 0  # requests that started from a cached prefix
     prefix_cached_tokens: int = 0  # tokens the prefix cache holds now
 
