@@ -54,6 +54,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -647,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     ready: dict[str, float] = {}
+    # SIGTERM (kill, timeout) unwinds like Ctrl-C, so the finally below stops both servers.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         for t in targets:
             ready[t.name] = t.server.start()
