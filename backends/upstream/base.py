@@ -11,8 +11,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
 from backends.errors import GatewayError, UpstreamError
 from backends.openai_types import ModelCapabilities
 from backends.protocol import Health
@@ -60,7 +58,10 @@ class UpstreamBackend:
         raise NotImplementedError
 
     async def open(
-        self, path: str, body: dict[str, Any], parse: Callable[[httpx.Response], AsyncIterator[E]]
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[AsyncIterator[bytes]], AsyncIterator[E]],
     ) -> tuple[UpstreamStream[E], Deadline]:
         """POST ``body`` (starting the client on first use); see ``UpstreamClient.open_stream``."""
         if not self.client.started:

@@ -1,18 +1,18 @@
 """The HTTP side every upstream backend (Ollama, OpenAI-compatible) shares (the Backend base
-class over it is ``backends.upstream.base``): one pooled HTTP client (httpx over aiohttp) per
-upstream over its replicas (``backends.upstream.replicas``), active
-health checks, deadlines, and retry on another replica while nothing has reached the client.
+class over it is ``backends.upstream.base``): one pooled HTTP client per upstream over its
+replicas (``backends.upstream.replicas``), active health checks, deadlines, and retry on
+another replica while nothing has reached the client.
 
 ``UpstreamClient.open_stream`` picks a replica, sends the request, and returns an
 ``UpstreamStream`` whose first event has already arrived and which names its replica.
 Failures before that point are retried on the next replica when the error class says so
 (``backends.errors.may_retry``); what is left raises a ``backends.errors`` exception.
 
-Generation requests (``request_json``, ``open_stream``) go from an ``httpx.Request`` straight
-to the client's transport: httpx's client pipeline around it (auth, redirects, event hooks,
-URL merging) has nothing to do for them and cost more CPU per request than the transport.
-What it did that matters is kept: the client's default headers, its timeouts, and its cookie
-jar (a cookie an upstream sets is kept and sent again, as the client would).
+One aiohttp session (its connection pool and cookie jar) per upstream serves both the httpx
+client (httpx-aiohttp's transport: health checks and metadata, ``fetch_json``) and, directly,
+the generation requests (``request_json``, ``open_stream``), whose answers come back as
+``backends.upstream.response.UpstreamResponse``: httpx's objects around aiohttp's cost more
+CPU per request than the relay's own work.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from backends.errors import (
     BackendTimeoutError,
@@ -38,6 +40,7 @@ from backends.errors import (
 )
 from backends.protocol import OpenStream
 from backends.upstream.replicas import Replica, ReplicaPool
+from backends.upstream.response import UpstreamResponse, httpx_error
 from backends.upstream.settings import UpstreamSettings
 from backends.upstream.transport import TRANSPORT_ERRORS, map_transport_errors
 
@@ -75,7 +78,7 @@ class UpstreamStream(OpenStream[E]):
     def __init__(
         self,
         replica: Replica,
-        response: httpx.Response,
+        response: UpstreamResponse,
         events: AsyncIterator[E],
         first: E,
         release: Callable[[], None],
@@ -109,10 +112,9 @@ class UpstreamClient:
         self._health_path = health_path
         self._map_status = map_status
         self._client: httpx.AsyncClient | None = None
-        self._transport: httpx.AsyncBaseTransport | None = None
-        self._post_headers: list[tuple[str, str]] = []
-        self._timeout: dict[str, float | None] = {}
-        self._urls: dict[str, httpx.URL] = {}  # parsed once per replica and path
+        self._session: aiohttp.ClientSession | None = None
+        self._post_headers: dict[str, str] = {}
+        self._timeout = aiohttp.ClientTimeout()
         self._health_task: asyncio.Task[None] | None = None
         self._in_flight = 0
 
@@ -128,13 +130,17 @@ class UpstreamClient:
     async def start(self) -> None:
         if self._client is not None:
             return
-        self._client, self._transport = _make_client(self.settings)
-        self._post_headers = [
-            *self._client.headers.items(),
-            ("content-type", "application/json"),
-            *self.headers().items(),
-        ]
-        self._timeout = self._client.timeout.as_dict()
+        self._client, self._session = _make_client(self.settings)
+        # The httpx client's headers, so that upstreams see what they saw before; but the
+        # encodings are aiohttp's, which decompresses the answers itself.
+        headers = {k: v for k, v in self._client.headers.items() if k != "accept-encoding"}
+        self._post_headers = {**headers, "content-type": "application/json", **self.headers()}
+        # httpx-aiohttp's reading of the client's timeouts: pool -> connect, connect ->
+        # sock_connect, read (the idle deadline between a stream's chunks) -> sock_read
+        timeouts = self.settings.timeouts
+        self._timeout = aiohttp.ClientTimeout(
+            sock_connect=timeouts.connect, sock_read=timeouts.idle, connect=timeouts.first_byte
+        )
         if self.settings.health_check_interval > 0:
             self._health_task = asyncio.create_task(self._health_loop())
 
@@ -145,9 +151,9 @@ class UpstreamClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         client, self._client = self._client, None
-        self._transport = None
+        self._session = None
         if client is not None:
-            await client.aclose()
+            await client.aclose()  # closes the session too (its transport's)
 
     def headers(self) -> dict[str, str]:
         if self.settings.api_key:
@@ -208,32 +214,26 @@ class UpstreamClient:
                     raise UpstreamError("the upstream sent a body that is not JSON") from exc
             raise last or BackendUnavailableError(f"model '{self.settings.name}' has no replica")
 
-    async def post(self, url: str, body: dict[str, Any]) -> httpx.Response:
-        """POST ``body`` as JSON to ``url``: the response once its headers have arrived (read
-        or close it). Raises the transport's errors."""
-        client = self._require_client()
-        assert self._transport is not None
-        if client.cookies:  # a cookie to send: the client merges it into the request
-            request = client.build_request("POST", url, json=body, headers=self.headers())
-            return await client.send(request, stream=True)
+    async def post(self, url: str, body: dict[str, Any]) -> UpstreamResponse:
+        """POST ``body`` as JSON to ``url``: the answer once its headers have arrived (read or
+        close it). Raises httpx's transport errors, as httpx-aiohttp does."""
+        session = self._session
+        if session is None:
+            self._require_client()  # raises
+            raise AssertionError("a started client has a session")
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        request = httpx.Request(
-            "POST",
-            self._url(url),
-            content=content.encode(),
-            headers=self._post_headers,
-            extensions={"timeout": self._timeout},
-        )
-        response = await self._transport.handle_async_request(request)
-        if "set-cookie" in response.headers:
-            client.cookies.extract_cookies(response)
-        return response
-
-    def _url(self, url: str) -> httpx.URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            parsed = self._urls[url] = httpx.URL(url)
-        return parsed
+        try:
+            response = await session.request(
+                "POST",
+                url,
+                data=content.encode(),
+                headers=self._post_headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except Exception as exc:
+            raise httpx_error(exc)  # noqa: B904 (chained from exc already)
+        return UpstreamResponse(response)
 
     async def request_json(self, path: str, body: dict[str, Any], deadline: Deadline) -> JsonReply:
         """A non-streaming POST, retried on another replica on a retryable failure; returns the
@@ -263,20 +263,21 @@ class UpstreamClient:
         self,
         path: str,
         body: dict[str, Any],
-        parse: Callable[[httpx.Response], AsyncIterator[E]],
+        parse: Callable[[AsyncIterator[bytes]], AsyncIterator[E]],
         deadline: Deadline,
     ) -> UpstreamStream[E]:
-        """POST ``body`` and wait for the first parsed event, retrying on another replica."""
+        """POST ``body`` and wait for the first event ``parse`` makes of the answer's lines,
+        retrying on another replica."""
 
         async def attempt(replica: Replica) -> UpstreamStream[E]:
-            response: httpx.Response | None = None
+            response: UpstreamResponse | None = None
             try:
                 async with asyncio.timeout(deadline.window(self.settings.timeouts.first_byte)):
                     # the client's timeouts: the read timeout is the idle deadline between chunks
                     response = await self.post(replica.url + path, body)
                     if response.status_code >= 400:
                         raise self._map_status(response.status_code, await response.aread())
-                    events = parse(response)
+                    events = parse(response.lines())
                     first = await anext(events)
             except StopAsyncIteration as exc:
                 assert response is not None
@@ -341,9 +342,9 @@ async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline) -
     return event
 
 
-def _make_client(settings: UpstreamSettings) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
-    """The pooled client and its transport (aiohttp's; httpx's own where httpx-aiohttp is not
-    installed: it works too, at 3-5x the CPU per request)."""
+def _make_client(settings: UpstreamSettings) -> tuple[httpx.AsyncClient, aiohttp.ClientSession]:
+    """The pooled httpx client and the aiohttp session under its transport (the one
+    httpx-aiohttp would make for these limits)."""
     limits = httpx.Limits(
         max_connections=settings.max_connections * len(settings.base_url),
         max_keepalive_connections=settings.max_connections,
@@ -354,11 +355,11 @@ def _make_client(settings: UpstreamSettings) -> tuple[httpx.AsyncClient, httpx.A
         write=settings.timeouts.connect,
         pool=settings.timeouts.first_byte,
     )
-    transport: httpx.AsyncBaseTransport
-    try:
-        from httpx_aiohttp import AiohttpTransport
-
-        transport = AiohttpTransport(limits=limits)
-    except ImportError:
-        transport = httpx.AsyncHTTPTransport(limits=limits)
-    return httpx.AsyncClient(transport=transport, timeout=timeout), transport
+    connector = aiohttp.TCPConnector(
+        limit=limits.max_connections or 0,
+        keepalive_timeout=limits.keepalive_expiry,
+        ssl=httpx.create_ssl_context(),
+    )
+    session = aiohttp.ClientSession(connector=connector)
+    transport = AiohttpTransport(limits=limits, client=session)
+    return httpx.AsyncClient(transport=transport, timeout=timeout), session

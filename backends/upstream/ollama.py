@@ -18,8 +18,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.errors import (
     GatewayError,
@@ -281,18 +279,17 @@ class OllamaLines:
         return delta
 
 
-async def ndjson_lines(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    """Ollama's NDJSON lines; an ``{"error": ...}`` line (Ollama sends them inside a 200
-    stream) raises ``UpstreamError`` — before the first line, that is retryable."""
-    async for raw in response.aiter_lines():
+async def ndjson_lines(lines: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's NDJSON lines, parsed; an ``{"error": ...}`` line (Ollama sends them inside a
+    200 stream) raises ``UpstreamError`` — before the first line, that is retryable."""
+    async for raw in lines:
         if not raw.strip():
             continue
         try:
             value = json.loads(raw)
         except ValueError as exc:
-            raise UpstreamError(
-                f"upstream ollama sent a line that is not JSON: {raw[:200]!r}"
-            ) from exc
+            text = raw[:200].decode(errors="replace")
+            raise UpstreamError(f"upstream ollama sent a line that is not JSON: {text!r}") from exc
         if not isinstance(value, dict):
             raise UpstreamError("upstream ollama sent an unexpected line")
         if "error" in value:

@@ -16,8 +16,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from backends.errors import GatewayError, UpstreamError
 from backends.events import (
     Event,
@@ -137,13 +135,13 @@ def add_reasoning_twins(reply: Any, part: str) -> bool:
     return added
 
 
-async def sse_payloads(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The ``data:`` payloads of an SSE response, ending with ``[DONE]``; an ``error`` payload
-    raises ``UpstreamError``."""
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+async def sse_payloads(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of an SSE response's ``lines``, ending with ``[DONE]``; an
+    ``error`` payload raises ``UpstreamError``."""
+    async for line in lines:
+        if not line.startswith(b"data:"):
             continue  # comments (": ping"), event names, blank separators
-        payload = line[5:].strip().encode()
+        payload = line[5:].strip()
         if payload.startswith(b'{"error"'):
             message, _, _ = _parse_envelope(payload)
             raise UpstreamError(f"the upstream failed mid-stream: {message}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from backends.errors import (
@@ -233,10 +233,16 @@ def test_tool_call_objects_become_indexed_calls_with_string_arguments():
     assert done[0] == Finished(0, "tool_calls")
 
 
+async def byte_lines(body: bytes) -> AsyncIterator[bytes]:
+    """An answer's lines as ``UpstreamResponse.lines`` gives them."""
+    for line in body.split(b"\n"):
+        yield line
+
+
 @pytest.mark.anyio
 async def test_error_line_inside_a_200_stream_raises_upstream_error():
     body = b'{"message": {"content": "a"}, "done": false}\n\n{"error": "boom"}\n'
-    lines = ndjson_lines(httpx.Response(200, content=body))
+    lines = ndjson_lines(byte_lines(body))
     assert (await anext(lines))["message"]["content"] == "a"
     with pytest.raises(UpstreamError, match="boom"):
         await anext(lines)
@@ -244,7 +250,7 @@ async def test_error_line_inside_a_200_stream_raises_upstream_error():
 
 @pytest.mark.anyio
 async def test_a_line_that_is_not_json_raises_upstream_error():
-    lines = ndjson_lines(httpx.Response(200, content=b"<html>\n"))
+    lines = ndjson_lines(byte_lines(b"<html>\n"))
     with pytest.raises(UpstreamError, match="not JSON"):
         await anext(lines)
 
