@@ -11,12 +11,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from backends.errors import GatewayError, UpstreamError
+from backends.errors import BackendTimeoutError, GatewayError, UpstreamError
 from backends.openai_types import ModelCapabilities
 from backends.protocol import Health
-from backends.upstream.client import Deadline, UpstreamClient, UpstreamStream, next_event
+from backends.upstream.client import Deadline, UpstreamClient, UpstreamStream
 from backends.upstream.settings import UpstreamSettings
-from backends.upstream.transport import TRANSPORT_ERRORS
+from backends.upstream.transport import TRANSPORT_ERRORS, transport_error
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,29 @@ class UpstreamBackend:
     ) -> AsyncGenerator[E, None]:
         """``upstream``'s first event and every further one, each within its deadlines; the
         consumer stops at the protocol's last event. An upstream that closes before that
-        raises ``UpstreamError`` saying ``ended_early``. Closing this closes ``upstream``."""
+        raises ``UpstreamError`` saying ``ended_early``. Closing this closes ``upstream``.
+
+        The idle deadline is the transport's read timeout (set per request in
+        ``open_stream``), so no timer is armed per event; the total deadline is checked as
+        each event arrives. Transport failures are mapped here, inline: this runs once per
+        relayed chunk."""
+        model, events = self.model, upstream.events
         try:
             item = upstream.first
             while True:
                 yield item
                 try:
-                    item = await next_event(upstream, self.model, deadline)
+                    item = await events.__anext__()
                 except StopAsyncIteration:
-                    raise UpstreamError(f"model '{self.model}': {ended_early}") from None
+                    raise UpstreamError(f"model '{model}': {ended_early}") from None
+                except GatewayError:
+                    raise
+                except TRANSPORT_ERRORS as exc:
+                    raise transport_error(model, exc, mid_stream=True) from exc
+                if deadline.passed():
+                    raise BackendTimeoutError(
+                        f"model '{model}': the request passed its total deadline"
+                    )
         finally:
             await upstream.aclose()
 

@@ -31,7 +31,6 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from backends.errors import (
-    BackendTimeoutError,
     BackendUnavailableError,
     GatewayError,
     QueueFullError,
@@ -69,6 +68,9 @@ class Deadline:
     def window(self, limit: float) -> float:
         return max(0.0, min(limit, self.started + self.total - time.monotonic()))
 
+    def passed(self) -> bool:
+        return time.monotonic() >= self.started + self.total
+
 
 class UpstreamStream(OpenStream[E]):
     """An open upstream response whose first event is ``first``; ``replica`` is the URL that
@@ -91,6 +93,7 @@ class UpstreamStream(OpenStream[E]):
 
         super().__init__(events, replica=replica.url, cleanup=drop_connection)
         self.first = first
+        self.events = events  # iterated as is where each event counts (``UpstreamBackend.items``)
 
 
 class UpstreamClient:
@@ -330,16 +333,6 @@ class UpstreamClient:
             f"model '{self.settings.name}': every upstream replica is down or cooling down",
             retry_after=max(1.0, self.settings.cooldown / 2),
         )
-
-
-async def next_event(events: AsyncIterator[E], model: str, deadline: Deadline) -> E:
-    """The next event of an open stream. The idle deadline is the transport's read timeout
-    (set per request in ``open_stream``), so no timer is armed per chunk; the total deadline
-    is checked as each event arrives."""
-    event = await map_transport_errors(model, anext(events), mid_stream=True)
-    if deadline.window(float("inf")) <= 0:
-        raise BackendTimeoutError(f"model '{model}': the request passed its total deadline")
-    return event
 
 
 def _make_client(settings: UpstreamSettings) -> tuple[httpx.AsyncClient, aiohttp.ClientSession]:

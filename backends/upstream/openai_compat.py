@@ -76,13 +76,13 @@ class ModelRewriter:
     """Rewrites ``"model"`` in an upstream JSON payload to the name the client asked for."""
 
     def __init__(self, remote: str, public: str) -> None:
-        self._needle = b'"model":' + json.dumps(remote).encode()
-        self._replacement = b'"model":' + json.dumps(public).encode()
+        self.needle = b'"model":' + json.dumps(remote).encode()
+        self.replacement = b'"model":' + json.dumps(public).encode()
         self._public = public
 
     def __call__(self, data: bytes) -> bytes:
-        if self._needle in data:  # compact JSON (vLLM, llama-server): no re-encoding
-            return data.replace(self._needle, self._replacement, 1)
+        if self.needle in data:  # compact JSON (vLLM, llama-server): no re-encoding
+            return data.replace(self.needle, self.replacement, 1)
         value = json.loads(data)
         if isinstance(value, dict) and "model" in value:
             value["model"] = self._public
@@ -93,8 +93,8 @@ class ModelRewriter:
         the client's name (added if missing) and, with ``twins``, thinking under both names
         (``add_reasoning_twins``). Where only the model name changes, the upstream's bytes
         are kept with it replaced."""
-        if self._needle in raw and not (twins and _REASONING in raw):
-            return raw.replace(self._needle, self._replacement, 1)
+        if self.needle in raw and not (twins and _REASONING in raw):
+            return raw.replace(self.needle, self.replacement, 1)
         data["model"] = self._public
         if twins:
             add_reasoning_twins(data, "message")
@@ -210,12 +210,19 @@ class OpenAICompatBackend(UpstreamBackend):
         keep_usage: bool,
         twins: bool,
     ) -> AsyncIterator[bytes]:
+        needle, replacement = rewrite.needle, rewrite.replacement
         try:
-            async for payload in payloads:
+            async for payload in payloads:  # per chunk: the common cases inline
                 if payload == _DONE:
                     break
-                if keep_usage or b'"choices":[]' not in payload:
-                    yield rewrite(with_reasoning_twins(payload) if twins else payload)
+                if not keep_usage and b'"choices":[]' in payload:
+                    continue
+                if twins and _REASONING in payload:
+                    payload = with_reasoning_twins(payload)
+                if needle in payload:
+                    yield payload.replace(needle, replacement, 1)
+                else:
+                    yield rewrite(payload)
         finally:
             await payloads.aclose()
 
