@@ -98,8 +98,12 @@ class RequestRecord:
         """Something was produced (a token, a relayed chunk): time to first, gaps after."""
         now = time.perf_counter()
         last = self.last_output
-        if last is not None:
-            self.inter_token.add(now - last)
+        if last is not None:  # GapCounts.add, inline: this runs once per token or chunk
+            gap = now - last
+            gaps = self.inter_token
+            gaps.counts[bisect_left(GAP_BUCKETS, gap)] += 1
+            gaps.sum += gap
+            gaps.total += 1
         elif self.first_output is None:
             self.first_output = now
         self.last_output = now

@@ -48,23 +48,7 @@ def sse_response(
 ) -> Response:
     """Stream ``first`` (already awaited by the caller, so early errors kept their status) and
     then the rest of ``chunks``; closes ``chunks`` however the response ends."""
-
-    async def frames() -> AsyncIterator[bytes]:
-        try:
-            if first is not None:
-                yield frame(first)
-                async for chunk in chunks:
-                    yield frame(chunk)
-        except GatewayError as exc:
-            yield error_frame(exc)
-        except Exception:
-            log.exception("stream failed after headers were sent")
-            yield error_frame(InternalError("internal server error"))
-        finally:
-            await _close(chunks)
-        yield DONE_FRAME
-
-    return SSEResponse(frames(), headers=headers)
+    return DataFramesResponse(first, chunks, headers=headers)
 
 
 def framed_response(
@@ -102,13 +86,54 @@ class SSEResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for data in self.frames:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await self.write(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            aclose = getattr(self.frames, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _close(self.frames)
+
+    async def write(self, send: Send) -> None:
+        """Send the body's frames (the response has started; the end follows)."""
+        async for data in self.frames:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+class DataFramesResponse(SSEResponse):
+    """``sse_response``'s stream: ``first`` then each of ``chunks`` as a ``data:`` frame, framed
+    as it is sent (no generator of frames in between: this runs once per relayed chunk), then
+    ``data: [DONE]``; a failure of ``chunks`` after the start is an error frame before it."""
+
+    def __init__(
+        self,
+        first: bytes | None,
+        chunks: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(chunks, headers=headers)
+        self.first = first
+
+    async def write(self, send: Send) -> None:
+        chunks = self.frames
+        failure: bytes | None = None
+        if self.first is not None:
+            await send({"type": "http.response.body", "body": frame(self.first), "more_body": True})
+            while True:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except GatewayError as exc:
+                    failure = error_frame(exc)
+                    break
+                except Exception:
+                    log.exception("stream failed after headers were sent")
+                    failure = error_frame(InternalError("internal server error"))
+                    break
+                body = b"data: " + chunk + b"\n\n"
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        if failure is not None:
+            await send({"type": "http.response.body", "body": failure, "more_body": True})
+        await _close(chunks)
+        await send({"type": "http.response.body", "body": DONE_FRAME, "more_body": True})
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:
