@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -160,6 +161,7 @@ class ChunkBuilder:
     model: str
     id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
+    _content_prefix: bytes | None = field(default=None, init=False, repr=False)
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -196,6 +198,43 @@ class ChunkBuilder:
     def usage(self, prompt_tokens: int, completion_tokens: int) -> ChatCompletionChunk:
         return self._chunk([], Usage.of(prompt_tokens, completion_tokens))
 
+    def of(self, event: ev.Event, include_usage: bool) -> ChatCompletionChunk | None:
+        """The chunk for ``event`` (None: usage, not asked for)."""
+        if isinstance(event, ev.TextDelta):
+            logprobs = wire_logprobs(event.logprobs) if event.logprobs is not None else None
+            return self.content(event.text, event.index, logprobs)
+        if isinstance(event, ev.Started):
+            return self.role(event.index)
+        if isinstance(event, ev.ToolCallDelta):
+            return self.tool_call(event)
+        if isinstance(event, ev.ReasoningDelta):
+            return self.reasoning(event.text, event.index)
+        if isinstance(event, ev.Finished):
+            return self.finish(event.reason, event.index)
+        if include_usage:
+            return self.usage(event.prompt_tokens, event.completion_tokens)
+        return None
+
+    def content_json(self, text: str, index: int = 0) -> bytes:
+        """``content(text, index).model_dump_json()``'s bytes, from a template: a text delta
+        is most of a stream's chunks, and building and dumping the model cost ~8x this."""
+        prefix = self._content_prefix
+        if prefix is None:
+            model = json.dumps(self.model, ensure_ascii=False)
+            prefix = self._content_prefix = (
+                f'{{"id":{json.dumps(self.id)},"object":"chat.completion.chunk",'
+                f'"created":{self.created},"model":{model},"choices":[{{"index":'
+            ).encode()
+        return b"".join(
+            (
+                prefix,
+                str(index).encode(),
+                b',"delta":{"content":',
+                json.dumps(text, ensure_ascii=False).encode(),
+                b'},"logprobs":null,"finish_reason":null}]}',
+            )
+        )
+
 
 def wire_logprobs(logprobs: tuple[ev.TokenLogprob, ...]) -> list[TokenLogprob]:
     return [
@@ -219,19 +258,29 @@ async def chunks_of(
     builder = ChunkBuilder(model=model)
     try:
         async for event in events:
-            if isinstance(event, ev.TextDelta):
-                logprobs = wire_logprobs(event.logprobs) if event.logprobs is not None else None
-                yield builder.content(event.text, event.index, logprobs)
-            elif isinstance(event, ev.Started):
-                yield builder.role(event.index)
-            elif isinstance(event, ev.ToolCallDelta):
-                yield builder.tool_call(event)
-            elif isinstance(event, ev.ReasoningDelta):
-                yield builder.reasoning(event.text, event.index)
-            elif isinstance(event, ev.Finished):
-                yield builder.finish(event.reason, event.index)
-            elif include_usage:
-                yield builder.usage(event.prompt_tokens, event.completion_tokens)
+            chunk = builder.of(event, include_usage)
+            if chunk is not None:
+                yield chunk
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def encoded_chunks(
+    events: AsyncIterator[ev.Event], model: str, include_usage: bool
+) -> AsyncGenerator[bytes, None]:
+    """``chunks_of``, each chunk as its JSON bytes; a text delta without logprobs (most of
+    them) from ``ChunkBuilder.content_json``'s template. Closing it closes ``events``."""
+    builder = ChunkBuilder(model=model)
+    try:
+        async for event in events:
+            if isinstance(event, ev.TextDelta) and event.logprobs is None:
+                yield builder.content_json(event.text, event.index)
+                continue
+            chunk = builder.of(event, include_usage)
+            if chunk is not None:
+                yield chunk.model_dump_json().encode()
     finally:
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
@@ -327,7 +376,7 @@ async def open_chat_stream(backend: Backend, body: ChatCompletionRequest) -> Pri
         relayed = await backend.relay_stream("/chat/completions", body, body.include_usage)
         return await prime(relayed, relayed.replica)
     events = await backend.generate(to_generation_request(body))
-    return await prime(_encoded(chunks_of(events, body.model, body.include_usage)), events.replica)
+    return await prime(encoded_chunks(events, body.model, body.include_usage), events.replica)
 
 
 async def complete_chat(backend: Backend, body: ChatCompletionRequest) -> Relayed:
@@ -338,11 +387,3 @@ async def complete_chat(backend: Backend, body: ChatCompletionRequest) -> Relaye
     events = await backend.generate(to_generation_request(body))
     completion = await collect_completion(events, body.model)
     return Relayed(completion.model_dump_json().encode(), events.replica)
-
-
-async def _encoded(chunks: AsyncGenerator[ChatCompletionChunk, None]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield chunk.model_dump_json().encode()
-    finally:
-        await chunks.aclose()

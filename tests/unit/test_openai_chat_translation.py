@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from backends.errors import InvalidRequestError
-from backends.events import Finished, ReasoningDelta, Started, TextDelta, ToolCallDelta, Usage
+from backends.events import (
+    Finished,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    Usage,
+)
 from backends.openai_types import ChatCompletionRequest
 from backends.requests import OtherPart, OutputConstraint, TextPart, ToolCall, ToolChoice
-from gateway.openai_chat import chunks_of, collect_completion, to_generation_request
+from gateway.openai_chat import (
+    chunks_of,
+    collect_completion,
+    encoded_chunks,
+    to_generation_request,
+)
 
 
 def translate(**extra: Any):
@@ -129,6 +143,38 @@ async def test_events_become_chunks_in_order_and_usage_only_when_asked():
     assert len({c.id for c in chunks}) == 1
     with_usage = [c async for c in chunks_of(_events(), "m", include_usage=True)]
     assert with_usage[-1].choices == [] and with_usage[-1].usage.total_tokens == 9
+
+
+TRICKY_TEXTS = [
+    "",
+    " plain",
+    'a "quote" \\ back',
+    "tab\tnew\nline\r\x00\x1f\x7f",
+    "é 😀 \u2028\u2029\x85\ufeff",
+]
+
+
+async def _text_events():
+    yield Started(0)
+    for index, text in enumerate(TRICKY_TEXTS):
+        yield TextDelta(index % 2, text)
+    yield TextDelta(0, "with logprobs", (TokenLogprob("x", -0.5, b"x"),))
+    yield Finished(0, "stop")
+    yield Usage(5, 4)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("model", ["m", '名前/"quoted"'])
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_encoded_chunks_are_the_chunks_json_byte_for_byte(model, include_usage):
+    encoded = [c async for c in encoded_chunks(_text_events(), model, include_usage)]
+    chunks = [c async for c in chunks_of(_text_events(), model, include_usage)]
+    assert len(encoded) == len(chunks)
+    first_id = json.loads(encoded[0])["id"]
+    for data, chunk in zip(encoded, chunks, strict=True):
+        # each builder names its own completion: compare with the id and time made equal
+        same = chunk.model_copy(update={"id": first_id, "created": json.loads(data)["created"]})
+        assert data == same.model_dump_json().encode()
 
 
 @pytest.mark.anyio
