@@ -159,23 +159,14 @@ class ModelLifecycle:
 
     # -- loading and leasing ---------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def lease(self, backend: Backend) -> AsyncIterator[None]:
+    def lease(self, backend: Backend) -> AbstractAsyncContextManager[None]:
         """Hold ``backend``'s model loaded while a request is opened on it (loading it first,
-        within the budget). Raises ``BackendUnavailableError`` when it cannot be loaded."""
+        within the budget). Entering raises ``BackendUnavailableError`` when it cannot be
+        loaded."""
         managed = self._by_name.get(backend.model)
         if managed is None:  # not a configured model (a test double): nothing to manage
-            yield
-            return
-        managed.leases += 1
-        try:
-            before = time.monotonic_ns()
-            was_loaded = managed.backend.loaded
-            await self._ensure_loaded(managed)
-            _LOAD_WAIT_NS.set(0 if was_loaded else time.monotonic_ns() - before)
-            yield
-        finally:
-            managed.leases -= 1
+            return nullcontext()
+        return _Lease(self, managed)
 
     async def load(self, name: str) -> None:
         """Load ``name``'s model if it is not (idempotent; concurrent calls share one load)."""
@@ -348,6 +339,31 @@ class ModelLifecycle:
         times = [self._activity.last_used(n) for n in managed.names]
         known = [t for t in [*times, managed.loaded_at] if t is not None]
         return max(known) if known else float("-inf")
+
+
+class _Lease:
+    """``ModelLifecycle.lease`` of a managed model (a class: this runs once per request)."""
+
+    __slots__ = ("_lifecycle", "_managed")
+
+    def __init__(self, lifecycle: ModelLifecycle, managed: _Managed) -> None:
+        self._lifecycle = lifecycle
+        self._managed = managed
+
+    async def __aenter__(self) -> None:
+        managed = self._managed
+        managed.leases += 1
+        try:
+            before = time.monotonic_ns()
+            was_loaded = managed.backend.loaded
+            await self._lifecycle._ensure_loaded(managed)
+            _LOAD_WAIT_NS.set(0 if was_loaded else time.monotonic_ns() - before)
+        except BaseException:
+            managed.leases -= 1
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._managed.leases -= 1
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:

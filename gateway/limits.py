@@ -271,7 +271,17 @@ class LimitedBackend:
 
         return OpenStream(items(), stream.replica, stream.aclose)
 
+    # Without a deadline a wrapper only checks the request and hands back the backend's own
+    # awaitable (no coroutine of its own around it).
+
     def _wrap_generate(self, generate: Callable[..., Any]) -> Callable[..., Any]:
+        if self._deadline is None:
+
+            def checked(request: Any, *args: Any, **kwargs: Any) -> Any:
+                return generate(self._check(request), *args, **kwargs)
+
+            return checked
+
         async def limited(request: Any, *args: Any, **kwargs: Any) -> Any:
             stream = await self._within(generate(self._check(request), *args, **kwargs))
             return self._bounded(stream)
@@ -279,6 +289,13 @@ class LimitedBackend:
         return limited
 
     def _wrap_relay(self, relay: Callable[..., Any]) -> Callable[..., Any]:
+        if self._deadline is None:
+
+            def checked(endpoint: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+                return relay(endpoint, self._check(request, endpoint), *args, **kwargs)
+
+            return checked
+
         async def limited(endpoint: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             return await self._within(
                 relay(endpoint, self._check(request, endpoint), *args, **kwargs)
@@ -287,6 +304,9 @@ class LimitedBackend:
         return limited
 
     def _wrap_relay_stream(self, relay_stream: Callable[..., Any]) -> Callable[..., Any]:
+        if self._deadline is None:
+            return self._wrap_relay(relay_stream)
+
         async def limited(endpoint: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             opened = relay_stream(endpoint, self._check(request, endpoint), *args, **kwargs)
             return self._bounded(await self._within(opened))
@@ -294,6 +314,9 @@ class LimitedBackend:
         return limited
 
     def _wrap_embed(self, embed: Callable[..., Any]) -> Callable[..., Any]:
+        if self._deadline is None:
+            return embed
+
         async def limited(*args: Any, **kwargs: Any) -> Any:
             return await self._within(embed(*args, **kwargs))
 

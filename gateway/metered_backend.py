@@ -59,6 +59,7 @@ class MeteredBackend:
         self, backend: Backend, record: RequestRecord | None, activity: BackendActivity | None
     ) -> None:
         self._backend = backend
+        self._model = backend.model
         self._record = record
         self._activity = activity
 
@@ -161,11 +162,11 @@ class MeteredBackend:
 
     def _begin(self) -> None:
         if self._activity is not None:
-            self._activity.begin(self._backend.model)
+            self._activity.begin(self._model)
 
     def _end(self) -> None:
         if self._activity is not None:
-            self._activity.end(self._backend.model)
+            self._activity.end(self._model)
 
     def _ender(self, stream: OpenStream[Any]) -> Callable[[], Any]:
         ended = False
