@@ -4,8 +4,9 @@ Three processes on loopback: a fast fake upstream (aiohttp, canned replies), the
 (`python -m gateway serve`, one model relayed to that upstream), and this load generator
 (aiohttp client). Each scenario runs once straight to the upstream and once through the
 gateway; we report p50 latency, the p50 the gateway adds, requests/s, and the gateway
-process's own CPU time per request (from /proc/<pid>/stat), and for streams the CPU per
-relayed chunk.
+process's own CPU time per request (its threads' time on a CPU, /proc/<pid>/task/*/schedstat,
+in ns), and for streams the CPU per relayed chunk: (stream CPU per request - the same round's
+non-stream c=1 CPU per request) / chunks per request.
 
     python bench/passthrough.py [--requests 2000] [--chunks 64]
 
@@ -13,7 +14,8 @@ To compare this tree with others (e.g. a ``git worktree`` of an older commit), s
 one run: ``--compare /tmp/before [--rounds 3]``. Every tree's gateway runs at once (idle ones
 cost nothing); each scenario then loads the gateways in turn, round after round, so that noise
 from other processes falls on all of them alike. The report gives each figure's range over the
-rounds and the ratio of the medians (this tree / the other).
+rounds and the ratio of the medians (this tree / the other). ``--only c=1`` runs only the
+scenarios whose name contains that text; ``--json FILE`` keeps every row.
 
 Results and how they were taken: docs/benchmarks.md.
 """
