@@ -194,11 +194,11 @@ def _context_params(settings: LlamaCppSettings, parallel: int) -> Any:
     params.n_batch = params.n_ubatch = max(settings.n_batch, parallel)
     params.n_threads = settings.n_threads or max(cores // 2, 1)
     params.n_threads_batch = settings.n_threads_batch or cores
-    params.flash_attn_type = (
-        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        if settings.flash_attn
-        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    )
+    params.flash_attn_type = {
+        None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+        True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    }[settings.flash_attn]
     return params
 
 

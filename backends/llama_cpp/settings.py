@@ -54,7 +54,11 @@ class LlamaCppSettings(InProcessSettings):
         default=None, ge=1, description="prompt-evaluation threads; default: all the cores"
     )
     n_batch: int = Field(default=512, ge=1)
-    flash_attn: bool = False
+    flash_attn: bool | None = Field(
+        default=None,
+        description="flash attention; null: llama.cpp decides (on where the device supports "
+        "it, as llama-server's -fa auto)",
+    )
     chat_format: str | None = Field(
         default=None, description="a llama-cpp-python chat format name; default: the GGUF's"
     )
