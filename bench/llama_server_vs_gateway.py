@@ -44,7 +44,8 @@ bench/llama_cpp.py (``--threads 2 --no-llama-server``), not repeated here.
     PYTHONPATH=. .venv/bin/python bench/llama_server_vs_gateway.py [--reps 3] [--threads 2]
 
 Prints markdown tables; writes every measurement as JSON (``--json``, default: the run's log
-directory). Exits 0 unless a server fails to start; missed targets are reported, not fatal.
+directory). Exits 0 unless a server fails to start or a chat turn fails; incomplete streams and
+missed targets are reported, not fatal. The servers are stopped on exit, Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
