@@ -55,9 +55,10 @@ class LlamaCppSettings(InProcessSettings):
     )
     n_batch: int = Field(default=512, ge=1)
     flash_attn: bool | None = Field(
-        default=None,
-        description="flash attention; null: llama.cpp decides (on where the device supports "
-        "it, as llama-server's -fa auto)",
+        default=False,
+        description="flash attention; null: llama.cpp decides (on for CPUs, as llama-server's "
+        "-fa auto). Off by default: faster with several sequences, but it changed SmolLM2's "
+        "greedy answers for the worse here",
     )
     chat_format: str | None = Field(
         default=None, description="a llama-cpp-python chat format name; default: the GGUF's"
