@@ -11,9 +11,12 @@ and Esc then Enter inserts a newline. Exit codes: 0 done, 1 server unreachable, 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,52 @@ class Answer:
         return " · ".join(parts)
 
 
+class CtrlC:
+    """Where a Ctrl-C that arrives as SIGINT may land.
+
+    At a prompt the terminal is raw and Ctrl-C is a key binding. Between prompts it is a
+    signal, and Python's default handler raises ``KeyboardInterrupt`` wherever the main
+    thread happens to be: inside prompt_toolkit building or tearing down its event loop, a
+    half-made loop then prints a traceback at exit. So a SIGINT is raised at once only while
+    ``live()`` (an answer streams, a request is under way); otherwise it is held and raised
+    at the next safe point: the next prompt (also once that prompt is set up) or the next
+    ``live()``.
+    """
+
+    def __init__(self) -> None:
+        self.held = False
+        self._live = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._live:
+            raise KeyboardInterrupt
+        self.held = True
+
+    def raise_held(self) -> None:
+        if self.held:
+            self.held = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def live(self) -> Iterator[None]:
+        self.raise_held()
+        self._live = True
+        try:
+            yield
+        finally:
+            self._live = False
+
+
 def history_path() -> Path:
     explicit = os.environ.get("LLMGATE_CHAT_HISTORY")
     if explicit:
@@ -85,6 +134,7 @@ class TerminalChat:
         self.show_stats = False
         self.console = console
         self.models: list[str] = []
+        self.ctrl_c = CtrlC()
         self._read_line = read_line or self._prompt_toolkit_reader()
 
     # -- input ---------------------------------------------------------------------------
@@ -124,6 +174,8 @@ class TerminalChat:
             buffer = event.app.current_buffer
             if buffer.text:
                 buffer.reset()
+            elif event.app.future is not None and event.app.future.done():
+                self.ctrl_c.held = True  # a second Ctrl-C in the same read: the next one
             else:
                 event.app.exit(exception=KeyboardInterrupt)
 
@@ -146,15 +198,28 @@ class TerminalChat:
             complete_while_typing=False,  # Tab completes (a unique name at once)
             key_bindings=keys,
         )
-        return lambda prompt: str(session.prompt(prompt))
+
+        def read(prompt: str) -> str:
+            # A Ctrl-C held while prompt_toolkit set up (its SIGINT handler, which restores
+            # CtrlC's afterwards, is in place from here on) ends this prompt as if typed.
+            def pre_run() -> None:
+                if self.ctrl_c.held:
+                    self.ctrl_c.held = False
+                    session.app.exit(exception=KeyboardInterrupt)
+
+            return str(session.prompt(prompt, pre_run=pre_run))
+
+        return read
 
     def _read_message(self) -> str:
         """One message: a line, or a \"\"\"-block spanning several."""
+        self.ctrl_c.raise_held()
         line = self._read_line(">>> ")
         if not line.lstrip().startswith('"""'):
             return line.strip()
         lines = [line.lstrip()[3:]]
         while not lines[-1].rstrip().endswith('"""'):
+            self.ctrl_c.raise_held()
             lines.append(self._read_line("... "))
         lines[-1] = lines[-1].rstrip()[:-3]
         return "\n".join(lines).strip()
@@ -162,12 +227,21 @@ class TerminalChat:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.ctrl_c.install()
         try:
-            self.models = self.client.models()
+            return self._run()
+        finally:
+            self.ctrl_c.uninstall()
+
+    def _run(self) -> int:
+        try:
+            with self.ctrl_c.live():
+                self.models = self.client.models()
+                known = self.model in self.models or self._alias_ok(self.model)
         except ChatError as exc:
             self.console.print(f"[red]llmgate: {exc}[/red]", highlight=False)
             return 1
-        if self.model not in self.models and not self._alias_ok(self.model):
+        if not known:
             self._unknown_model(self.model)
             return 2
         self.console.print(
@@ -192,11 +266,12 @@ class TerminalChat:
             if not text:
                 continue
             try:
-                if text.startswith("/"):
-                    if not self._command(text):
-                        return 0
-                    continue
-                self._ask(text)
+                with self.ctrl_c.live():
+                    if text.startswith("/"):
+                        if not self._command(text):
+                            return 0
+                        continue
+                    self._ask(text)
             except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
                 if self.history and self.history[-1]["role"] == "user":
                     self.history.pop()  # keep user / assistant turns alternating

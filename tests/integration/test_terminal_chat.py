@@ -106,6 +106,20 @@ def test_ctrl_c_stops_the_answer_and_the_engine_then_the_chat_goes_on(gateway, t
     assert child.exitstatus == 0
 
 
+def test_two_ctrl_c_back_to_back_exit_cleanly_every_time(gateway, tmp_path):
+    # The second Ctrl-C lands while prompt_toolkit tears one prompt down or builds the
+    # next (a signal then, not a key): it must still count, with no traceback.
+    for _ in range(5):
+        child = spawn(gateway.server.base_url + "/v1", "echo", tmp_path)
+        child.sendintr()
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        assert "Traceback" not in (child.before or "")
+        assert "Exception ignored" not in (child.before or "")
+        child.close()
+        assert child.exitstatus == 0
+
+
 def test_model_switch_and_settings(gateway, tmp_path):
     child = spawn(gateway.server.base_url + "/v1", "default", tmp_path)  # an alias works
     say(child, "/model nope", until="is not served there")
