@@ -37,6 +37,9 @@ the same tags. TTFT is the time to the first non-empty content delta. "Other wor
 benchmark waits (up to ``--quiet-wait`` s) for a second with at most ``--max-interference``
 cores of it, and re-runs a measurement that saw more (``--retries``, fresh tags), keeping the
 quietest attempt. Ratios are llmgate/llama-server per round ("paired"), median over rounds.
+``--fresh-servers`` starts both servers anew (and warms them up) for every round: on a shared
+VM one process can run 15-20 % faster or slower than another for minutes on end, so one pair
+of processes for the whole run can decide the ratio by luck.
 
 One stream through the gateway against the engine in-process (``n_threads: 2``): that is
 bench/llama_cpp.py (``--threads 2 --no-llama-server``), not repeated here.
@@ -283,6 +286,8 @@ def gateway_target(gguf_file: str, args: argparse.Namespace, tmp: Path) -> Targe
     path = tmp / "gateway.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)]
+    if args.gateway_env:
+        argv = ["env", *args.gateway_env, *argv]
     base = f"http://127.0.0.1:{port}"
     server = lcb.Server("llmgate", argv, f"{base}/health", tmp / "gateway.log")
     return Target("llmgate", server, f"{base}/v1/chat/completions", "smollm2", entry)
@@ -523,6 +528,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip", action="append", default=[], choices=("streams", "many", "chat"))
     p.add_argument("--llama-server", type=Path, help="binary (default: build/cached one)")
     p.add_argument("--server-arg", action="append", default=[], help="extra llama-server arg")
+    p.add_argument(
+        "--fresh-servers", action="store_true", help="start both servers anew for each round"
+    )
+    p.add_argument(
+        "--gateway-env", action="append", default=[], metavar="KEY=VALUE", help="for the gateway"
+    )
     p.add_argument("--settle-s", type=float, default=0.5, help="pause between measurements")
     p.add_argument(
         "--max-interference",
@@ -565,10 +576,14 @@ async def wait_quiet(pids: list[int], args: argparse.Namespace) -> float:
 
 
 async def measure_all(
-    targets: list[Target], args: argparse.Namespace, bias: dict[str, float]
-) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {t.name: {} for t in targets}
-    tags = Tags()
+    targets: list[Target],
+    args: argparse.Namespace,
+    bias: dict[str, float],
+    rounds: range,
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    tags: Tags,
+) -> None:
+    """Run ``rounds`` against the started ``targets``, appending to ``results``."""
     for t in targets:  # warm-up, not counted
         await burst(t, 1, 9000 + targets.index(t), args, bias)
 
@@ -598,7 +613,7 @@ async def measure_all(
             results[t.name].setdefault(scenario, []).append(best)
 
     c, m = args.concurrency, args.many
-    for rnd in range(args.reps):
+    for rnd in rounds:
         if "streams" not in args.skip:
             await each(rnd, "single", 1, lambda t, g: burst(t, 1, g, args, bias))
             await each(rnd, "concurrent", c, lambda t, g: burst(t, c, g, args, bias))
@@ -607,7 +622,6 @@ async def measure_all(
         if "chat" not in args.skip:
             await each(rnd, "chat1", 2, lambda t, g: chat_reuse(t, 1, g, args, bias))
             await each(rnd, "chat2", 3, lambda t, g: chat_reuse(t, 2, g, args, bias))
-    return results
 
 
 def brief(scenario: str, r: dict[str, Any]) -> str:
@@ -651,10 +665,23 @@ def main(argv: list[str] | None = None) -> int:
     ready: dict[str, float] = {}
     # SIGTERM (kill, timeout) unwinds like Ctrl-C, so the finally below stops both servers.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {t.name: {} for t in targets}
+    tags = Tags()
+    # One pair of server processes for all rounds, or (--fresh-servers) a new pair per round:
+    # on a shared VM a process's speed can stay high or low for minutes (where its memory
+    # landed), so pairs of fresh processes give the fairer median.
+    batches = (
+        [range(r, r + 1) for r in range(args.reps)] if args.fresh_servers else [range(args.reps)]
+    )
     try:
-        for t in targets:
-            ready[t.name] = t.server.start()
-        results = asyncio.run(measure_all(targets, args, bias))
+        for rounds in batches:
+            for t in targets:
+                ready[t.name] = t.server.start()
+            try:
+                asyncio.run(measure_all(targets, args, bias, rounds, results, tags))
+            finally:
+                for t in targets:
+                    t.server.stop()
     finally:
         for t in targets:
             t.server.stop()

@@ -70,6 +70,46 @@ class _Sequence:
 
 
 @dataclass(frozen=True)
+class BatchPart:
+    """One sequence's tokens in a step's batch."""
+
+    seq: _Sequence
+    tokens: list[int]
+    logits: bool  # sample after this step (the last prompt token, or a decoded one)
+    prefill: bool
+
+
+def batch_parts(running: list[_Sequence], n_batch: int) -> list[BatchPart]:
+    """What each sequence puts in this step's batch, taken off its ``next_token`` or
+    ``pending`` (and its ``logits_at`` reset). Every decoding sequence gives its next token;
+    prompts still being read take the rest of ``n_batch`` in the order they came (a quarter
+    of it, at least ``MIN_PREFILL_SLICE``, while others decode). The parts come ordered by
+    seq id, as llama-server's slots are: with the split KV cache, a batch whose sequences
+    were out of order made llama.cpp's step up to 1.6x slower (4 sequences of SmolLM2-135M:
+    19 ms in order, 27-32 ms rotated)."""
+    parts: list[BatchPart] = []
+    for seq in running:
+        seq.logits_at = -1
+        if seq.next_token is not None:
+            parts.append(BatchPart(seq, [seq.next_token], logits=True, prefill=False))
+            seq.next_token = None
+    budget = n_batch - len(parts)
+    if parts:
+        budget = min(budget, max(MIN_PREFILL_SLICE, n_batch // 4))
+    for seq in running:
+        if budget <= 0:
+            break
+        if not seq.pending:
+            continue
+        take = seq.pending[:budget]
+        del seq.pending[:budget]
+        parts.append(BatchPart(seq, take, logits=not seq.pending, prefill=True))
+        budget -= len(take)
+    parts.sort(key=lambda part: part.seq.slot.seq_id)
+    return parts
+
+
+@dataclass(frozen=True)
 class LlamaContextHandles:
     """The native pieces the scheduler drives (owned by the engine, freed after ``join``)."""
 
@@ -268,38 +308,21 @@ class SequenceScheduler:
         return _Sequence(job, slot, pending, sampler, output, utf8, visible=plan.visible)
 
     def _fill_batch(self) -> int:
-        """Put this step's tokens in the batch; returns how many."""
-        batch = self._batch
+        """Put this step's tokens in the batch (``batch_parts``); returns how many."""
         n = 0
-        for seq in self._running:
-            seq.logits_at = -1
-            if seq.next_token is not None:
-                self._put(n, seq.next_token, len(seq.slot.tokens), seq.slot.seq_id, True)
-                seq.slot.tokens.append(seq.next_token)
-                seq.next_token = None
-                seq.logits_at = n
-                n += 1
-        budget = self._n_batch - n
-        if n:
-            budget = min(budget, max(MIN_PREFILL_SLICE, self._n_batch // 4))
-        for seq in self._running:
-            if budget <= 0:
-                break
-            if not seq.pending:
-                continue
-            take = seq.pending[:budget]
-            del seq.pending[:budget]
+        for part in batch_parts(self._running, self._n_batch):
+            seq = part.seq
             start = len(seq.slot.tokens)
-            last = not seq.pending
-            for i, token in enumerate(take):
-                self._put(n, token, start + i, seq.slot.seq_id, last and i == len(take) - 1)
+            for i, token in enumerate(part.tokens):
+                last = i == len(part.tokens) - 1
+                self._put(n, token, start + i, seq.slot.seq_id, part.logits and last)
                 n += 1
-            seq.slot.tokens.extend(take)
-            if last:
+            seq.slot.tokens.extend(part.tokens)
+            if part.logits:
                 seq.logits_at = n - 1
-            self._stats.prefill_tokens += len(take)
-            budget -= len(take)
-        batch.n_tokens = n
+            if part.prefill:
+                self._stats.prefill_tokens += len(part.tokens)
+        self._batch.n_tokens = n
         return n
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
