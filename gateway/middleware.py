@@ -7,7 +7,8 @@ inside the one before:
 1. the request record (``gateway.request_record``): opened, the ``X-Request-ID`` echoed, the
    status noted when the response starts; closed when the response has ended (observers);
 2. the request's clock and limits, and a body over ``server.max_body_bytes`` answered 413
-   (``gateway.limits``);
+   (``gateway.limits``); a JSON body sent as a form (``curl -d``) read as JSON
+   (``gateway.json_body``);
 3. the API key: 401 without a configured one on the routes that need it
    (``gateway.api_keys``);
 4. the key's rate limits, for a POST to a model route when limits are configured: 429 when
@@ -29,7 +30,16 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import api_keys, disconnect, lifecycle, limits, rate_limits, request_record, shutdown
+from gateway import (
+    api_keys,
+    disconnect,
+    json_body,
+    lifecycle,
+    limits,
+    rate_limits,
+    request_record,
+    shutdown,
+)
 from gateway.config import ApiKey
 from gateway.errors import error_response
 from gateway.metered_backend import BackendActivity
@@ -84,6 +94,7 @@ class RequestMiddleware:
             body = await limits.read_body(self.limits, scope, receive, response)
             if body is None:
                 return
+            json_body.read_as_json(scope, body)
         refusal = api_keys.authenticate(self.keys, scope)
         if refusal is not None:
             await error_response(refusal, scope["path"])(scope, receive, response)
