@@ -91,7 +91,7 @@ _ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "re
 
 def _item_type(value: Any) -> str:
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "")
-    return kind if kind in _ITEM_TYPES else "other"
+    return kind if isinstance(kind, str) and kind in _ITEM_TYPES else "other"
 
 
 def _user_message(value: Any) -> Any:

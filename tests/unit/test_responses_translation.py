@@ -297,6 +297,8 @@ def test_stateful_refusals_say_llmgate_is_stateless():
         {"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
         {"reasoning": {"effort": "extreme"}},
         {"max_output_tokens": 0},
+        {"input": [{"type": ["message"], "role": "user", "content": "x"}]},  # was a 500
+        {"input": [{"type": {"a": 1}}]},
     ],
 )
 def test_malformed_requests_fail_validation(fields):
