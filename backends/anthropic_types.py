@@ -140,6 +140,9 @@ ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
 
 
 class MessageUsage(BaseModel):
+    """As Anthropic counts: ``input_tokens`` are the prompt tokens *not* read from the cache,
+    ``cache_read_input_tokens`` those that were (their sum is the whole prompt)."""
+
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: int = 0
@@ -218,6 +221,7 @@ class MessageDeltaUsage(BaseModel):
 
     input_tokens: int
     output_tokens: int
+    cache_read_input_tokens: int = 0
 
 
 class MessageDeltaEvent(BaseModel):

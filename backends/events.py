@@ -83,8 +83,12 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts of a request. ``cached_tokens``: of ``prompt_tokens``, how many were read
+    from a prefix cache instead of evaluated (None: the backend does not say)."""
+
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int | None = None
 
 
 Event = Started | TextDelta | ReasoningDelta | ToolCallDelta | Finished | Usage

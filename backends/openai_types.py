@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from backends import events
+
 # ---------------------------------------------------------------------------------------------
 # Requests
 
@@ -228,18 +230,34 @@ class ChoiceLogprobs(_Response):
     refusal: list[TokenLogprob] | None = None
 
 
+class PromptTokensDetails(_Response):
+    cached_tokens: int
+
+
 class Usage(_Response):
+    """``prompt_tokens_details`` only when the backend counts cached prompt tokens."""
+
+    _omit_if_none = frozenset({"prompt_tokens_details"})
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
     @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+    def of(cls, prompt_tokens: int, completion_tokens: int, cached: int | None = None) -> Usage:
         return cls(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=None
+            if cached is None
+            else PromptTokensDetails(cached_tokens=cached),
         )
+
+    @classmethod
+    def of_event(cls, usage: events.Usage) -> Usage:
+        return cls.of(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
 
 class ToolCallFunction(_Response):

@@ -243,9 +243,10 @@ class ResponseUsage(_Wire):
     total_tokens: int
 
     @classmethod
-    def of(cls, input_tokens: int, output_tokens: int) -> ResponseUsage:
+    def of(cls, input_tokens: int, output_tokens: int, cached: int | None = None) -> ResponseUsage:
         return cls(
             input_tokens=input_tokens,
+            input_tokens_details=InputTokensDetails(cached_tokens=cached or 0),
             output_tokens=output_tokens,
             total_tokens=input_tokens + output_tokens,
         )

@@ -200,14 +200,20 @@ class MessageEventBuilder:
         reason, sequence = stop_reason_of(finished)
         message = self.message
         message.stop_reason, message.stop_sequence = reason, sequence
+        cached = min(usage.cached_tokens or 0, usage.prompt_tokens)
+        uncached = usage.prompt_tokens - cached
         message.usage = MessageUsage(
-            input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens
+            input_tokens=uncached,
+            output_tokens=usage.completion_tokens,
+            cache_read_input_tokens=cached,
         )
         out.append(
             MessageDeltaEvent(
                 delta=MessageDelta(stop_reason=reason, stop_sequence=sequence),
                 usage=MessageDeltaUsage(
-                    input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens
+                    input_tokens=uncached,
+                    output_tokens=usage.completion_tokens,
+                    cache_read_input_tokens=cached,
                 ),
             )
         )

@@ -48,6 +48,7 @@ async def merge_events(streams: list[EventStream], n: int) -> AsyncIterator[ev.E
     queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
     tasks = [asyncio.create_task(_pump(i, s, queue)) for i, s in enumerate(streams)]
     prompt_tokens = completion_tokens = 0
+    cached_tokens: int | None = None
     try:
         running = len(streams)
         while running:
@@ -59,9 +60,11 @@ async def merge_events(streams: list[EventStream], n: int) -> AsyncIterator[ev.E
             elif isinstance(item, ev.Usage):
                 prompt_tokens += item.prompt_tokens
                 completion_tokens += item.completion_tokens
+                if item.cached_tokens is not None:
+                    cached_tokens = (cached_tokens or 0) + item.cached_tokens
             else:
                 yield _renumbered(item, source * n)  # type: ignore[arg-type]
-        yield ev.Usage(prompt_tokens, completion_tokens)
+        yield ev.Usage(prompt_tokens, completion_tokens, cached_tokens)
     finally:
         for task in tasks:
             task.cancel()

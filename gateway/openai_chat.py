@@ -195,8 +195,8 @@ class ChunkBuilder:
     def finish(self, reason: ev.FinishReason, index: int = 0) -> ChatCompletionChunk:
         return self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> ChatCompletionChunk:
-        return self._chunk([], Usage.of(prompt_tokens, completion_tokens))
+    def usage(self, usage: ev.Usage) -> ChatCompletionChunk:
+        return self._chunk([], Usage.of_event(usage))
 
     def of(self, event: ev.Event, include_usage: bool) -> ChatCompletionChunk | None:
         """The chunk for ``event`` (None: usage, not asked for)."""
@@ -212,7 +212,7 @@ class ChunkBuilder:
         if isinstance(event, ev.Finished):
             return self.finish(event.reason, event.index)
         if include_usage:
-            return self.usage(event.prompt_tokens, event.completion_tokens)
+            return self.usage(event)
         return None
 
     def content_json(self, text: str, index: int = 0) -> bytes:
@@ -363,7 +363,7 @@ async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> Cha
         created=int(time.time()),
         model=model,
         choices=[acc.choice(index) for index, acc in sorted(choices.items())],
-        usage=Usage.of(usage.prompt_tokens, usage.completion_tokens),
+        usage=Usage.of_event(usage),
     )
 
 

@@ -149,7 +149,7 @@ class CompletionChunks:
         return self._chunk([CompletionChoice(text="", index=index, finish_reason=reason)])
 
     def usage(self, usage: ev.Usage) -> Completion:
-        return self._chunk([], Usage.of(usage.prompt_tokens, usage.completion_tokens))
+        return self._chunk([], Usage.of_event(usage))
 
 
 def legacy_logprobs(logprobs: tuple[ev.TokenLogprob, ...], offset: int) -> CompletionLogprobs:

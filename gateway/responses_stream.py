@@ -295,7 +295,9 @@ class ResponseEventBuilder:
     def _end(self, usage: ev.Usage) -> list[ResponseStreamEvent]:
         out = self._close("completed")
         response = self.response
-        response.usage = ResponseUsage.of(usage.prompt_tokens, usage.completion_tokens)
+        response.usage = ResponseUsage.of(
+            usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        )
         if self._reason == "length":
             response.status = "incomplete"
             response.incomplete_details = IncompleteDetails(reason="max_output_tokens")

@@ -52,6 +52,7 @@ class _Job:
     bridge: ThreadBridge[Event]
     choice: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens its first choice found in the cache
 
 
 @dataclass
@@ -291,6 +292,8 @@ class SequenceScheduler:
         del slot.tokens[reuse:]
         slot.adapter = plan.adapter
         self._stats.prefix_hit_tokens += reuse
+        if job.choice == 0:
+            job.cached_tokens = reuse
         sampling = plan.sampling.for_choice(job.choice)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
         constraint = plan.grammar.constraint() if plan.grammar is not None else None
@@ -384,7 +387,9 @@ class SequenceScheduler:
             outbox.put(job.bridge, Started(job.choice))
             self._running.append(self._choice(job, seq.slot, len(seq.slot.tokens)))
             return
-        outbox.put(job.bridge, Usage(len(job.plan.prompt), job.completion_tokens))
+        outbox.put(
+            job.bridge, Usage(len(job.plan.prompt), job.completion_tokens, job.cached_tokens)
+        )
         outbox.close(job.bridge)
         self._stats.requests_finished += 1
 

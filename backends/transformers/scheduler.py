@@ -67,6 +67,7 @@ class _Request:
     bridge: ThreadBridge[Event]
     remaining: int = 0  # choices still generating
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens copied from the prefix cache
 
     def send(self, events: list[Event]) -> None:
         for event in events:
@@ -284,7 +285,7 @@ class BatchScheduler:
             prefill.cache = DynamicCache()
             return
         prefill.cache = DynamicCache(ddp_cache_data=hit.layers)  # copies: the entry stays
-        prefill.done = prefill.reused = hit.tokens
+        prefill.done = prefill.reused = prefill.request.cached_tokens = hit.tokens
         self.stats.prefix_hits += 1
         self.stats.prefix_hit_tokens += hit.tokens
 
@@ -370,7 +371,9 @@ class BatchScheduler:
         request.remaining -= 1
         if request.remaining == 0:
             self.stats.requests_finished += 1
-            request.bridge.put(Usage(len(request.job.prompt), request.completion_tokens))
+            request.bridge.put(
+                Usage(len(request.job.prompt), request.completion_tokens, request.cached_tokens)
+            )
             request.bridge.close()
 
     def _drop_cancelled(self) -> None:

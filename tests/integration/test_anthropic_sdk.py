@@ -105,7 +105,16 @@ def test_count_tokens_is_the_input_tokens_of_the_answer(claude):
     }
     counted = claude.messages.count_tokens(**body)
     answered = claude.messages.create(**body, max_tokens=1)
-    assert counted.input_tokens == answered.usage.input_tokens > 0
+    assert counted.input_tokens == prompt_tokens(answered) > 0
+    again = claude.messages.create(**body, max_tokens=1)  # the same prompt: read from the cache
+    assert again.usage.cache_read_input_tokens > 0
+    assert prompt_tokens(again) == counted.input_tokens
+
+
+def prompt_tokens(message: Any) -> int:
+    """Anthropic counts a prompt as what was read afresh plus what came from the cache."""
+    usage = message.usage
+    return int(usage.input_tokens + (usage.cache_read_input_tokens or 0))
 
 
 def test_max_tokens_is_the_stop_reason_when_cut(claude):
@@ -193,7 +202,7 @@ def test_tool_choice_any_gives_a_tool_use_block_and_the_result_goes_back(claude)
         tools=[WEATHER],
     )
     # the call and its result are rendered into the prompt
-    assert second.usage.input_tokens > first.usage.input_tokens + 5
+    assert prompt_tokens(second) > prompt_tokens(first) + 5
 
 
 def test_a_streamed_tool_use_has_input_json_deltas(claude):
@@ -337,7 +346,7 @@ def test_an_upstream_count_tokens_is_the_input_tokens_of_the_answer(upstream_cla
     }
     counted = upstream_claude.messages.count_tokens(**body)
     answered = upstream_claude.messages.create(**body, max_tokens=50)
-    assert counted.input_tokens == answered.usage.input_tokens > 0
+    assert counted.input_tokens == prompt_tokens(answered) > 0
 
 
 @UPSTREAMS

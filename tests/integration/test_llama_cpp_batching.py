@@ -199,6 +199,9 @@ def test_the_next_turn_of_a_chat_evaluates_only_its_new_tokens(server):
         answer = ask(server.base_url, {**greedy(question), "messages": history})
         prefilled.append(stats.prefill_tokens - before)
         prompts.append(answer["usage"]["prompt_tokens"])
+        # the usage says what the cache gave: the prompt less what was read
+        cached = answer["usage"]["prompt_tokens_details"]["cached_tokens"]
+        assert cached == prompts[-1] - prefilled[-1], answer["usage"]
         history.append({"role": "assistant", "content": content(answer)})
     assert (
         prefilled[0] > 0.9 * prompts[0]

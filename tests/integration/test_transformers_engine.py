@@ -92,6 +92,7 @@ def test_usage_counts_are_exact(hf_server):
         "prompt_tokens": len(prompt),
         "completion_tokens": 9,
         "total_tokens": len(prompt) + 9,
+        "prompt_tokens_details": {"cached_tokens": 0},  # a prompt no earlier one started with
     }
     assert reply["choices"][0]["finish_reason"] == "length"
 

@@ -167,9 +167,14 @@ def test_the_second_turn_reads_only_its_new_tokens(model):
         assert answer == " the" * ANSWER
         second = follow(first, answer, "Once more.")
         read, reused = counters.prefill_tokens, counters.prefix_hit_tokens
-        await ask(hot, second)
+        completion = await collect_completion(await hot.generate(request(second)), "m")
         # reused: the first prompt and every answer token fed back (all but the last drawn)
         assert counters.prefix_hit_tokens - reused == prompt_length(hot, first) + ANSWER - 1
+        # and the usage says so
+        assert completion.usage.prompt_tokens_details is not None
+        assert completion.usage.prompt_tokens_details.cached_tokens == (
+            prompt_length(hot, first) + ANSWER - 1
+        )
         assert counters.prefill_tokens - read == prompt_length(hot, second) - (
             prompt_length(hot, first) + ANSWER - 1
         )

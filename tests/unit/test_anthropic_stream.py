@@ -375,3 +375,14 @@ async def test_a_client_that_goes_away_stops_the_generation():
     assert 0 < at_return < 100
     assert fakes["alpha"].tokens_generated == at_return
     assert fakes["alpha"].streams_closed == 1
+
+
+async def test_cached_prompt_tokens_are_cache_reads_as_anthropic_counts_them():
+    # Anthropic: input_tokens + cache_read_input_tokens is the whole prompt
+    usage = ev.Usage(50, 3, cached_tokens=42)
+    message = await collect_message(scripted([*TEXT, usage]), "m")
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (8, 42)
+    builder = MessageEventBuilder("m")
+    delta = [e for event in [*TEXT, usage] for e in builder.feed(event)][-2]
+    assert delta.type == "message_delta"
+    assert (delta.usage.input_tokens, delta.usage.cache_read_input_tokens) == (8, 42)

@@ -12,7 +12,7 @@ from backends.errors import (
     RateLimitError,
     UpstreamError,
 )
-from backends.events import Finished, ReasoningDelta, Started, TextDelta, ToolCallDelta
+from backends.events import Finished, ReasoningDelta, Started, TextDelta, ToolCallDelta, Usage
 from backends.openai_types import ChatCompletionRequest, ModelCapabilities
 from backends.upstream.capabilities import openai_capabilities
 from backends.upstream.openai_compat import (
@@ -319,3 +319,32 @@ def test_completion_chunks_and_their_legacy_logprobs_become_events():
     [lp] = text.logprobs
     assert (lp.token, lp.logprob) == (" Paris", -0.25)
     assert [(t.token, t.logprob) for t in lp.top] == [(" Paris", -0.25), (" Lyon", -2.0)]
+
+
+@pytest.mark.parametrize(
+    ("usage", "cached"),
+    [
+        (
+            {
+                "prompt_tokens": 9,
+                "completion_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": 6},
+            },
+            6,
+        ),
+        ({"prompt_tokens": 9, "completion_tokens": 2}, None),  # the upstream does not say
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": None}, None),
+        (
+            {
+                "prompt_tokens": 9,
+                "completion_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": "6"},
+            },
+            None,
+        ),
+    ],
+)
+def test_the_generate_path_reads_the_upstreams_cached_prompt_tokens(usage, cached):
+    chunks = ChunkEvents()
+    chunks.feed(json.dumps({"choices": [], "usage": usage}).encode())
+    assert chunks.end()[-1] == Usage(9, 2, cached)

@@ -407,3 +407,9 @@ async def test_a_client_that_goes_away_stops_the_generation():
     assert 0 < at_return < 100
     assert fakes["alpha"].tokens_generated == at_return
     assert fakes["alpha"].streams_closed == 1
+
+
+async def test_prompt_tokens_read_from_a_cache_are_reported():
+    final = (await stream([*THINK_THEN_TEXT[:-1], ev.Usage(5, 3, cached_tokens=4)]))[-1]
+    assert final["response"]["usage"]["input_tokens"] == 5
+    assert final["response"]["usage"]["input_tokens_details"]["cached_tokens"] == 4

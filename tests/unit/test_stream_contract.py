@@ -7,7 +7,9 @@ import json
 
 import pytest
 
+from backends import events as ev
 from backends.errors import QueueFullError, UpstreamError
+from gateway.openai_chat import ChunkBuilder
 from tests.fakes import FakeScript
 
 pytestmark = pytest.mark.anyio
@@ -145,3 +147,16 @@ async def test_max_completion_tokens_wins_over_max_tokens(app_client):
         reply = await client.post("/v1/chat/completions", json=body)
     assert reply.json()["usage"]["completion_tokens"] == 3
     assert fakes["alpha"].requests[0].max_tokens == 3
+
+
+def test_the_usage_chunk_reports_cached_prompt_tokens_only_when_the_backend_counts_them():
+    builder = ChunkBuilder("m")
+    counted = builder.usage(ev.Usage(7, 4, cached_tokens=5)).model_dump()["usage"]
+    assert counted == {
+        "prompt_tokens": 7,
+        "completion_tokens": 4,
+        "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 5},
+    }
+    unknown = builder.usage(ev.Usage(7, 4)).model_dump()["usage"]
+    assert unknown == {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
