@@ -17,10 +17,12 @@ _RELABELLED = {b"", b"application/x-www-form-urlencoded", b"text/plain"}
 
 def read_as_json(scope: Scope, body: Message) -> None:
     """Relabel ``scope``'s Content-Type as JSON when ``body`` is JSON sent as a form."""
-    if body.get("body", b"").lstrip()[:1] not in (b"{", b"["):
+    kind = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            kind = value.split(b";")[0].strip().lower()
+            break
+    if kind not in _RELABELLED or body.get("body", b"")[:64].lstrip()[:1] not in (b"{", b"["):
         return
     headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-    sent = [v for k, v in scope["headers"] if k == b"content-type"]
-    kind = sent[0].split(b";")[0].strip().lower() if sent else b""
-    if kind in _RELABELLED:
-        scope["headers"] = [*headers, (b"content-type", b"application/json")]
+    scope["headers"] = [*headers, (b"content-type", b"application/json")]
