@@ -11,12 +11,9 @@ and Esc then Enter inserts a newline. Exit codes: 0 done, 1 server unreachable, 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import httpx
 from rich.console import Console
 
 from gateway.chat_client import ChatClient, ChatError, printable
+from gateway.ctrl_c import CtrlC
 
 COMMANDS = ["/model", "/models", "/system", "/set", "/reset", "/stats", "/help", "/exit"]
 SETTINGS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int}
@@ -60,52 +58,6 @@ class Answer:
         if tokens and tokens > 1 and first is not None and last is not None and last > first:
             parts.append(f"{(tokens - 1) / (last - first):.1f} tok/s")
         return " · ".join(parts)
-
-
-class CtrlC:
-    """Where a Ctrl-C that arrives as SIGINT may land.
-
-    At a prompt the terminal is raw and Ctrl-C is a key binding. Between prompts it is a
-    signal, and Python's default handler raises ``KeyboardInterrupt`` wherever the main
-    thread happens to be: inside prompt_toolkit building or tearing down its event loop, a
-    half-made loop then prints a traceback at exit. So a SIGINT is raised at once only while
-    ``live()`` (an answer streams, a request is under way); otherwise it is held and raised
-    at the next safe point: the next prompt (also once that prompt is set up) or the next
-    ``live()``.
-    """
-
-    def __init__(self) -> None:
-        self.held = False
-        self._live = False
-        self._previous: Any = None
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
-
-    def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._live:
-            raise KeyboardInterrupt
-        self.held = True
-
-    def raise_held(self) -> None:
-        if self.held:
-            self.held = False
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def live(self) -> Iterator[None]:
-        self.raise_held()
-        self._live = True
-        try:
-            yield
-        finally:
-            self._live = False
 
 
 def history_path() -> Path:

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from gateway.terminal_chat import CtrlC
+from gateway.ctrl_c import CtrlC
 
 
 def interrupt() -> None:
