@@ -205,21 +205,19 @@ class SequenceScheduler:
     def _run(self) -> None:
         import llama_cpp
 
+        outbox: Outbox[Event] = Outbox()
         try:
             while True:
+                if not self._running:
+                    outbox.send()  # no decode comes next to send it
                 with self._cond:
                     while not self._running and not self._queue and not self._closing:
                         self._cond.wait()
                     if self._closing and not self._running:
                         return
-                outbox: Outbox[Event] = Outbox()
-                try:
-                    self._step(outbox)
-                finally:
-                    outbox.send()
+                self._step(outbox)
         except BaseException:  # a bug: fail everyone rather than hang them
             log.exception("the llama.cpp scheduler of %s failed", self._name)
-            outbox = Outbox()
             for seq in list(self._running):
                 self._end(seq, outbox, RuntimeError("the llama.cpp engine failed"))
             outbox.send()
@@ -237,6 +235,8 @@ class SequenceScheduler:
         n = self._fill_batch()
         if n:
             self._decode(n, outbox)
+        else:
+            outbox.send()
 
     def _admit(self, outbox: Outbox[Event]) -> None:
         with self._cond:
@@ -339,6 +339,7 @@ class SequenceScheduler:
     def _decode(self, n: int, outbox: Outbox[Event]) -> None:
         import llama_cpp
 
+        outbox.send()  # last step's tokens: the loop wakes while this thread leaves the GIL
         status = llama_cpp.llama_decode(self._h.ctx, self._batch)
         if status != 0:
             error = RuntimeError(f"llama_decode failed (status {status}) on {n} tokens")
