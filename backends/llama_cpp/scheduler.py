@@ -26,12 +26,13 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from backends.errors import BackendUnavailableError, QueueFullError
 from backends.events import Event, Started, Usage
 from backends.llama_cpp.adapters import LoraAdapters
+from backends.llama_cpp.batch import Job, RunningSequence, batch_parts
 from backends.llama_cpp.sampling import SequenceSampler, token_logprob
 from backends.llama_cpp.slots import SlotCache, pick_slot
 from backends.local.bridge import Outbox, ThreadBridge
@@ -40,74 +41,6 @@ from backends.local.output import ChoiceOutput
 from backends.local.plan import GenerationPlan
 
 log = logging.getLogger(__name__)
-
-MIN_PREFILL_SLICE = 32  # prompt tokens per step at least, even while others decode
-
-
-@dataclass
-class _Job:
-    """One request: its plan, where its events go, how far its choices got."""
-
-    plan: GenerationPlan
-    bridge: ThreadBridge[Event]
-    choice: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0  # prompt tokens its first choice found in the cache
-
-
-@dataclass
-class _Sequence:
-    """A choice of a job, running in a slot."""
-
-    job: _Job
-    slot: SlotCache
-    pending: list[int]  # prompt tokens not evaluated yet
-    sampler: SequenceSampler
-    output: ChoiceOutput
-    utf8: Any  # the choice's incremental UTF-8 decoder
-    next_token: int | None = None  # sampled, to be evaluated next step
-    logits_at: int = -1  # index of its logits row in the last batch; -1: none
-    visible: frozenset[int] = field(default_factory=frozenset)
-
-
-@dataclass(frozen=True)
-class BatchPart:
-    """One sequence's tokens in a step's batch."""
-
-    seq: _Sequence
-    tokens: list[int]
-    logits: bool  # sample after this step (the last prompt token, or a decoded one)
-    prefill: bool
-
-
-def batch_parts(running: list[_Sequence], n_batch: int) -> list[BatchPart]:
-    """What each sequence puts in this step's batch, taken off its ``next_token`` or
-    ``pending`` (and its ``logits_at`` reset). Every decoding sequence gives its next token;
-    prompts still being read take the rest of ``n_batch`` in the order they came (a quarter
-    of it, at least ``MIN_PREFILL_SLICE``, while others decode). The parts come ordered by
-    seq id, as llama-server's slots are: with the split KV cache, a batch whose sequences
-    were out of order made llama.cpp's step up to 1.6x slower (4 sequences of SmolLM2-135M:
-    19 ms in order, 27-32 ms rotated)."""
-    parts: list[BatchPart] = []
-    for seq in running:
-        seq.logits_at = -1
-        if seq.next_token is not None:
-            parts.append(BatchPart(seq, [seq.next_token], logits=True, prefill=False))
-            seq.next_token = None
-    budget = n_batch - len(parts)
-    if parts:
-        budget = min(budget, max(MIN_PREFILL_SLICE, n_batch // 4))
-    for seq in running:
-        if budget <= 0:
-            break
-        if not seq.pending:
-            continue
-        take = seq.pending[:budget]
-        del seq.pending[:budget]
-        parts.append(BatchPart(seq, take, logits=not seq.pending, prefill=True))
-        budget -= len(take)
-    parts.sort(key=lambda part: part.seq.slot.seq_id)
-    return parts
 
 
 @dataclass(frozen=True)
@@ -145,8 +78,8 @@ class SequenceScheduler:
         self._max_queue = max_queue
         self._stats = stats
         self._slots = [SlotCache(seq_id) for seq_id in range(parallel)]
-        self._running: list[_Sequence] = []
-        self._queue: deque[_Job] = deque()
+        self._running: list[RunningSequence] = []
+        self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._free = parallel  # free slots, as last counted by the thread
         self._closing = False
@@ -175,7 +108,7 @@ class SequenceScheduler:
                     f"(max_queue={self._max_queue}); retry later",
                     retry_after=1.0,
                 )
-            self._queue.append(_Job(plan, bridge))
+            self._queue.append(Job(plan, bridge))
             self._cond.notify()
         items = bridge.items()
         try:
@@ -261,7 +194,7 @@ class SequenceScheduler:
     def _busy_ids(self) -> set[int]:
         return {seq.slot.seq_id for seq in self._running}
 
-    def _start(self, job: _Job, free: list[SlotCache], outbox: Outbox[Event]) -> None:
+    def _start(self, job: Job, free: list[SlotCache], outbox: Outbox[Event]) -> None:
         import llama_cpp
 
         plan = job.plan
@@ -280,7 +213,7 @@ class SequenceScheduler:
         outbox.put(job.bridge, Started(0))
         self._running.append(self._choice(job, slot, choice.reuse))
 
-    def _choice(self, job: _Job, slot: SlotCache, reuse: int) -> _Sequence:
+    def _choice(self, job: Job, slot: SlotCache, reuse: int) -> RunningSequence:
         """Start choice ``job.choice`` in ``slot``, whose cache holds ``reuse`` prompt tokens."""
         import llama_cpp
 
@@ -308,7 +241,7 @@ class SequenceScheduler:
         )
         sampler = SequenceSampler(sampling, seed, self._h.vocab_size, constraint)
         pending = plan.prompt[reuse:]
-        return _Sequence(job, slot, pending, sampler, output, utf8, visible=plan.visible)
+        return RunningSequence(job, slot, pending, sampler, output, utf8, visible=plan.visible)
 
     def _fill_batch(self) -> int:
         """Put this step's tokens in the batch (``batch_parts``); returns how many."""
@@ -356,7 +289,7 @@ class SequenceScheduler:
                 log.exception("a sequence of %s failed", self._name)
                 self._end(seq, outbox, exc)
 
-    def _sample(self, seq: _Sequence, outbox: Outbox[Event]) -> None:
+    def _sample(self, seq: RunningSequence, outbox: Outbox[Event]) -> None:
         import llama_cpp
 
         sampling = seq.job.plan.sampling
@@ -378,7 +311,7 @@ class SequenceScheduler:
         else:
             self._next_choice(seq, outbox)
 
-    def _next_choice(self, seq: _Sequence, outbox: Outbox[Event]) -> None:
+    def _next_choice(self, seq: RunningSequence, outbox: Outbox[Event]) -> None:
         job = seq.job
         job.completion_tokens += seq.output.tokens
         seq.sampler.close()
@@ -394,7 +327,9 @@ class SequenceScheduler:
         outbox.close(job.bridge)
         self._stats.requests_finished += 1
 
-    def _end(self, seq: _Sequence, outbox: Outbox[Event], error: BaseException | None) -> None:
+    def _end(
+        self, seq: RunningSequence, outbox: Outbox[Event], error: BaseException | None
+    ) -> None:
         """End ``seq``'s request early: its client went away (``error`` None) or it failed.
         What its slot evaluated stays cached (it is valid KV)."""
         seq.sampler.close()

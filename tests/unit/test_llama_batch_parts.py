@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.llama_cpp.scheduler import MIN_PREFILL_SLICE, _Sequence, batch_parts
+from backends.llama_cpp.batch import MIN_PREFILL_SLICE, RunningSequence, batch_parts
 from backends.llama_cpp.slots import SlotCache
 
 
 def seq(seq_id: int, next_token: int | None = None, pending: list[int] | None = None) -> Any:
     none: Any = None
-    return _Sequence(
+    return RunningSequence(
         job=none,
         slot=SlotCache(seq_id),
         pending=list(pending or []),
