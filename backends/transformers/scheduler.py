@@ -14,7 +14,8 @@ copy of that KV and prefills only the rest.
 
 The batch's tensors and their padding live in ``backends.transformers.padded_batch``. Rows of
 different LoRA adapters share the step through peft's ``adapter_names``. Each request's events
-reach the event loop through its ``ThreadBridge``.
+reach the event loop through its ``ThreadBridge``; what one iteration produced for all of them
+goes in one hand-off (``bridge.Outbox``), as the llama.cpp engine's steps do.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from backends.errors import BackendUnavailableError, GatewayError, InternalError, QueueFullError
 from backends.events import Event, Started, Usage
-from backends.local.bridge import ThreadBridge
+from backends.local.bridge import Outbox, ThreadBridge
 from backends.local.engine import EngineStats
 from backends.local.output import ChoiceOutput
 from backends.local.plan import GenerationPlan
@@ -39,6 +40,7 @@ from backends.transformers.loading import LoadedModel
 from backends.transformers.padded_batch import PaddedKVBatch
 from backends.transformers.prefix_cache import PrefixCache
 from backends.transformers.sampling import RowSampler, TokenLogprobs, draw
+from backends.transformers.sequences import BatchRow, Prefill, Request
 
 log = logging.getLogger(__name__)
 
@@ -59,44 +61,6 @@ class BatchStats(EngineStats):
     @property
     def batch_size(self) -> int:
         return self.rows
-
-
-@dataclass
-class _Request:
-    job: GenerationPlan
-    bridge: ThreadBridge[Event]
-    remaining: int = 0  # choices still generating
-    completion_tokens: int = 0
-    cached_tokens: int = 0  # prompt tokens copied from the prefix cache
-
-    def send(self, events: list[Event]) -> None:
-        for event in events:
-            self.bridge.put(event)
-
-
-@dataclass
-class _Prefill:
-    """A request whose prompt is being read, slice by slice, into its own KV cache."""
-
-    request: _Request
-    adapter: str
-    cache: Any = None
-    done: int = 0  # prompt tokens in the cache
-    reused: int = 0  # of which copied from the prefix cache
-    logits: torch.Tensor | None = None  # the last prompt position's, once done
-
-
-@dataclass
-class _Sequence:
-    """One choice of one request: a row of the batch."""
-
-    request: _Request
-    sampler: RowSampler
-    detokenizer: IncrementalDetokenizer
-    output: ChoiceOutput
-    adapter: str
-    done: bool = False
-    drawn: list[int] = field(default_factory=list)  # its tokens so far (all but the last fed)
 
 
 class BatchScheduler:
@@ -126,15 +90,16 @@ class BatchScheduler:
         self._prefill_chunk = prefill_chunk
         self.stats = BatchStats()
         self._lock = threading.Condition()
-        self._pending: deque[_Request] = deque()
-        self._prefilling: deque[_Prefill] = deque()
+        self._pending: deque[Request] = deque()
+        self._prefilling: deque[Prefill] = deque()
         self._closing = False
         self._thread: threading.Thread | None = None
         self._token_texts = TokenTexts(loaded.tokenizer)
         # the batch: row i of self._batch is self._rows[i]
-        self._rows: list[_Sequence] = []
+        self._rows: list[BatchRow] = []
         self._batch = PaddedKVBatch(self._device)
         self._prefixes = PrefixCache(prefix_cache_tokens)
+        self._outbox: Outbox[Event] = Outbox()  # the engine thread's, sent once per iteration
 
     # -- the event-loop side ------------------------------------------------------------------
 
@@ -158,11 +123,11 @@ class BatchScheduler:
     def stream(self, job: GenerationPlan) -> AsyncIterator[Event]:
         """Queue ``job`` now (``QueueFullError`` when the queue is full) and return its events;
         closing the iterator cancels it (queued or running) within one decode step."""
-        request = _Request(job=job, bridge=ThreadBridge())
+        request = Request(job=job, bridge=ThreadBridge())
         self._submit(request)
         return request.bridge.items()
 
-    def _submit(self, request: _Request) -> None:
+    def _submit(self, request: Request) -> None:
         with self._lock:
             if self._closing or self._thread is None:
                 raise BackendUnavailableError(f"model '{self._name}' is not loaded", retry_after=5)
@@ -191,11 +156,11 @@ class BatchScheduler:
         finally:
             self._shutdown()
 
-    def _iterate(self, arrivals: list[_Request]) -> None:
+    def _iterate(self, arrivals: list[Request]) -> None:
         try:
             for request in arrivals:
                 self.stats.requests_started += 1
-                self._prefilling.append(_Prefill(request, request.job.adapter or BASE_ADAPTER))
+                self._prefilling.append(Prefill(request, request.job.adapter or BASE_ADAPTER))
             self._drop_cancelled()
             self._advance_prefills()
             if self._rows:
@@ -203,8 +168,10 @@ class BatchScheduler:
         except Exception:  # a bug or a device failure: fail the batch, keep serving
             log.exception("model %s: the batch failed", self._name)
             self._fail_rows(InternalError("the engine failed while generating"))
+        finally:
+            self._outbox.send()
 
-    def _next_arrivals(self) -> list[_Request] | None:
+    def _next_arrivals(self) -> list[Request] | None:
         """Requests to admit now (FIFO, as many as free rows allow); blocks while idle.
         None when closing."""
         with self._lock:
@@ -214,7 +181,7 @@ class BatchScheduler:
                 self._lock.wait()
             if self._closing:
                 return None
-            taken: list[_Request] = []
+            taken: list[Request] = []
             free = self._max_rows - len(self._rows)
             free -= sum(p.request.job.n for p in self._prefilling)
             while self._pending and self._pending[0].job.n <= free:
@@ -243,21 +210,22 @@ class BatchScheduler:
             except GatewayError as exc:
                 self._prefilling.popleft()
                 self.stats.requests_cancelled += 1
-                prefill.request.bridge.fail(exc)
+                self._outbox.fail(prefill.request.bridge, exc)
                 continue
             except Exception:
                 log.exception("model %s: prefill failed", self._name)
                 self._prefilling.popleft()
                 self.stats.requests_cancelled += 1
-                prefill.request.bridge.fail(
-                    InternalError("the engine failed while reading the prompt")
+                self._outbox.fail(
+                    prefill.request.bridge,
+                    InternalError("the engine failed while reading the prompt"),
                 )
                 continue
             if prefill.logits is not None:
                 self._prefilling.popleft()
                 self._join(prefill, prefill.logits)
 
-    def _prefill_slice(self, prefill: _Prefill) -> int:
+    def _prefill_slice(self, prefill: Prefill) -> int:
         """Run the next slice of ``prefill``'s prompt; return how many tokens it took. Slices
         start after the reused prefix (if any), then every ``prefill_chunk`` tokens, so a
         prompt is read the same way whatever else is running (same shapes, same numerics)."""
@@ -273,7 +241,7 @@ class BatchScheduler:
             prefill.logits = out.logits[:, -1, :]
         return len(piece)
 
-    def _start_cache(self, prefill: _Prefill) -> None:
+    def _start_cache(self, prefill: Prefill) -> None:
         """Give ``prefill`` its KV cache: a copy of the longest cached prefix of its prompt
         (under its adapter), else an empty one."""
         from transformers import DynamicCache
@@ -289,7 +257,7 @@ class BatchScheduler:
         self.stats.prefix_hits += 1
         self.stats.prefix_hit_tokens += hit.tokens
 
-    def _keep_prefill(self, prefill: _Prefill) -> None:
+    def _keep_prefill(self, prefill: Prefill) -> None:
         """Keep what a cancelled prefill has read (more than it reused) for the next try."""
         if prefill.cache is None or prefill.done <= prefill.reused:
             return
@@ -300,7 +268,7 @@ class BatchScheduler:
         self._prefixes.insert(adapter, tokens, layers)
         self.stats.prefix_cached_tokens = self._prefixes.tokens
 
-    def _join(self, prefill: _Prefill, logits: torch.Tensor) -> None:
+    def _join(self, prefill: Prefill, logits: torch.Tensor) -> None:
         """Move a prefilled request into the batch: its first token comes from ``logits``,
         those of the prompt's last position."""
         request, cache = prefill.request, prefill.cache
@@ -310,7 +278,8 @@ class BatchScheduler:
             logits = logits.expand(n, -1)
         request.remaining = n
         sequences = [self._sequence(request, i, prefill.adapter) for i in range(n)]
-        request.send([Started(sequence.output.index) for sequence in sequences])
+        for sequence in sequences:
+            self._outbox.put(request.bridge, Started(sequence.output.index))
         drawn = draw(logits.float().clone(), [s.sampler for s in sequences])
         self._batch.add(cache, len(request.job.prompt), drawn.tokens)
         self._rows.extend(sequences)
@@ -320,7 +289,7 @@ class BatchScheduler:
             self._accept(sequence, token, logprob)
         self._remove_done()
 
-    def _sequence(self, request: _Request, index: int, adapter: str) -> _Sequence:
+    def _sequence(self, request: Request, index: int, adapter: str) -> BatchRow:
         job = request.job
         params = job.sampling.for_choice(index)
         detokenizer = IncrementalDetokenizer(self._tokenizer, job.visible)
@@ -328,7 +297,7 @@ class BatchScheduler:
             index, job.stops, job.max_new_tokens, params.logprobs, detokenizer.flush, job.spec
         )
         constraint = job.grammar.constraint() if job.grammar is not None else None
-        return _Sequence(
+        return BatchRow(
             request=request,
             sampler=RowSampler(params, self._loaded.vocab_size, self._device, constraint),
             detokenizer=detokenizer,
@@ -352,29 +321,29 @@ class BatchScheduler:
             self._accept(sequence, token, logprob)
         self._remove_done()
 
-    def _accept(self, sequence: _Sequence, token: int, logprob: TokenLogprobs | None) -> None:
+    def _accept(self, sequence: BatchRow, token: int, logprob: TokenLogprobs | None) -> None:
         """Account for one sampled token of ``sequence``: emit its text, detect its end."""
         request, output = sequence.request, sequence.output
         sequence.sampler.follow(token)
         sequence.drawn.append(token)
         if token in self._loaded.eos_token_ids:
-            request.send(output.token(None))
+            self._outbox.extend(request.bridge, output.token(None))
         else:
             self.stats.tokens_generated += 1
             request.completion_tokens += 1
             sequence.sampler.observe(token)
             report = self._token_texts.logprob(token, logprob) if logprob is not None else None
-            request.send(output.token(sequence.detokenizer.push(token), report))
+            text = sequence.detokenizer.push(token)
+            self._outbox.extend(request.bridge, output.token(text, report))
         if output.reason is None:
             return
         sequence.done = True
         request.remaining -= 1
         if request.remaining == 0:
             self.stats.requests_finished += 1
-            request.bridge.put(
-                Usage(len(request.job.prompt), request.completion_tokens, request.cached_tokens)
-            )
-            request.bridge.close()
+            usage = Usage(len(request.job.prompt), request.completion_tokens, request.cached_tokens)
+            self._outbox.put(request.bridge, usage)
+            self._outbox.close(request.bridge)
 
     def _drop_cancelled(self) -> None:
         for prefill in [p for p in self._prefilling if p.request.bridge.stop.is_set()]:
@@ -404,7 +373,7 @@ class BatchScheduler:
         self.stats.rows = len(self._rows)
         self._batch.keep(keep)
 
-    def _keep_row(self, row: int, sequence: _Sequence) -> None:
+    def _keep_row(self, row: int, sequence: BatchRow) -> None:
         """Keep the KV of a row leaving the batch: its prompt and every drawn token but the
         last (never fed back)."""
         tokens = sequence.request.job.prompt + sequence.drawn[:-1]
@@ -420,7 +389,7 @@ class BatchScheduler:
         self._batch.clear()
         for request in failed.values():
             self.stats.requests_cancelled += 1
-            request.bridge.fail(error)
+            self._outbox.fail(request.bridge, error)
 
     def _shutdown(self) -> None:
         with self._lock:
@@ -429,7 +398,8 @@ class BatchScheduler:
             self._pending.clear()
         error = BackendUnavailableError(f"model '{self._name}' was unloaded", retry_after=5)
         for request in pending:
-            request.bridge.fail(error)
+            self._outbox.fail(request.bridge, error)
         self._fail_rows(error)
+        self._outbox.send()
         self._prefixes.clear()
         self.stats.prefix_cached_tokens = 0
