@@ -15,7 +15,8 @@ from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from backends.embeddings import EmbeddingRequest, EmbeddingResult
 from backends.events import Event
-from backends.openai_types import ModelCapabilities, ModelPlacement, OpenAIRequest
+from backends.model_types import ModelCapabilities, ModelPlacement
+from backends.openai_types import OpenAIRequest
 from backends.requests import GenerationRequest
 
 T = TypeVar("T")

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, Response
 
 from backends.completion_types import CompletionRequest
 from backends.errors import PermissionDeniedError
-from backends.openai_types import ChatCompletionRequest, ModelList
+from backends.model_types import ModelList
+from backends.openai_types import ChatCompletionRequest
 from backends.protocol import Backend
 from backends.settings import Task
 from gateway import dispatch, tutorial

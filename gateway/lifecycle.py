@@ -36,7 +36,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from dataclasses import dataclass, field
 
 from backends.errors import BackendUnavailableError, GatewayError
-from backends.openai_types import ModelState
+from backends.model_types import ModelState
 from backends.protocol import Backend
 from backends.registry import BackendSettings
 from backends.settings import InProcessSettings

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from backends.openai_types import ModelCard
+from backends.model_types import ModelCard
 from gateway.ollama_stream import created_at
 
 # The Ollama API version llmgate speaks (clients compare it to enable features).

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backends.errors import InvalidRequestError, ModelNotFoundError
-from backends.openai_types import (
+from backends.model_types import (
     DownloadProgress,
     ModelCapabilities,
     ModelCard,

@@ -28,7 +28,7 @@ from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.engine import EngineStats
 from backends.local.grammar import GrammarVocabulary
 from backends.local.plan import EngineLimits, GenerationPlan
-from backends.openai_types import ModelPlacement
+from backends.model_types import ModelPlacement
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from backends.local.backend import LocalBackend
-from backends.openai_types import ModelCapabilities, ModelPlacement
+from backends.model_types import ModelCapabilities, ModelPlacement
 from backends.protocol import EventStream, Health
 from backends.requests import GenerationRequest
 

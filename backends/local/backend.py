@@ -33,7 +33,7 @@ from backends.local.embedding import EmbeddingStats, LocalEmbedder
 from backends.local.engine import EngineStats, LocalEngine
 from backends.local.grammar import build_grammar, compile_grammar
 from backends.local.plan import GenerationPlan, check_request, make_plan
-from backends.openai_types import ModelCapabilities, ModelPlacement
+from backends.model_types import ModelCapabilities, ModelPlacement
 from backends.protocol import EventStream, Health, OpenStream
 from backends.requests import GenerationRequest
 from backends.settings import InProcessSettings

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from backends.events import Event
 from backends.local.plan import EngineLimits, GenerationPlan
-from backends.openai_types import ModelPlacement
+from backends.model_types import ModelPlacement
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 from backends.events import Event
 from backends.local.grammar import GrammarVocabulary
 from backends.local.plan import EngineLimits, GenerationPlan
-from backends.openai_types import ModelPlacement
+from backends.model_types import ModelPlacement
 from backends.transformers.loading import LoadedModel
 from backends.transformers.scheduler import BatchScheduler, BatchStats
 from backends.transformers.settings import TransformersSettings

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backends.errors import BackendTimeoutError, GatewayError, UpstreamError
-from backends.openai_types import ModelCapabilities
+from backends.model_types import ModelCapabilities
 from backends.protocol import Health
 from backends.upstream.client import Deadline, UpstreamClient, UpstreamStream
 from backends.upstream.settings import UpstreamSettings

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from backends.openai_types import ModelCapabilities
+from backends.model_types import ModelCapabilities
 
 
 def ollama_capabilities(show: Any, num_ctx: int | None = None) -> ModelCapabilities | None:

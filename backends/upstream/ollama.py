@@ -36,7 +36,7 @@ from backends.events import (
     Usage,
     new_call_id,
 )
-from backends.openai_types import ModelCapabilities
+from backends.model_types import ModelCapabilities
 from backends.protocol import EventStream, OpenStream
 from backends.requests import GenerationRequest, Message, TextPart, ToolCall
 from backends.upstream.base import UpstreamBackend

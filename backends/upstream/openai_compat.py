@@ -20,7 +20,8 @@ from backends.errors import GatewayError, UpstreamError
 from backends.events import (
     Event,
 )
-from backends.openai_types import ModelCapabilities, OpenAIRequest
+from backends.model_types import ModelCapabilities
+from backends.openai_types import OpenAIRequest
 from backends.protocol import EventStream, OpenStream, Relayed, RelayEndpoint
 from backends.requests import GenerationRequest
 from backends.upstream.base import UpstreamBackend

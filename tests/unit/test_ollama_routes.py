@@ -15,7 +15,7 @@ import pytest
 
 from backends.errors import BackendUnavailableError, QueueFullError
 from backends.llama_cpp.settings import LlamaCppSettings
-from backends.openai_types import ModelCapabilities
+from backends.model_types import ModelCapabilities
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from tests.fakes import FakeBackend, FakeEmbedder, FakeRelay, FakeScript

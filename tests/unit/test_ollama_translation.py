@@ -19,7 +19,8 @@ from backends.errors import (
     UpstreamError,
 )
 from backends.events import Finished, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from backends.openai_types import ChatCompletionRequest, ModelCapabilities
+from backends.model_types import ModelCapabilities
+from backends.openai_types import ChatCompletionRequest
 from backends.upstream.capabilities import ollama_capabilities
 from backends.upstream.ollama import (
     OllamaBackend,

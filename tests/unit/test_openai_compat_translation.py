@@ -13,7 +13,8 @@ from backends.errors import (
     UpstreamError,
 )
 from backends.events import Finished, ReasoningDelta, Started, TextDelta, ToolCallDelta, Usage
-from backends.openai_types import ChatCompletionRequest, ModelCapabilities
+from backends.model_types import ModelCapabilities
+from backends.openai_types import ChatCompletionRequest
 from backends.upstream.capabilities import openai_capabilities
 from backends.upstream.openai_compat import (
     ModelRewriter,

@@ -1,0 +1,85 @@
+"""Wire types of ``GET /v1/models``: a model's card, what it can do, where it runs, its
+download. The OpenAI fields are OpenAI's; the rest are llmgate extras that OpenAI clients
+ignore. A leaf, like ``openai_types``."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from backends.openai_types import _Response
+
+
+class ModelCapabilities(_Response):
+    """What a model can do, discovered from its chat template and engine (or its upstream).
+    ``tools``: "native" (the template renders tools), "prompted" (llmgate's documented
+    fallback: tools described in the system prompt, calls constrained), "passthrough" (the
+    upstream decides), or None (no tool calling). ``tool_parser`` / ``reasoning_parser`` name
+    the output formats read."""
+
+    tools: Literal["native", "prompted", "passthrough"] | None = None
+    tool_parser: str | None = None
+    json_schema: bool = False
+    reasoning: bool = False
+    reasoning_parser: str | None = None
+    context_length: int | None = None
+
+
+class DownloadProgress(_Response):
+    """A model's weights being downloaded while it loads: bytes so far, and in all (None: not
+    known yet)."""
+
+    source: str
+    bytes_done: int
+    bytes_total: int | None = None
+
+
+ModelState = Literal["loaded", "loading", "unloaded", "error"]
+
+
+class ModelPlacement(_Response):
+    """Where a loaded in-process model runs. ``device``: "cpu", "gpu" (llama.cpp: every layer
+    offloaded), "gpu+cpu" (some), or a torch device ("cuda:0"; several: "cuda:0,cuda:1").
+    ``layers`` / ``gpu_layers``: llama.cpp's offloadable layers (blocks plus the output layer)
+    and how many of them run on the GPU. ``parallel``: sequences decoded in one batch at most."""
+
+    _omit_if_none = frozenset({"layers", "gpu_layers"})
+
+    device: str
+    layers: int | None = None
+    gpu_layers: int | None = None
+    parallel: int
+
+
+class ModelCard(_Response):
+    """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``state``/``parent``/
+    ``task``/``endpoints``/``capabilities``/``placement`` are llmgate extras (OpenAI clients
+    ignore unknown keys). ``parent`` names the base model of a LoRA adapter (as vLLM reports
+    it)."""
+
+    _omit_if_none = frozenset({"parent", "max_model_len", "load_error"})
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "llmgate"
+    aliases: list[str] = Field(default_factory=list)
+    backend: str
+    loaded: bool
+    # loaded, loading, unloaded, or error (the last load failed: load_error says why)
+    state: ModelState = "unloaded"
+    load_error: str | None = None
+    parent: str | None = None
+    max_model_len: int | None = None  # the context window, under vLLM's name
+    task: Literal["generate", "embed"] = "generate"
+    endpoints: list[str] = Field(default_factory=list)  # the routes that serve this model
+    capabilities: ModelCapabilities | None = None  # None: not known yet (a model not loaded)
+    download: DownloadProgress | None = None  # while its weights download (hf:, modelscope:)
+    placement: ModelPlacement | None = None  # an in-process model, while loaded
+
+
+class ModelList(_Response):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
