@@ -26,6 +26,7 @@ from gateway.shutdown import cut_off_error
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_CACHED_TOKENS = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
 _OUTPUT_EVENTS = (ev.TextDelta, ev.ReasoningDelta, ev.ToolCallDelta)
 
 
@@ -131,7 +132,9 @@ class MeteredBackend:
                     if isinstance(event, _OUTPUT_EVENTS):
                         record.output()
                     elif isinstance(event, ev.Usage):
-                        record.usage(event.prompt_tokens, event.completion_tokens)
+                        record.usage(
+                            event.prompt_tokens, event.completion_tokens, event.cached_tokens
+                        )
                 yield event
         except asyncio.CancelledError:
             if (cut := cut_off_error()) is None:
@@ -155,9 +158,11 @@ class MeteredBackend:
         assert self._record is not None
         prompt = _PROMPT_TOKENS.search(data)
         completion = _COMPLETION_TOKENS.search(data)
+        cached = _CACHED_TOKENS.search(data)
         self._record.usage(
             int(prompt.group(1)) if prompt else None,
             int(completion.group(1)) if completion else None,
+            int(cached.group(1)) if cached else None,
         )
 
     def _begin(self) -> None:

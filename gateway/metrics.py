@@ -85,6 +85,13 @@ class RequestMetrics:
         self.prompt_tokens = Counter(
             "llmgate_prompt_tokens_total", "Prompt tokens read.", ["model"], registry=registry
         )
+        self.cached_tokens = Counter(
+            "llmgate_prompt_tokens_cached_total",
+            "Prompt tokens read from a prefix cache instead of evaluated (also counted in "
+            "llmgate_prompt_tokens_total).",
+            ["model"],
+            registry=registry,
+        )
         self.completion_tokens = Counter(
             "llmgate_completion_tokens_total",
             "Completion tokens generated.",
@@ -119,6 +126,8 @@ class RequestMetrics:
             self.inter_token.add(model, record.inter_token)
         if record.prompt_tokens:
             child(self.prompt_tokens, model).inc(record.prompt_tokens)
+        if record.cached_tokens:
+            child(self.cached_tokens, model).inc(record.cached_tokens)
         if record.completion_tokens:
             child(self.completion_tokens, model).inc(record.completion_tokens)
         code = record.error_type

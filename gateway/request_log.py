@@ -48,6 +48,7 @@ def request_fields(record: RequestRecord, with_prompt: bool = False) -> dict[str
         "error": record.error_type,
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
+        "cached_tokens": record.cached_tokens,
         "ttft_ms": _ms(record.ttft),
         "duration_ms": _ms(record.duration),
     }

@@ -86,6 +86,7 @@ class RequestRecord:
     streamed: bool = False
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # of the prompt tokens, read from a prefix cache
     first_output: float | None = None  # the first token / chunk / vector reached the surface
     last_output: float | None = None
     inter_token: GapCounts = field(default_factory=GapCounts)  # gaps between outputs
@@ -108,11 +109,19 @@ class RequestRecord:
             self.first_output = now
         self.last_output = now
 
-    def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+    def usage(
+        self,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        cached_tokens: int | None = None,
+    ) -> None:
+        """Add a backend's usage (None: it did not say)."""
         if prompt_tokens is not None:
             self.prompt_tokens = (self.prompt_tokens or 0) + prompt_tokens
         if completion_tokens is not None:
             self.completion_tokens = (self.completion_tokens or 0) + completion_tokens
+        if cached_tokens is not None:
+            self.cached_tokens = (self.cached_tokens or 0) + cached_tokens
 
     @property
     def ttft(self) -> float | None:

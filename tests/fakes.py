@@ -24,6 +24,7 @@ class FakeScript:
     fail_after_tokens: int | None = None
     fail_with: GatewayError | Exception | None = None
     prompt_tokens: int = 7
+    cached_tokens: int | None = None  # of those, read from a prefix cache (None: not known)
 
 
 class FakeBackend:
@@ -79,7 +80,7 @@ class FakeBackend:
                     produced += 1
                     yield TextDelta(index, token)
                 yield Finished(index, "length" if budget < len(script.tokens) else "stop")
-            yield Usage(script.prompt_tokens, produced)
+            yield Usage(script.prompt_tokens, produced, script.cached_tokens)
         finally:
             self.streams_closed += 1
 

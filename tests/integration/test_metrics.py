@@ -89,6 +89,26 @@ def test_a_streamed_chat_is_timed_and_its_tokens_counted(http):
     assert delta("llmgate_request_duration_seconds_count", **where) == 1
 
 
+def test_prompt_tokens_read_from_the_prefix_cache_are_counted(http):
+    messages = [{"role": "user", "content": f"Say hello to the metrics test {time.time_ns()}."}]
+    body = {"model": "smollm2", "messages": messages, "max_tokens": 4, "temperature": 0}
+    assert http.post("/v1/chat/completions", json=body).status_code == 200  # fills the cache
+    before = scrape(http)
+    reply = http.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200
+    cached = reply.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached > 0  # the same prompt again: all but its last token come from the cache
+    name = "llmgate_prompt_tokens_cached_total"
+
+    def counted() -> bool:
+        return value(scrape(http), name, model="smollm2") - value(before, name, model="smollm2") > 0
+
+    assert wait_until(counted)
+    assert value(scrape(http), name, model="smollm2") - value(before, name, model="smollm2") == (
+        cached
+    )
+
+
 def test_engine_gauges_while_a_stream_is_running(http):
     body = {
         "model": "smollm2",

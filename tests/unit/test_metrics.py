@@ -70,6 +70,18 @@ async def test_requests_are_counted_by_model_surface_and_status(app_client):
     assert value(samples, "llmgate_completion_tokens_total", model="alpha") == 3 * 4
 
 
+async def test_prompt_tokens_from_a_prefix_cache_are_counted_when_the_backend_says(app_client):
+    scripts = {"alpha": FakeScript(prompt_tokens=9, cached_tokens=6)}
+    async with app_client(scripts=scripts) as (client, _):
+        await client.post("/v1/chat/completions", json=CHAT)
+        await client.post("/v1/chat/completions", json=STREAM)
+        await client.post("/v1/chat/completions", json={**CHAT, "model": "beta"})  # says nothing
+        samples = await scrape(client)
+    assert value(samples, "llmgate_prompt_tokens_total", model="alpha") == 2 * 9
+    assert value(samples, "llmgate_prompt_tokens_cached_total", model="alpha") == 2 * 6
+    assert value(samples, "llmgate_prompt_tokens_cached_total", model="beta") is None
+
+
 async def test_latency_histograms_have_observations(app_client):
     async with app_client() as (client, _):
         await client.post("/v1/chat/completions", json=STREAM)

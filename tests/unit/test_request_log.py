@@ -92,6 +92,7 @@ async def test_a_json_line_carries_the_fields_at_top_level(caplog):
         "error",
         "prompt_tokens",
         "completion_tokens",
+        "cached_tokens",
         "ttft_ms",
         "duration_ms",
     ]

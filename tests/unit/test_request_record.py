@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from backends.openai_types import ChatCompletionRequest
 from backends.protocol import OpenAIRelay
 from gateway.metered_backend import BackendActivity, MeteredBackend
 from gateway.request_record import RequestRecord, surface_of_path
-from tests.fakes import FakeBackend, FakeScript
+from tests.fakes import FakeBackend, FakeRelay, FakeScript
 
 pytestmark = pytest.mark.anyio
 
@@ -91,6 +92,34 @@ async def test_the_activity_counts_requests_in_flight_until_the_stream_closes():
     await stream.aclose()
     assert activity.in_flight("m") == 0 and activity.last_used("m") is not None
     assert record.completion_tokens == 2 and len(events) == 5
+
+
+async def test_prompt_tokens_read_from_a_prefix_cache_are_recorded(app_client):
+    scripts = {"alpha": FakeScript(prompt_tokens=9, cached_tokens=6)}
+    stream = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    seen, _, _ = await records_of(
+        app_client,
+        ("POST", "/v1/chat/completions", {"json": CHAT}),
+        ("POST", "/v1/chat/completions", {"json": stream}),
+        scripts=scripts,
+    )
+    assert [(r.prompt_tokens, r.cached_tokens) for r in seen] == [(9, 6), (9, 6)]
+
+
+async def test_a_backend_that_does_not_say_leaves_cached_tokens_unknown(app_client):
+    seen, _, _ = await records_of(app_client, ("POST", "/v1/chat/completions", {"json": CHAT}))
+    assert (seen[0].prompt_tokens, seen[0].cached_tokens) == (7, None)
+
+
+async def test_a_relayed_answer_s_usage_is_read_with_its_cached_tokens():
+    reply = (
+        b'{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,'
+        b'"prompt_tokens_details":{"cached_tokens":8}}}'
+    )
+    record = RequestRecord("r1", "POST", "/v1/chat/completions", "chat")
+    metered = MeteredBackend(FakeRelay("up", reply), record, None)
+    await metered.relay("chat/completions", ChatCompletionRequest(**CHAT))
+    assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens) == (12, 3, 8)
 
 
 def test_the_proxy_has_only_what_the_backend_has():
