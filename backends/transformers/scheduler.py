@@ -15,7 +15,8 @@ copy of that KV and prefills only the rest.
 The batch's tensors and their padding live in ``backends.transformers.padded_batch``. Rows of
 different LoRA adapters share the step through peft's ``adapter_names``. Each request's events
 reach the event loop through its ``ThreadBridge``; what one iteration produced for all of them
-goes in one hand-off (``bridge.Outbox``), as the llama.cpp engine's steps do.
+goes in one hand-off (``bridge.Outbox``), as the llama.cpp engine's steps do, sent before
+every forward pass (a prefill slice's or a decode step's) and at the end of the iteration.
 """
 
 from __future__ import annotations
@@ -306,6 +307,7 @@ class BatchScheduler:
         )
 
     def _forward(self, adapters: list[str], **kwargs: Any) -> Any:
+        self._outbox.send()  # what is ready goes out now, not after this forward
         if self._loaded.adapters:
             kwargs["adapter_names"] = adapters
         self.stats.forward_passes += 1
