@@ -16,7 +16,8 @@ The batch's tensors and their padding live in ``backends.transformers.padded_bat
 different LoRA adapters share the step through peft's ``adapter_names``. Each request's events
 reach the event loop through its ``ThreadBridge``; what one iteration produced for all of them
 goes in one hand-off (``bridge.Outbox``), as the llama.cpp engine's steps do, sent before
-every forward pass (a prefill slice's or a decode step's) and at the end of the iteration.
+every forward pass (a prefill slice's or a decode step's), before finished rows' KV is copied
+into the prefix cache, and at the end of the iteration.
 """
 
 from __future__ import annotations
@@ -367,6 +368,7 @@ class BatchScheduler:
         keep = [i for i, s in enumerate(self._rows) if not s.done]
         if len(keep) == len(self._rows):
             return
+        self._outbox.send()  # their last events go out before their KV is copied away
         if self._prefixes.enabled:
             for i, sequence in enumerate(self._rows):
                 if sequence.done:
