@@ -43,14 +43,18 @@ class ModelPlacement(_Response):
     """Where a loaded in-process model runs. ``device``: "cpu", "gpu" (llama.cpp: every layer
     offloaded), "gpu+cpu" (some), or a torch device ("cuda:0"; several: "cuda:0,cuda:1").
     ``layers`` / ``gpu_layers``: llama.cpp's offloadable layers (blocks plus the output layer)
-    and how many of them run on the GPU. ``parallel``: sequences decoded in one batch at most."""
+    and how many of them run on the GPU. ``parallel``: sequences decoded in one batch at most.
+    ``weights_bytes``: the weights in memory; ``gpu_bytes``: how much of them is on a GPU
+    (llama.cpp: the offloaded layers' share of its tensors, an estimate)."""
 
-    _omit_if_none = frozenset({"layers", "gpu_layers"})
+    _omit_if_none = frozenset({"layers", "gpu_layers", "weights_bytes", "gpu_bytes"})
 
     device: str
     layers: int | None = None
     gpu_layers: int | None = None
     parallel: int
+    weights_bytes: int | None = None
+    gpu_bytes: int | None = None
 
 
 class ModelCard(_Response):

@@ -1,9 +1,11 @@
 """What the Ollama surface says about models (``/api/tags``, ``/api/show``, ``/api/ps``,
 ``/api/version``), built from what llmgate knows (``ModelCard``: backend kind, task, loaded,
-capabilities, context window). llmgate does not know a model's size, digest or architecture:
-``size`` is 0, ``digest`` a stable hash of the name, the backend kind stands for the family
-and architecture (``general.architecture``, ``<kind>.context_length``). Names are llmgate's
-public names, without Ollama's ``:latest`` tag (``name:latest`` also resolves).
+capabilities, context window, placement). ``size`` and ``size_vram`` are the weights' bytes in
+memory and on a GPU of a model loaded in-process (``ModelPlacement``), else 0 (not loaded, or
+an upstream's). llmgate does not know a digest or architecture: ``digest`` is a stable hash of
+the name, the backend kind stands for the family and architecture (``general.architecture``,
+``<kind>.context_length``). Names are llmgate's public names, without Ollama's ``:latest`` tag
+(``name:latest`` also resolves).
 """
 
 from __future__ import annotations
@@ -40,12 +42,21 @@ def digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
+def _size(card: ModelCard) -> tuple[int, int]:
+    """The weights' bytes and those on a GPU, when the model is loaded in-process (else 0, 0:
+    llmgate does not size what it has not loaded, nor what an upstream serves)."""
+    placement = card.placement
+    if placement is None or placement.weights_bytes is None:
+        return 0, 0
+    return placement.weights_bytes, placement.gpu_bytes or 0
+
+
 def _entry(card: ModelCard) -> dict[str, Any]:
     return {
         "name": card.id,
         "model": card.id,
         "modified_at": created_at(card.created * 1_000_000_000),
-        "size": 0,
+        "size": _size(card)[0],
         "digest": digest(card.id),
         "details": details(card),
     }
@@ -66,7 +77,7 @@ def ps(cards: list[ModelCard], now: dt.datetime | None = None) -> dict[str, Any]
             {
                 **{k: v for k, v in _entry(card).items() if k != "modified_at"},
                 "expires_at": expires,
-                "size_vram": 0,
+                "size_vram": _size(card)[1],
                 "context_length": card.max_model_len or 0,
             }
             for card in cards

@@ -58,7 +58,15 @@ def layer_placement(model: Any, n_gpu_layers: int, parallel: int) -> ModelPlacem
     if llama_cpp.llama_supports_gpu_offload():
         on_gpu = min(layers if n_gpu_layers < 0 else n_gpu_layers, layers)
     device = "cpu" if on_gpu == 0 else "gpu" if on_gpu == layers else "gpu+cpu"
-    return ModelPlacement(device=device, layers=layers, gpu_layers=on_gpu, parallel=parallel)
+    size = int(llama_cpp.llama_model_size(model))
+    return ModelPlacement(
+        device=device,
+        layers=layers,
+        gpu_layers=on_gpu,
+        parallel=parallel,
+        weights_bytes=size,
+        gpu_bytes=size * on_gpu // layers,
+    )
 
 
 class LlamaCppEngine:

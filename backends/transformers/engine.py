@@ -33,8 +33,12 @@ class TransformersEngine:
             prefill_chunk=settings.prefill_chunk,
             prefix_cache_tokens=settings.prefix_cache_tokens,
         )
+        weights, on_gpu = weight_bytes(loaded.model)
         self.placement = ModelPlacement(
-            device=model_devices(loaded.model), parallel=settings.max_batch_size
+            device=model_devices(loaded.model),
+            parallel=settings.max_batch_size,
+            weights_bytes=weights,
+            gpu_bytes=on_gpu,
         )
         self.limits = EngineLimits(
             context_window=loaded.max_context,
@@ -106,6 +110,21 @@ def model_devices(model: Any) -> str:
     if spread:
         return ",".join(sorted(spread))
     return str(getattr(model, "device", "cpu"))
+
+
+def weight_bytes(model: Any) -> tuple[int, int]:
+    """Bytes of ``model``'s parameters and buffers in memory, and of those on an accelerator
+    (anything but the CPU; weights offloaded to disk sit on the ``meta`` device: neither)."""
+    total = on_gpu = 0
+    for tensor in (*model.parameters(), *model.buffers()):
+        kind = tensor.device.type
+        if kind == "meta":
+            continue
+        size = tensor.numel() * tensor.element_size()
+        total += size
+        if kind != "cpu":
+            on_gpu += size
+    return total, on_gpu
 
 
 def _torch_threads(settings: TransformersSettings, device: str) -> int | None:

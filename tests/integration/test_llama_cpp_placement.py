@@ -45,3 +45,4 @@ def test_gpu_layers_on_a_cpu_build_warn_and_show_in_models(tiny_gguf: Path, capl
     assert placement["tiny-ngl"]["gpu_layers"] == 0
     assert placement["tiny-ngl"]["layers"] >= 2  # blocks plus the output layer
     assert placement["tiny-cpu"]["parallel"] == 2
+    assert placement["tiny-ngl"]["weights_bytes"] > 0 and placement["tiny-ngl"]["gpu_bytes"] == 0

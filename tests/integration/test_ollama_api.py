@@ -184,6 +184,8 @@ def test_list_show_and_ps(smol, server):
     assert shown.modelinfo["llama_cpp.context_length"] == 2048
     loaded = {m.model: m for m in smol.ps().models}
     assert loaded["smollm2"].context_length == 2048 and loaded["smollm2"].expires_at is not None
+    # the Q4_1 GGUF's tensors (~90 MB), all on the CPU: `ollama ps` says 100% CPU
+    assert 50e6 < loaded["smollm2"].size < 200e6 and loaded["smollm2"].size_vram == 0
     # a preload: false model is listed once something loaded it (other tests may have)
     assert ("tiny-lazy" in loaded) == server.backend("tiny-lazy").loaded
 

@@ -251,3 +251,10 @@ def test_full_queue_is_429_at_once(hf_server):
     assert reply.status_code == 429
     assert reply.json()["error"]["code"] == "queue_full"
     assert "retry-after" in reply.headers
+
+
+def test_models_say_where_the_weights_are_and_how_big(hf_server):
+    cards = httpx.get(f"{hf_server.v1}/models", timeout=30).json()["data"]
+    placement = {card["id"]: card.get("placement") for card in cards}["tiny-hf"]
+    assert placement is not None and placement["device"] == "cpu"
+    assert placement["weights_bytes"] > 0 and placement["gpu_bytes"] == 0

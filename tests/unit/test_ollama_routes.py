@@ -15,7 +15,7 @@ import pytest
 
 from backends.errors import BackendUnavailableError, QueueFullError
 from backends.llama_cpp.settings import LlamaCppSettings
-from backends.model_types import ModelCapabilities
+from backends.model_types import ModelCapabilities, ModelPlacement
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from tests.fakes import FakeBackend, FakeEmbedder, FakeRelay, FakeScript
@@ -32,6 +32,12 @@ class FakeCapable(FakeBackend):
         return ModelCapabilities(
             tools="native", json_schema=True, reasoning=True, context_length=2048
         )
+
+    def placement(self) -> ModelPlacement | None:
+        """Loaded with a quarter of its weights on a GPU (``HasPlacement``)."""
+        if not self.loaded:
+            return None
+        return ModelPlacement(device="gpu+cpu", parallel=4, weights_bytes=4000, gpu_bytes=1000)
 
 
 def entry(name: str, task: str = "generate", **extra: object) -> LlamaCppSettings:
@@ -196,6 +202,10 @@ async def test_tags_show_and_ps():
         "quantization_level",
     }
     assert [m["name"] for m in ps["models"]] == ["cap", "vec"]  # lazy is not loaded
+    cap, vec = ps["models"]
+    assert (cap["size"], cap["size_vram"]) == (4000, 1000)  # ollama ps: 75%/25% CPU/GPU
+    assert (vec["size"], vec["size_vram"]) == (0, 0)  # it does not say: not sized
+    assert first["size"] == 4000  # /api/tags sizes a loaded model too
     assert ps["models"][0]["context_length"] == 2048
     assert ps["models"][0]["expires_at"] > "2300"
     assert show["capabilities"] == ["completion", "tools", "thinking"]
