@@ -85,6 +85,11 @@ class SequenceScheduler:
         self._closing = False
         self._tick = 0
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        # the batch's arrays, looked up once (a ctypes field access builds a new pointer object)
+        batch = self._batch
+        self._tokens, self._pos, self._n_seq_id = batch.token, batch.pos, batch.n_seq_id
+        self._seq_ids = [batch.seq_id[i] for i in range(self._n_batch)]
+        self._logits = batch.logits
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -172,6 +177,9 @@ class SequenceScheduler:
             outbox.send()
 
     def _admit(self, outbox: Outbox[Event]) -> None:
+        if not self._queue:  # read without the lock: a request queued just now joins next step
+            self._free = len(self._slots) - len(self._running)
+            return
         with self._cond:
             if any(job.bridge.stop.is_set() for job in self._queue):  # cancelled while waiting
                 self._queue = deque(j for j in self._queue if not j.bridge.stop.is_set())
@@ -262,12 +270,11 @@ class SequenceScheduler:
         return n
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-        batch = self._batch
-        batch.token[i] = token
-        batch.pos[i] = pos
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq_id
-        batch.logits[i] = logits
+        self._tokens[i] = token
+        self._pos[i] = pos
+        self._n_seq_id[i] = 1
+        self._seq_ids[i][0] = seq_id
+        self._logits[i] = logits
 
     def _decode(self, n: int, outbox: Outbox[Event]) -> None:
         import llama_cpp
