@@ -101,7 +101,7 @@ class BatchScheduler:
         self._rows: list[BatchRow] = []
         self._batch = PaddedKVBatch(self._device)
         self._prefixes = PrefixCache(prefix_cache_tokens)
-        self._outbox: Outbox[Event] = Outbox()  # the engine thread's, sent once per iteration
+        self._outbox: Outbox[Event] = Outbox()  # the engine thread's (when it is sent: above)
 
     # -- the event-loop side ------------------------------------------------------------------
 
