@@ -13,7 +13,8 @@ from backends.local.grammar import GrammarVocabulary
 from backends.local.plan import EngineLimits, GenerationPlan
 from backends.model_types import ModelPlacement
 from backends.transformers.loading import LoadedModel
-from backends.transformers.scheduler import BatchScheduler, BatchStats
+from backends.transformers.scheduler import BatchScheduler
+from backends.transformers.sequences import BatchStats
 from backends.transformers.settings import TransformersSettings
 
 

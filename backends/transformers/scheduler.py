@@ -8,9 +8,9 @@ one forward pass advances every sequence by one token. A sequence that finishes,
 client went away, leaves the batch before the next step; columns that only padding still
 uses are trimmed away.
 
-A sequence leaving the batch leaves its KV in the ``PrefixCache`` (``prefix_cache.py``); a
-prompt that starts with a kept sequence's tokens (the earlier turns of its chat) starts from a
-copy of that KV and prefills only the rest.
+Prompts are read by ``Prefills`` (``prefill.py``). A sequence leaving the batch leaves its KV
+in the ``PrefixCache`` (``prefix_cache.py``); a prompt that starts with a kept sequence's
+tokens (the earlier turns of its chat) starts from a copy of that KV and prefills only the rest.
 
 The batch's tensors and their padding live in ``backends.transformers.padded_batch``. Rows of
 different LoRA adapters share the step through peft's ``adapter_names``. Each request's events
@@ -26,7 +26,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,35 +33,19 @@ import torch
 from backends.errors import BackendUnavailableError, GatewayError, InternalError, QueueFullError
 from backends.events import Event, Started, Usage
 from backends.local.bridge import Outbox, ThreadBridge
-from backends.local.engine import EngineStats
 from backends.local.output import ChoiceOutput
 from backends.local.plan import GenerationPlan
 from backends.transformers.detokenizer import IncrementalDetokenizer, TokenTexts
 from backends.transformers.loading import LoadedModel
 from backends.transformers.padded_batch import PaddedKVBatch
+from backends.transformers.prefill import Prefills
 from backends.transformers.prefix_cache import PrefixCache
 from backends.transformers.sampling import RowSampler, TokenLogprobs, draw
-from backends.transformers.sequences import BatchRow, Prefill, Request
+from backends.transformers.sequences import BatchRow, BatchStats, Prefill, Request
 
 log = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
-
-
-@dataclass
-class BatchStats(EngineStats):
-    """``EngineStats`` plus the batch's own counters."""
-
-    forward_passes: int = 0
-    decode_steps: int = 0
-    rows: int = 0  # sequences in the batch now
-    peak_rows: int = 0
-    prefix_hits: int = 0  # requests that started from a cached prefix
-    prefix_cached_tokens: int = 0  # tokens the prefix cache holds now
-
-    @property
-    def batch_size(self) -> int:
-        return self.rows
 
 
 class BatchScheduler:
@@ -89,11 +72,9 @@ class BatchScheduler:
         self._max_rows = max_batch_size
         self._max_queue = max_queue
         self._torch_threads = torch_threads
-        self._prefill_chunk = prefill_chunk
         self.stats = BatchStats()
         self._lock = threading.Condition()
         self._pending: deque[Request] = deque()
-        self._prefilling: deque[Prefill] = deque()
         self._closing = False
         self._thread: threading.Thread | None = None
         self._token_texts = TokenTexts(loaded.tokenizer)
@@ -102,6 +83,9 @@ class BatchScheduler:
         self._batch = PaddedKVBatch(self._device)
         self._prefixes = PrefixCache(prefix_cache_tokens)
         self._outbox: Outbox[Event] = Outbox()  # the engine thread's (when it is sent: above)
+        self._prefills = Prefills(
+            name, self._prefixes, self.stats, self._outbox, self._device, prefill_chunk
+        )
 
     # -- the event-loop side ------------------------------------------------------------------
 
@@ -162,9 +146,10 @@ class BatchScheduler:
         try:
             for request in arrivals:
                 self.stats.requests_started += 1
-                self._prefilling.append(Prefill(request, request.job.adapter or BASE_ADAPTER))
+                self._prefills.add(request, request.job.adapter or BASE_ADAPTER)
             self._drop_cancelled()
-            self._advance_prefills()
+            for prefill in self._prefills.advance(self._forward, lambda: bool(self._rows)):
+                self._join(prefill)
             if self._rows:
                 self._decode_step()
         except Exception:  # a bug or a device failure: fail the batch, keep serving
@@ -177,15 +162,13 @@ class BatchScheduler:
         """Requests to admit now (FIFO, as many as free rows allow); blocks while idle.
         None when closing."""
         with self._lock:
-            while (
-                not self._pending and not self._rows and not self._prefilling and not self._closing
-            ):
+            while not self._pending and not self._rows and not self._prefills and not self._closing:
                 self._lock.wait()
             if self._closing:
                 return None
             taken: list[Request] = []
             free = self._max_rows - len(self._rows)
-            free -= sum(p.request.job.n for p in self._prefilling)
+            free -= self._prefills.rows
             while self._pending and self._pending[0].job.n <= free:
                 request = self._pending.popleft()
                 if request.bridge.stop.is_set():
@@ -195,85 +178,11 @@ class BatchScheduler:
                 free -= request.job.n
             return taken
 
-    def _advance_prefills(self) -> None:
-        """Prefill waiting prompts, at most ``prefill_chunk`` tokens while other sequences are
-        decoding (so a long prompt delays their next token by one slice, not by the whole
-        prompt); prompts that are done join the batch."""
-        budget = self._prefill_chunk
-        while self._prefilling and (budget > 0 or not self._rows):
-            prefill = self._prefilling[0]
-            if prefill.request.bridge.stop.is_set():
-                self._prefilling.popleft()
-                self.stats.requests_cancelled += 1
-                self._keep_prefill(prefill)
-                continue
-            try:
-                budget -= self._prefill_slice(prefill)
-            except GatewayError as exc:
-                self._prefilling.popleft()
-                self.stats.requests_cancelled += 1
-                self._outbox.fail(prefill.request.bridge, exc)
-                continue
-            except Exception:
-                log.exception("model %s: prefill failed", self._name)
-                self._prefilling.popleft()
-                self.stats.requests_cancelled += 1
-                self._outbox.fail(
-                    prefill.request.bridge,
-                    InternalError("the engine failed while reading the prompt"),
-                )
-                continue
-            if prefill.logits is not None:
-                self._prefilling.popleft()
-                self._join(prefill, prefill.logits)
-
-    def _prefill_slice(self, prefill: Prefill) -> int:
-        """Run the next slice of ``prefill``'s prompt; return how many tokens it took. Slices
-        start after the reused prefix (if any), then every ``prefill_chunk`` tokens, so a
-        prompt is read the same way whatever else is running (same shapes, same numerics)."""
-        if prefill.cache is None:
-            self._start_cache(prefill)
-        prompt = prefill.request.job.prompt
-        piece = prompt[prefill.done : prefill.done + self._prefill_chunk]
-        ids = torch.tensor([piece], dtype=torch.long, device=self._device)
-        out = self._forward([prefill.adapter], input_ids=ids, cache=prefill.cache)
-        prefill.done += len(piece)
-        self.stats.prefill_tokens += len(piece)
-        if prefill.done == len(prompt):
-            prefill.logits = out.logits[:, -1, :]
-        return len(piece)
-
-    def _start_cache(self, prefill: Prefill) -> None:
-        """Give ``prefill`` its KV cache: a copy of the longest cached prefix of its prompt
-        (under its adapter), else an empty one."""
-        from transformers import DynamicCache
-
-        # No config: every layer keeps its whole history, so left padding lines up the same
-        # way in every layer (a sliding-window layer would trim columns on its own).
-        hit = self._prefixes.lookup(prefill.adapter, prefill.request.job.prompt)
-        if hit is None:
-            prefill.cache = DynamicCache()
-            return
-        prefill.cache = DynamicCache(ddp_cache_data=hit.layers)  # copies: the entry stays
-        prefill.done = prefill.reused = prefill.request.cached_tokens = hit.tokens
-        self.stats.prefix_hits += 1
-        self.stats.prefix_hit_tokens += hit.tokens
-
-    def _keep_prefill(self, prefill: Prefill) -> None:
-        """Keep what a cancelled prefill has read (more than it reused) for the next try."""
-        if prefill.cache is None or prefill.done <= prefill.reused:
-            return
-        layers = [(layer.keys, layer.values) for layer in prefill.cache.layers]
-        self._keep(prefill.adapter, prefill.request.job.prompt[: prefill.done], layers)
-
-    def _keep(self, adapter: str, tokens: list[int], layers: list[Any]) -> None:
-        self._prefixes.insert(adapter, tokens, layers)
-        self.stats.prefix_cached_tokens = self._prefixes.tokens
-
-    def _join(self, prefill: Prefill, logits: torch.Tensor) -> None:
-        """Move a prefilled request into the batch: its first token comes from ``logits``,
-        those of the prompt's last position."""
-        request, cache = prefill.request, prefill.cache
+    def _join(self, prefill: Prefill) -> None:
+        """Move a prefilled request into the batch: its first token comes from the logits of
+        the prompt's last position."""
+        request, cache, logits = prefill.request, prefill.cache, prefill.logits
+        assert logits is not None
         n = request.job.n
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -349,10 +258,7 @@ class BatchScheduler:
             self._outbox.close(request.bridge)
 
     def _drop_cancelled(self) -> None:
-        for prefill in [p for p in self._prefilling if p.request.bridge.stop.is_set()]:
-            self._prefilling.remove(prefill)
-            self.stats.requests_cancelled += 1
-            self._keep_prefill(prefill)
+        self._prefills.drop_cancelled()
         cancelled = {
             id(s.request) for s in self._rows if s.request.bridge.stop.is_set() and not s.done
         }
@@ -382,12 +288,12 @@ class BatchScheduler:
         last (never fed back)."""
         tokens = sequence.request.job.prompt + sequence.drawn[:-1]
         if len(tokens) >= self._prefixes.min_tokens:
-            self._keep(sequence.adapter, tokens, self._batch.row_kv(row, len(tokens)))
+            self._prefills.keep(sequence.adapter, tokens, self._batch.row_kv(row, len(tokens)))
 
     def _fail_rows(self, error: GatewayError) -> None:
         failed = {id(s.request): s.request for s in self._rows if not s.done}
-        failed.update((id(p.request), p.request) for p in self._prefilling)
-        self._prefilling.clear()
+        failed.update((id(request), request) for request in self._prefills.requests())
+        self._prefills.clear()
         self._rows = []
         self.stats.rows = 0
         self._batch.clear()

@@ -1,5 +1,5 @@
-"""What the transformers engine's scheduler tracks per request: the request, its prompt being
-prefilled into its own KV cache, and its choices as rows of the batch."""
+"""What the transformers engine's scheduler tracks: per request, the request, its prompt being
+prefilled into its own KV cache, and its choices as rows of the batch; and its counters."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from backends.events import Event
 from backends.local.bridge import ThreadBridge
+from backends.local.engine import EngineStats
 from backends.local.output import ChoiceOutput
 from backends.local.plan import GenerationPlan
 from backends.transformers.detokenizer import IncrementalDetokenizer
@@ -50,3 +51,19 @@ class BatchRow:
     adapter: str
     done: bool = False
     drawn: list[int] = field(default_factory=list)  # its tokens so far (all but the last fed)
+
+
+@dataclass
+class BatchStats(EngineStats):
+    """``EngineStats`` plus the batch's own counters."""
+
+    forward_passes: int = 0
+    decode_steps: int = 0
+    rows: int = 0  # sequences in the batch now
+    peak_rows: int = 0
+    prefix_hits: int = 0  # requests that started from a cached prefix
+    prefix_cached_tokens: int = 0  # tokens the prefix cache holds now
+
+    @property
+    def batch_size(self) -> int:
+        return self.rows
