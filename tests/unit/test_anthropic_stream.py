@@ -6,7 +6,6 @@ and a client that goes away stopping the generation."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from tests.fakes import FakeBackend, FakeScript, fake_factory
 from tests.unit.conftest import fake_entry
+from tests.unit.disconnect import call_then_disconnect
 
 pytestmark = pytest.mark.anyio
 
@@ -327,54 +327,12 @@ async def test_keys_as_x_api_key_or_bearer():
 
 
 async def test_a_client_that_goes_away_stops_the_generation():
-    fakes: dict[str, FakeBackend] = {}
-    slow = FakeScript(tokens=["t"] * 1000, delay=0.01)
-    app = create_app(
-        GatewayConfig(models=[fake_entry("alpha")]),
-        backend_factory=fake_factory({"alpha": slow}, fakes),
+    fake, at_return, _ = await call_then_disconnect(
+        {**BODY, "max_tokens": 1000, "stream": True}, path="/v1/messages"
     )
-    disconnect = asyncio.Event()
-    body = json.dumps({**BODY, "max_tokens": 1000, "stream": True}).encode()
-    requested = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(_: dict[str, Any]) -> None:
-        pass
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/messages",
-        "raw_path": b"/v1/messages",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    async with app.router.lifespan_context(app):
-        call = asyncio.create_task(app(scope, receive, send))
-        for _ in range(500):
-            if "alpha" in fakes and fakes["alpha"].tokens_generated > 0:
-                break
-            await asyncio.sleep(0.01)
-        disconnect.set()
-        await asyncio.wait_for(call, 2)
-        at_return = fakes["alpha"].tokens_generated
-        await asyncio.sleep(0.1)
     assert 0 < at_return < 100
-    assert fakes["alpha"].tokens_generated == at_return
-    assert fakes["alpha"].streams_closed == 1
+    assert fake.tokens_generated == at_return
+    assert fake.streams_closed == 1
 
 
 async def test_cached_prompt_tokens_are_cache_reads_as_anthropic_counts_them():

@@ -18,12 +18,10 @@ from pydantic import TypeAdapter
 from backends import events as ev
 from backends.errors import QueueFullError, UpstreamError
 from backends.responses_types import ResponsesRequest
-from gateway.app import create_app
-from gateway.config import GatewayConfig
 from gateway.openai_responses import response_template
 from gateway.responses_stream import ResponseEventBuilder, collect_response, response_events
-from tests.fakes import FakeBackend, FakeScript, fake_factory
-from tests.unit.conftest import fake_entry
+from tests.fakes import FakeScript
+from tests.unit.disconnect import call_then_disconnect
 
 pytestmark = pytest.mark.anyio
 
@@ -359,54 +357,10 @@ async def test_stored_responses_are_404s_that_say_why(app_client, method, path):
 
 
 async def test_a_client_that_goes_away_stops_the_generation():
-    fakes: dict[str, FakeBackend] = {}
-    slow = FakeScript(tokens=["t"] * 1000, delay=0.01)
-    app = create_app(
-        GatewayConfig(models=[fake_entry("alpha")]),
-        backend_factory=fake_factory({"alpha": slow}, fakes),
-    )
-    disconnect = asyncio.Event()
-    body = json.dumps(BODY).encode()
-    requested = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(_: dict[str, Any]) -> None:
-        pass
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/responses",
-        "raw_path": b"/v1/responses",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    async with app.router.lifespan_context(app):
-        call = asyncio.create_task(app(scope, receive, send))
-        for _ in range(500):
-            if "alpha" in fakes and fakes["alpha"].tokens_generated > 0:
-                break
-            await asyncio.sleep(0.01)
-        disconnect.set()
-        await asyncio.wait_for(call, 2)
-        at_return = fakes["alpha"].tokens_generated
-        await asyncio.sleep(0.1)
+    fake, at_return, _ = await call_then_disconnect(BODY, path="/v1/responses")
     assert 0 < at_return < 100
-    assert fakes["alpha"].tokens_generated == at_return
-    assert fakes["alpha"].streams_closed == 1
+    assert fake.tokens_generated == at_return
+    assert fake.streams_closed == 1
 
 
 async def test_prompt_tokens_read_from_a_cache_are_reported():
