@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ThinkValue = bool | Literal["high", "medium", "low"]
 ToolChoiceValue = str | dict[str, Any]
 
 
 class _Wire(BaseModel):
+    """A JSON ``null`` is as if the field were absent (Go's ``encoding/json`` leaves the field
+    at its default): ``"stream": null`` streams, ``"content": null`` is empty."""
+
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
 
 class OllamaOptions(_Wire):

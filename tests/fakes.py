@@ -161,9 +161,12 @@ class FakeEmbeddingModel:
     def __init__(self, max_tokens: int = 16, vocab_size: int = 100) -> None:
         import threading
 
+        from backends.model_types import ModelPlacement
+
         self.max_tokens = max_tokens
         self.dimensions = 3
         self.vocab_size = vocab_size
+        self.placement = ModelPlacement(device="cpu", parallel=4, weights_bytes=1000)
         self.batches: list[list[list[int]]] = []
         self.gate: threading.Event | None = None
         self.entered = threading.Event()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.embeddings import Vector, float32_from_bytes
+from backends.llama_cpp.engine import layer_placement
 from backends.llama_cpp.settings import LlamaCppSettings
 
 
@@ -20,7 +21,7 @@ class LlamaCppEmbeddingModel:
     """See ``backends.local.embedding.EmbeddingModel``. ``max_sequences``: the most texts one
     pass can hold (the context's sequence slots)."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, n_gpu_layers: int = 0) -> None:
         import llama_cpp
 
         pooling = llm.pooling_type()
@@ -35,6 +36,7 @@ class LlamaCppEmbeddingModel:
         self.dimensions = int(llm.n_embd())
         self.vocab_size = int(llm.n_vocab())
         self.max_sequences = int(llm.context_params.n_seq_max)
+        self.placement = layer_placement(llm.model, n_gpu_layers, self.max_sequences)
 
     @classmethod
     def load(cls, path: Path, settings: LlamaCppSettings) -> LlamaCppEmbeddingModel:
@@ -56,7 +58,7 @@ class LlamaCppEmbeddingModel:
             kwargs["n_threads_batch"] = settings.n_threads_batch
         if settings.flash_attn:
             kwargs["flash_attn"] = True
-        return cls(Llama(**kwargs))
+        return cls(Llama(**kwargs), settings.n_gpu_layers)
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         # add_bos: the vocabulary's own special tokens ([CLS] ... [SEP] for BERT)

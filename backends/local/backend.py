@@ -149,7 +149,9 @@ class LocalBackend:
             ) from exc
 
     def placement(self) -> ModelPlacement | None:
-        """Where the loaded model runs (None until loaded, and for an embedding model)."""
+        """Where the loaded model runs (None until loaded)."""
+        if self._embedder is not None:
+            return self._embedder.model.placement
         return self._engine.placement if self._engine is not None else None
 
     async def capabilities(self) -> ModelCapabilities | None:

@@ -31,6 +31,7 @@ from backends.errors import (
     QueueFullError,
     UnsupportedParameterError,
 )
+from backends.model_types import ModelPlacement
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ _ROUND_PASSES = 8
 class EmbeddingModel(Protocol):
     """A loaded embedding model, as the shared layer sees it.
 
-    - ``max_tokens`` (the longest input it reads, special tokens included), ``dimensions`` and
-      ``vocab_size`` are fixed once loaded.
+    - ``max_tokens`` (the longest input it reads, special tokens included), ``dimensions``,
+      ``vocab_size`` and ``placement`` (where its weights are, and their size) are fixed once
+      loaded.
     - ``tokenize`` (texts -> token ids with the model's special tokens) may be called from any
       worker thread: it only reads the vocabulary.
     - ``start``, ``embed_batch`` and ``close`` are called on the batcher's thread only:
@@ -55,6 +57,7 @@ class EmbeddingModel(Protocol):
     max_tokens: int
     dimensions: int
     vocab_size: int
+    placement: ModelPlacement
 
     def tokenize(self, texts: list[str]) -> list[list[int]]: ...
 

@@ -9,6 +9,9 @@ gets back the events to emit. In order, per piece of text:
 3. the tool-call reader (``ToolCallReader``) turns calls in the answer into ``ToolCallDelta``s
    and the rest into ``TextDelta``s. A call that does not parse comes back as text: nothing the
    model wrote is ever dropped.
+
+A choice that ends inside a multi-byte character (its token budget ran out between the bytes
+of an emoji) ends before that character rather than with a U+FFFD.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from backends.events import (
 from backends.local.reasoning import ReasoningFormat, ReasoningSplitter, partial_suffix
 from backends.local.tool_formats import ParsedCall, ToolFormat
 from backends.stop_strings import StopSequenceMatcher
+
+_REPLACEMENT = "\ufffd"  # how a detokenizer spells the bytes of an incomplete character
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,9 @@ class ChoiceOutput:
         self._budget = budget
         self._matcher = StopSequenceMatcher(list(stops))
         self._logprobs: list[TokenLogprob] | None = [] if logprobs else None
-        self._flush_text = flush_text  # what the detokenizer still holds back, at the end
+        # what the detokenizer still holds back at the end: at most an incomplete character,
+        # which it spells U+FFFD; a choice cut there ends before it, as Ollama's runner does
+        self._flush_text = flush_text
         spec = spec or OutputSpec()
         self._splitter = (
             ReasoningSplitter(spec.reasoning, spec.reasoning_open) if spec.reasoning else None
@@ -123,7 +130,8 @@ class ChoiceOutput:
     def _finish(self, reason: FinishReason, flush: bool) -> list[Event]:
         tail = ""
         if flush:
-            tail = self._matcher.feed(self._flush_text())[0] + self._matcher.flush()
+            held = self._flush_text().rstrip(_REPLACEMENT)
+            tail = self._matcher.feed(held)[0] + self._matcher.flush()
         events = self._read(tail, final=True)
         if self._logprobs:
             events.append(TextDelta(self.index, "", self._take_logprobs()))

@@ -13,7 +13,9 @@ from typing import Any
 
 from backends.embeddings import Vector, float32_from_bytes
 from backends.errors import BackendUnavailableError
+from backends.model_types import ModelPlacement
 from backends.transformers.engine import _torch_threads as torch_threads
+from backends.transformers.engine import model_devices, weight_bytes
 from backends.transformers.loading import load_pretrained, resolve_device, resolve_dtype
 from backends.transformers.pooling import PoolingConfig, PoolingConfigError, pool
 from backends.transformers.pooling import read_pooling_config as read_pooling
@@ -32,6 +34,7 @@ class TransformersEmbeddingModel:
         device: str,
         max_tokens: int,
         torch_threads: int | None,
+        parallel: int,
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -42,6 +45,13 @@ class TransformersEmbeddingModel:
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self._pad_id = int(tokenizer.pad_token_id or 0)
         self._torch_threads = torch_threads
+        weights, on_gpu = weight_bytes(model)
+        self.placement = ModelPlacement(
+            device=model_devices(model),
+            parallel=parallel,
+            weights_bytes=weights,
+            gpu_bytes=on_gpu,
+        )
 
     @classmethod
     def load(
@@ -67,7 +77,8 @@ class TransformersEmbeddingModel:
             ) from exc
         limit = pooling.max_seq_length or _model_limit(model, tokenizer)
         max_tokens = min(settings.max_model_len, limit) if settings.max_model_len else limit
-        return cls(model, tokenizer, pooling, device, max_tokens, torch_threads(settings, device))
+        threads = torch_threads(settings, device)
+        return cls(model, tokenizer, pooling, device, max_tokens, threads, settings.max_batch_size)
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         if self.pooling.do_lower_case:

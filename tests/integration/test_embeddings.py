@@ -224,6 +224,14 @@ def test_models_lists_embedding_models_with_their_endpoint(embed_server):
     assert minilm["task"] == "embed"
     assert minilm["endpoints"] == ["/v1/embeddings", "/api/embed", "/api/embeddings"]
     assert minilm["capabilities"]["context_length"] == 256
+    # its weights are sized, as a chat model's are (Ollama's /api/ps `size` reads them)
+    assert minilm["placement"]["device"] == "cpu"
+    assert 80e6 < minilm["placement"]["weights_bytes"] < 100e6  # 22.7M float32 parameters
+    gguf = next(card for card in cards if card["id"] == "minilm-gguf")
+    assert gguf["placement"]["weights_bytes"] > 0
+    ps = httpx.get(embed_server.base_url + "/api/ps", timeout=30).json()["models"]
+    sizes = {entry["name"]: entry["size"] for entry in ps}
+    assert sizes["minilm"] == minilm["placement"]["weights_bytes"]
 
 
 def test_ollama_upstream_embeds_through_api_embed(client):

@@ -80,6 +80,26 @@ async def test_chat_streams_ndjson_by_default_and_name_latest_resolves():
     assert lines[-1]["eval_count"] == 4 and lines[-1]["prompt_eval_count"] == 7
 
 
+async def test_null_fields_are_absent_as_in_go():
+    # Go's encoding/json leaves a field at its default for null: stream on, content empty
+    async with served({"alpha": FakeBackend("alpha")}) as client:
+        chat = await client.post(
+            "/api/chat",
+            json={
+                "model": "alpha",
+                "messages": [*USER, {"role": "user", "content": None}],
+                "stream": None,
+                "options": {"temperature": None},
+                "format": None,
+            },
+        )
+        generate = await client.post(
+            "/api/generate", json={"model": "alpha", "prompt": "hi", "raw": None, "stream": False}
+        )
+    assert chat.status_code == 200 and len(ndjson(chat)) == 5  # streamed
+    assert generate.status_code == 200 and generate.json()["response"] == "Hello, world!"
+
+
 async def test_a_body_without_a_json_content_type_is_read_as_json():
     # Ollama's own examples: curl -d '{...}' sends application/x-www-form-urlencoded
     body = json.dumps({"model": "alpha", "prompt": "hi", "stream": False})

@@ -176,3 +176,30 @@ def test_logprobs_ride_on_text_not_on_reasoning():
     events = output.token("<think>", lp) + output.token("hm</think>", lp) + output.token("ok", lp)
     texts = [e for e in events if isinstance(e, TextDelta)]
     assert texts[0].text == "ok" and texts[0].logprobs is not None and len(texts[0].logprobs) == 3
+
+
+def test_a_choice_cut_inside_a_character_ends_before_it():
+    # the llama.cpp engine's decoder: bytes in, text out, U+FFFD for what is left at the end
+    import codecs
+
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    output = ChoiceOutput(0, (), 2, False, flush_text=lambda: utf8.decode(b"", final=True))
+    emoji = "😀".encode()
+    events = output.token(utf8.decode(b"ok " + emoji[:1]))
+    events += output.token(utf8.decode(emoji[1:3]))  # the budget ends with one byte to go
+    assert output.reason == "length"
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "ok "
+
+
+def test_what_a_detokenizer_holds_back_is_kept_up_to_the_cut_character():
+    # the transformers engine's detokenizer holds back "x" + an incomplete character
+    output = ChoiceOutput(0, (), 1, False, flush_text=lambda: "x\ufffd")
+    events = output.token("")
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["x"]
+    assert output.reason == "length"
+
+
+def test_an_answer_that_really_holds_a_replacement_character_keeps_it():
+    output = ChoiceOutput(0, (), 10, False)
+    events = output.token("a \ufffd b") + output.token(None)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "a \ufffd b"
