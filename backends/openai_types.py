@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
@@ -206,10 +207,13 @@ class _Response(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in self._omit_if_none:
+        for key in self._omitted_if_none():
             if data.get(key, 0) is None:
                 del data[key]
         return data
+
+    def _omitted_if_none(self) -> frozenset[str]:
+        return self._omit_if_none
 
 
 class TopLogprob(_Response):
@@ -337,7 +341,11 @@ class ChunkChoice(_Response):
 
 
 class ChatCompletionChunk(_Response):
+    """With ``stream_options.include_usage`` (``usage_in_every_chunk``), every chunk has a
+    ``usage`` field, null but in the last one, as OpenAI's reference says; else none has."""
+
     _omit_if_none = frozenset({"system_fingerprint", "usage"})
+    _usage_in_every_chunk: bool = PrivateAttr(default=False)
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
@@ -345,3 +353,13 @@ class ChatCompletionChunk(_Response):
     system_fingerprint: str | None = None
     choices: list[ChunkChoice]
     usage: Usage | None = None
+
+    def usage_in_every_chunk(self) -> ChatCompletionChunk:
+        """Mark this chunk as one of a stream that reports usage: a null ``usage`` is sent."""
+        self._usage_in_every_chunk = True
+        return self
+
+    def _omitted_if_none(self) -> frozenset[str]:
+        if self._usage_in_every_chunk:
+            return self._omit_if_none - {"usage"}
+        return self._omit_if_none

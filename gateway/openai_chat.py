@@ -156,17 +156,20 @@ def new_completion_id() -> str:
 
 @dataclass
 class ChunkBuilder:
-    """Builds the chunks of one response; all share ``id``, ``created`` and ``model``."""
+    """Builds the chunks of one response; all share ``id``, ``created`` and ``model``. With
+    ``include_usage``, each has a ``usage`` field (null until the last chunk's)."""
 
     model: str
+    include_usage: bool = False
     id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     _content_prefix: bytes | None = field(default=None, init=False, repr=False)
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
+        chunk = ChatCompletionChunk(
             id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
         )
+        return chunk.usage_in_every_chunk() if self.include_usage else chunk
 
     def _delta(self, index: int, delta: Delta) -> ChatCompletionChunk:
         return self._chunk([ChunkChoice(index=index, delta=delta)])
@@ -198,7 +201,7 @@ class ChunkBuilder:
     def usage(self, usage: ev.Usage) -> ChatCompletionChunk:
         return self._chunk([], Usage.of_event(usage))
 
-    def of(self, event: ev.Event, include_usage: bool) -> ChatCompletionChunk | None:
+    def of(self, event: ev.Event) -> ChatCompletionChunk | None:
         """The chunk for ``event`` (None: usage, not asked for)."""
         if isinstance(event, ev.TextDelta):
             logprobs = wire_logprobs(event.logprobs) if event.logprobs is not None else None
@@ -211,7 +214,7 @@ class ChunkBuilder:
             return self.reasoning(event.text, event.index)
         if isinstance(event, ev.Finished):
             return self.finish(event.reason, event.index)
-        if include_usage:
+        if self.include_usage:
             return self.usage(event)
         return None
 
@@ -231,7 +234,9 @@ class ChunkBuilder:
                 str(index).encode(),
                 b',"delta":{"content":',
                 json.dumps(text, ensure_ascii=False).encode(),
-                b'},"logprobs":null,"finish_reason":null}]}',
+                b'},"logprobs":null,"finish_reason":null}],"usage":null}'
+                if self.include_usage
+                else b'},"logprobs":null,"finish_reason":null}]}',
             )
         )
 
@@ -255,10 +260,10 @@ async def chunks_of(
 ) -> AsyncGenerator[ChatCompletionChunk, None]:
     """The chunk stream for ``events`` (the README's order: role, deltas, finish, then usage only
     if asked). Closing it closes ``events``."""
-    builder = ChunkBuilder(model=model)
+    builder = ChunkBuilder(model=model, include_usage=include_usage)
     try:
         async for event in events:
-            chunk = builder.of(event, include_usage)
+            chunk = builder.of(event)
             if chunk is not None:
                 yield chunk
     finally:
@@ -272,13 +277,13 @@ async def encoded_chunks(
 ) -> AsyncGenerator[bytes, None]:
     """``chunks_of``, each chunk as its JSON bytes; a text delta without logprobs (most of
     them) from ``ChunkBuilder.content_json``'s template. Closing it closes ``events``."""
-    builder = ChunkBuilder(model=model)
+    builder = ChunkBuilder(model=model, include_usage=include_usage)
     try:
         async for event in events:
             if isinstance(event, ev.TextDelta) and event.logprobs is None:
                 yield builder.content_json(event.text, event.index)
                 continue
-            chunk = builder.of(event, include_usage)
+            chunk = builder.of(event)
             if chunk is not None:
                 yield chunk.model_dump_json().encode()
     finally:

@@ -143,6 +143,10 @@ async def test_events_become_chunks_in_order_and_usage_only_when_asked():
     assert len({c.id for c in chunks}) == 1
     with_usage = [c async for c in chunks_of(_events(), "m", include_usage=True)]
     assert with_usage[-1].choices == [] and with_usage[-1].usage.total_tokens == 9
+    # OpenAI: with include_usage, "all other chunks will also include a usage field, but with
+    # a null value"; without it, no chunk has one
+    assert all(json.loads(c.model_dump_json())["usage"] is None for c in with_usage[:-1])
+    assert all("usage" not in json.loads(c.model_dump_json()) for c in chunks)
 
 
 TRICKY_TEXTS = [
