@@ -108,7 +108,7 @@ class ChoiceOutput:
             else:
                 events.append(TextDelta(self.index, piece))
         if final and self._calls is not None:
-            events += self._calls.finish()
+            events += self._calls.finish(cut=self.tokens >= self._budget)
         return self._with_logprobs(events)
 
     def _with_logprobs(self, events: list[Event]) -> list[Event]:
@@ -165,9 +165,12 @@ class ToolCallReader:
             return self._scan_text()
         return self._scan_calls(final=False)
 
-    def finish(self) -> list[Event]:
+    def finish(self, cut: bool = False) -> list[Event]:
+        """The events the end of the answer completes. ``cut``: the token budget ended it;
+        what follows the calls then is an unfinished call (or text after the calls), not the
+        answer's text, and is dropped, as vLLM's parsers do."""
         if self._mode == "calls":
-            return self._scan_calls(final=True)
+            return self._scan_calls(final=True, cut=cut)
         held, self._held = self._held, ""
         return self._text(held) if held.strip() or self._sent_text else []
 
@@ -196,12 +199,15 @@ class ToolCallReader:
             return []
         return self._text(emit)
 
-    def _scan_calls(self, final: bool) -> list[Event]:
+    def _scan_calls(self, final: bool, cut: bool = False) -> list[Event]:
         scan = self._fmt.scan(self._held, final)
         events: list[Event] = []
         for call in scan.calls[self._done :]:
             events += self._call(call)
         self._done = len(scan.calls)
+        if final and cut and self.count:
+            self._held = ""
+            return events
         if scan.malformed:  # what is left is text, as written
             rest = self._held[scan.consumed :]
             self._mode, self._held, self._done = "plain", "", 0

@@ -98,6 +98,20 @@ def test_a_call_cut_by_max_tokens_comes_back_as_text_with_length():
     assert (content, calls, reason) == (text, [], "length")
 
 
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_a_further_call_cut_by_max_tokens_is_dropped_not_sent_as_content(chunk):
+    # a forced tool call with a modest max_tokens: one whole call, the next one cut short
+    text = CALL + "\n" + CALL[:30]
+    budget = -(-len(text) // chunk)
+    content, _, calls, reason = run(text, HERMES, chunk, budget=budget)
+    assert (content, [c["name"] for c in calls], reason) == ("", ["get_weather"], "length")
+
+
+def test_calls_that_end_by_themselves_keep_the_text_after_them():
+    content, _, calls, reason = run(CALL + "\nDone.", HERMES, 4)
+    assert len(calls) == 1 and content == "\nDone." and reason == "tool_calls"
+
+
 def test_a_call_that_is_not_json_comes_back_as_text():
     text = "<tool_call>\n{name: get_weather}\n</tool_call>"
     assert run(text, HERMES, 2)[:3] == (text, "", [])
