@@ -45,22 +45,30 @@ class Ask:
     started: int
 
 
-async def _ready(backend: Backend, timings: Timings, num_ctx: int | None) -> None:
+async def _ready(
+    backend: Backend, timings: Timings, num_ctx: int | None, thinking: str | None = None
+) -> None:
+    """Load ``backend`` if it is not; check ``num_ctx`` and, when ``thinking`` (the model name
+    the client sent) asks to think, that the model can."""
     if not backend.loaded:
         before = time.monotonic_ns()
         await backend.load()
         timings.load = time.monotonic_ns() - before
     else:  # loaded by the lifecycle's lease for this request (gateway.lifecycle)
         timings.load = load_wait_ns()
-    if num_ctx is not None and isinstance(backend, HasCapabilities):
+    if (num_ctx is not None or thinking) and isinstance(backend, HasCapabilities):
         found = await backend.capabilities()
         check_num_ctx(num_ctx, found.context_length if found else None, backend.model)
+        # Ollama refuses `think` for a model that cannot; an OpenAI-compatible upstream's
+        # models list does not say whether it can (tools "passthrough"): it decides itself
+        if thinking and found is not None and not found.reasoning and found.tools != "passthrough":
+            raise InvalidRequestError(f'"{thinking}" does not support thinking', param="think")
 
 
 async def open_stream(backend: Backend, ask: Ask) -> Primed[bytes]:
     """Start ``backend``: its NDJSON lines, the first one arrived."""
     timings = Timings(started=ask.started)
-    await _ready(backend, timings, ask.num_ctx)
+    await _ready(backend, timings, ask.num_ctx, ask.model if ask.request.reasoning else None)
     timings.reached_engine()
     events = await backend.generate(ask.request)
     builder = OllamaLineBuilder(ask.surface, ask.model, timings)
@@ -70,7 +78,7 @@ async def open_stream(backend: Backend, ask: Ask) -> Primed[bytes]:
 async def complete(backend: Backend, ask: Ask) -> Relayed:
     """``stream: false``: the whole answer as one JSON object."""
     timings = Timings(started=ask.started)
-    await _ready(backend, timings, ask.num_ctx)
+    await _ready(backend, timings, ask.num_ctx, ask.model if ask.request.reasoning else None)
     timings.reached_engine()
     events = await backend.generate(ask.request)
     builder = OllamaLineBuilder(ask.surface, ask.model, timings)

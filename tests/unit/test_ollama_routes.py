@@ -28,9 +28,12 @@ USER = [{"role": "user", "content": "why is the sky blue?"}]
 class FakeCapable(FakeBackend):
     """A FakeBackend that says what its model can do (``HasCapabilities``)."""
 
+    reasoning = True
+    tools: str | None = "native"
+
     async def capabilities(self) -> ModelCapabilities:
         return ModelCapabilities(
-            tools="native", json_schema=True, reasoning=True, context_length=2048
+            tools=self.tools, json_schema=True, reasoning=self.reasoning, context_length=2048
         )
 
     def placement(self) -> ModelPlacement | None:
@@ -38,6 +41,14 @@ class FakeCapable(FakeBackend):
         if not self.loaded:
             return None
         return ModelPlacement(device="gpu+cpu", parallel=4, weights_bytes=4000, gpu_bytes=1000)
+
+
+class FakeNoThinking(FakeCapable):
+    reasoning = False
+
+
+class FakeOpenAIRelayed(FakeNoThinking):
+    tools = "passthrough"  # an OpenAI-compatible upstream: its /models does not tell
 
 
 def entry(name: str, task: str = "generate", **extra: object) -> LlamaCppSettings:
@@ -185,6 +196,30 @@ async def test_load_duration_is_measured_when_the_request_loads_the_model():
         )
     assert first.json()["load_duration"] > 0
     assert second.json()["load_duration"] == 0
+
+
+@pytest.mark.parametrize("think", [True, "high"])
+async def test_think_on_a_model_that_cannot_is_ollamas_400(think):
+    models = {
+        "plain": FakeNoThinking("plain"),
+        "thinker": FakeCapable("thinker"),
+        "relayed": FakeOpenAIRelayed("relayed"),
+    }
+    async with served(models) as client:
+        replies = {
+            name: await client.post(
+                "/api/chat",
+                json={"model": name, "messages": USER, "think": think, "stream": False},
+            )
+            for name in models
+        }
+        off = await client.post(
+            "/api/chat", json={"model": "plain", "messages": USER, "think": False, "stream": False}
+        )
+    assert replies["plain"].status_code == 400
+    assert replies["plain"].json() == {"error": '"plain" does not support thinking'}
+    assert replies["thinker"].status_code == 200 and replies["relayed"].status_code == 200
+    assert off.status_code == 200
 
 
 async def test_num_ctx_above_the_window_is_a_400_and_below_is_served():
