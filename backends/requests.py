@@ -112,6 +112,9 @@ class GenerationRequest:
     messages: tuple[Message, ...] = ()
     prompt: str | None = None
     max_tokens: int | None = None
+    # max_tokens is only an upper bound (Ollama's num_predict): an in-process engine fits it to
+    # the room the prompt leaves in the window instead of refusing the request
+    max_tokens_fits_window: bool = False
     sampling: Sampling = field(default_factory=Sampling)
     stop: tuple[str, ...] = ()
     n: int = 1

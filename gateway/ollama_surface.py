@@ -209,6 +209,7 @@ def _generation(body: OllamaGenerationFields, model: str, **fields: Any) -> Gene
     return GenerationRequest(
         model=model,
         max_tokens=options.num_predict if (options.num_predict or 0) > 0 else None,
+        max_tokens_fits_window=True,  # num_predict is a cap: Ollama never refuses it
         sampling=sampling(options),
         stop=_stops(options.stop),
         constraint=constraint(body.format),

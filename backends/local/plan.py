@@ -119,6 +119,7 @@ def make_plan(
             request.max_tokens,
             limits.context_window,
             "prompt" if request.is_raw else "messages",
+            fit=request.max_tokens_fits_window,
         ),
         sampling=resolve_sampling(request, limits.sampling_defaults, limits.default_seed),
         stops=tuple(s for s in request.stop if s),
@@ -153,10 +154,17 @@ def resolve_sampling(
 
 
 def token_budget(
-    prompt_len: int, requested: int | None, context: int, field: str = "messages"
+    prompt_len: int,
+    requested: int | None,
+    context: int,
+    field: str = "messages",
+    fit: bool = False,
 ) -> int:
     """How many tokens may be generated; ``ContextLengthExceededError`` (naming ``field``, the
-    request's ``messages`` or raw ``prompt``) when they do not fit."""
+    request's ``messages`` or raw ``prompt``) when they do not fit. With ``fit``, ``requested``
+    is a cap: what does not fit is cut to the room the prompt leaves."""
+    if fit and requested is not None and prompt_len < context:
+        requested = min(requested, context - prompt_len)
     if requested is not None and prompt_len + requested > context:
         raise ContextLengthExceededError(
             f"This model's maximum context length is {context} tokens. However, you requested "

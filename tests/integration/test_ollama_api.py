@@ -98,6 +98,10 @@ def gateway(
                 source=str(write_tiny_gguf(root / "qwen2.5.gguf", family="qwen2.5")),
             ),
             LlamaCppSettings(
+                name="short-gguf", backend="llama_cpp", n_threads=1, n_ctx=192,
+                source=str(root / "qwen2.5.gguf"),
+            ),
+            LlamaCppSettings(
                 name="think-gguf", backend="llama_cpp", n_threads=1,
                 source=str(write_tiny_gguf(root / "r1.gguf", family="deepseek-r1")),
             ),
@@ -277,6 +281,27 @@ def test_think_gives_message_thinking(client, model):
     assert "".join(p.message.thinking or "" for p in streamed) == reply.message.thinking
     generated = client.generate(model=model, prompt="2+2?", think=True, options=options)
     assert generated.thinking
+
+
+def test_think_on_a_model_that_cannot_is_ollamas_400(client):
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.chat(model="tools-gguf", messages=PARIS, think=True, options={"num_predict": 4})
+    assert raised.value.status_code == 400
+    assert raised.value.error == '"tools-gguf" does not support thinking'
+
+
+def test_num_predict_is_a_cap_fitted_to_the_window_not_refused(client):
+    # Ollama's num_predict only bounds the answer: 4096 on a 192-token window is served
+    for reply in (
+        client.chat(
+            model="short-gguf", messages=PARIS, options={"num_predict": 4096, "temperature": 0}
+        ),
+        client.generate(
+            model="short-gguf", prompt="Paris?", options={"num_predict": 4096, "temperature": 0}
+        ),
+    ):
+        assert reply.done_reason == "length"
+        assert reply.prompt_eval_count + reply.eval_count == 192
 
 
 @pytest.mark.parametrize("model", ["up-ollama", "up-openai"])

@@ -130,6 +130,15 @@ def test_max_completion_tokens_wins_and_must_fit():
         make_plan(request(), [1] * 64, LIMITS)
 
 
+def test_a_budget_that_only_caps_is_fitted_to_the_window():
+    from backends.local.plan import token_budget
+
+    assert token_budget(10, 4096, 64, fit=True) == 54  # Ollama's num_predict
+    assert token_budget(10, 20, 64, fit=True) == 20
+    with pytest.raises(ContextLengthExceededError, match="resulted in 64 tokens"):
+        token_budget(64, 4096, 64, fit=True)  # the prompt alone fills it: still a 400
+
+
 @pytest.mark.parametrize(
     ("extra", "error", "param"),
     [
