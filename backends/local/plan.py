@@ -163,8 +163,8 @@ def token_budget(
     """How many tokens may be generated; ``ContextLengthExceededError`` (naming ``field``, the
     request's ``messages`` or raw ``prompt``) when they do not fit. With ``fit``, ``requested``
     is a cap: what does not fit is cut to the room the prompt leaves."""
-    if fit and requested is not None and prompt_len < context:
-        requested = min(requested, context - prompt_len)
+    if fit and requested is not None:  # the prompt alone too long: said below
+        requested = min(requested, context - prompt_len) if prompt_len < context else None
     if requested is not None and prompt_len + requested > context:
         raise ContextLengthExceededError(
             f"This model's maximum context length is {context} tokens. However, you requested "
