@@ -72,6 +72,8 @@ class ChatMessage(_Request):
     def _content_required(self) -> ChatMessage:
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError(f"a '{self.role}' message needs 'content'")
+        if self.role == "tool" and not self.tool_call_id:  # as OpenAI: which call it answers
+            raise ValueError("a 'tool' message needs 'tool_call_id'")
         return self
 
     def text_parts(self) -> list[TextContentPart | OtherContentPart]:

@@ -116,6 +116,12 @@ def _turns(messages: list[MessageParam]) -> list[tuple[str, list[tuple[str, Cont
     """Runs of same-role messages as one turn: (role, its blocks with the param naming each)."""
     turns: list[tuple[str, list[tuple[str, ContentBlockParam]]]] = []
     for index, message in enumerate(messages):
+        if not message.content:  # "" or []: as Anthropic's API, refused
+            raise InvalidRequestError(
+                f"messages.{index}: all messages must have non-empty content except for the "
+                "optional final assistant message",
+                param=f"messages[{index}].content",
+            )
         if isinstance(message.content, str):
             blocks = [(f"messages[{index}].content", _text_block(message.content))]
         else:
@@ -203,6 +209,10 @@ def _part(block: ContentBlockParam, param: str) -> ContentPart:
     if block.type == "text":
         if block.text is None:
             raise InvalidRequestError("a text block needs a string 'text'", param=param)
+        if not block.text:
+            raise InvalidRequestError(
+                "messages: text content blocks must be non-empty", param=param
+            )
         return TextPart(block.text)
     if block.type == "image":
         source = block.source or {}

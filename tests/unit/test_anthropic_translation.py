@@ -285,6 +285,22 @@ def test_count_tokens_takes_the_same_body_without_max_tokens():
         ({"thinking": {"type": "sometimes"}}, UnsupportedParameterError, "thinking.type"),
         ({"messages": [ASK, CALL]}, UnsupportedParameterError, "messages[1]"),
         ({"messages": []}, InvalidRequestError, "messages"),
+        # as Anthropic's API: no empty message, no empty text block
+        (
+            {"messages": [{"role": "user", "content": ""}]},
+            InvalidRequestError,
+            "messages[0].content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": []}]},
+            InvalidRequestError,
+            "messages[0].content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
+            InvalidRequestError,
+            "messages[0].content[0]",
+        ),
         (
             {"messages": [{"role": "user", "content": [{"type": "search_result"}]}]},
             UnsupportedParameterError,

@@ -50,6 +50,7 @@ async def test_malformed_json_is_400_not_422(app_client):
         ({"model": "alpha", "messages": []}, "messages"),
         ({"model": "alpha", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"model": "alpha", "messages": [{"role": "user"}]}, "messages[0]"),
+        ({"model": "alpha", "messages": [{"role": "tool", "content": "42"}]}, "messages[0]"),
         ({**GOOD, "temperature": 5}, "temperature"),
         ({**GOOD, "temperature": "hot"}, "temperature"),
         ({**GOOD, "max_tokens": 0}, "max_tokens"),
