@@ -4,7 +4,6 @@ a disconnect stopping generation."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from backends.model_types import ModelCapabilities, ModelPlacement
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from tests.fakes import FakeBackend, FakeEmbedder, FakeRelay, FakeScript
+from tests.unit.disconnect import call_then_disconnect
 
 pytestmark = pytest.mark.anyio
 
@@ -321,54 +321,9 @@ async def test_api_keys_guard_the_routes_but_version():
     assert tags.status_code == 200
 
 
-async def _disconnect_midway(body: dict, path: str) -> tuple[FakeBackend, int]:
-    fake = FakeBackend("alpha", FakeScript(tokens=["t"] * 1000, delay=0.01))
-    app = create_app(GatewayConfig(models=[entry("alpha")]), backend_factory=lambda s, _: fake)
-    disconnect = asyncio.Event()
-    sent_body = False
-
-    async def receive():
-        nonlocal sent_body
-        if not sent_body:
-            sent_body = True
-            return {"type": "http.request", "body": json.dumps(body).encode()}
-        await disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    async with app.router.lifespan_context(app):
-        call = asyncio.create_task(app(scope, receive, send))
-        for _ in range(500):
-            if fake.tokens_generated > 0:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-        disconnect.set()
-        await asyncio.wait_for(call, 2)
-        at_return = fake.tokens_generated
-        await asyncio.sleep(0.1)
-    return fake, at_return
-
-
 @pytest.mark.parametrize("stream", [True, False])
 async def test_a_disconnect_stops_generation(stream):
     body = {"model": "alpha", "messages": USER, "stream": stream}
-    fake, at_return = await _disconnect_midway(body, "/api/chat")
+    fake, at_return, _ = await call_then_disconnect(body, 0.1, path="/api/chat")
     assert 0 < at_return < 100
     assert fake.tokens_generated == at_return and fake.streams_closed == 1
