@@ -8,7 +8,8 @@ gets back the events to emit. In order, per piece of text:
 2. the reasoning split (``backends.local.reasoning``) sends thinking out as ``ReasoningDelta``;
 3. the tool-call reader (``ToolCallReader``) turns calls in the answer into ``ToolCallDelta``s
    and the rest into ``TextDelta``s. A call that does not parse comes back as text: nothing the
-   model wrote is ever dropped.
+   model wrote is dropped, except a further call the token budget cut short after whole calls
+   (as vLLM's parsers drop it).
 
 A choice that ends inside a multi-byte character (its token budget ran out between the bytes
 of an emoji) ends before that character rather than with a U+FFFD.
@@ -90,8 +91,9 @@ class ChoiceOutput:
             return [*events, *self._finish("length", flush=True)]
         return events
 
-    def _read(self, text: str, final: bool) -> list[Event]:
-        """Events for ``text`` past the stop strings (``final``: the output has ended)."""
+    def _read(self, text: str, final: bool, cut: bool = False) -> list[Event]:
+        """Events for ``text`` past the stop strings (``final``: the output has ended; ``cut``:
+        by the token budget)."""
         pieces: list[tuple[Literal["reasoning", "answer"], str]]
         if self._splitter is None:
             pieces = [("answer", text)] if text else []
@@ -108,7 +110,7 @@ class ChoiceOutput:
             else:
                 events.append(TextDelta(self.index, piece))
         if final and self._calls is not None:
-            events += self._calls.finish(cut=self.tokens >= self._budget)
+            events += self._calls.finish(cut=cut)
         return self._with_logprobs(events)
 
     def _with_logprobs(self, events: list[Event]) -> list[Event]:
@@ -132,7 +134,7 @@ class ChoiceOutput:
         if flush:
             held = self._flush_text().rstrip(_REPLACEMENT)
             tail = self._matcher.feed(held)[0] + self._matcher.flush()
-        events = self._read(tail, final=True)
+        events = self._read(tail, final=True, cut=reason == "length")
         if self._logprobs:
             events.append(TextDelta(self.index, "", self._take_logprobs()))
         if reason == "stop" and self._calls is not None and self._calls.count:
