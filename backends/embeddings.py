@@ -27,12 +27,15 @@ EmbeddingInput = str | tuple[int, ...]
 @dataclass(frozen=True, slots=True)
 class EmbeddingRequest:
     """``inputs`` is never empty and holds no empty text or token list (the surface checks).
-    ``dimensions``: the length the client wants (None: the model's own)."""
+    ``dimensions``: the length the client wants (None: the model's own). ``truncate``: an
+    input longer than the model reads is cut to fit (Ollama's default) rather than refused
+    (OpenAI's answer, a 400)."""
 
     model: str
     inputs: tuple[EmbeddingInput, ...]
     dimensions: int | None = None
     user: str | None = None
+    truncate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

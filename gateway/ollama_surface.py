@@ -294,7 +294,8 @@ def _no_empty(items: Iterable[str]) -> None:
 
 
 def embedding_request(body: OllamaEmbedRequest, model: str) -> EmbeddingRequest:
-    """The core request (no inputs: a load request). ``truncate`` is not read: llmgate never
-    truncates, an input over the model's length is a 400 whatever it says."""
+    """The core request (no inputs: a load request). As in Ollama, an input longer than the
+    model reads is cut to fit unless ``truncate`` is false (then it is a 400)."""
     inputs = embed_inputs(body.input)
-    return EmbeddingRequest(model=model, inputs=inputs, dimensions=body.dimensions)
+    truncate = body.truncate is not False
+    return EmbeddingRequest(model, inputs, dimensions=body.dimensions, truncate=truncate)

@@ -243,21 +243,43 @@ class LocalEmbedder:
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         check_dimensions(request.dimensions, self.model.dimensions, self.name)
-        tokens = await asyncio.to_thread(self.tokens, request.inputs)
+        tokens = await asyncio.to_thread(self.tokens, request.inputs, request.truncate)
         vectors = await self.batcher.embed(tokens)
         return EmbeddingResult(tuple(vectors), sum(len(t) for t in tokens))
 
-    def tokens(self, inputs: Sequence[EmbeddingInput]) -> list[list[int]]:
-        """Each input's token ids (texts tokenized in one call), checked against the model."""
+    def tokens(self, inputs: Sequence[EmbeddingInput], truncate: bool = False) -> list[list[int]]:
+        """Each input's token ids (texts tokenized in one call), checked against the model;
+        with ``truncate``, a text longer than the model reads is cut to fit first."""
         texts = [text for text in inputs if isinstance(text, str)]
         tokenized = iter(self.model.tokenize(texts) if texts else [])
         out = [next(tokenized) if isinstance(item, str) else list(item) for item in inputs]
         for index, ids in enumerate(out):
+            if truncate and isinstance(inputs[index], str):
+                ids = out[index] = self._truncated(ids)
             check_input(index, ids, self.model, self.name)
         return out
 
+    def _truncated(self, ids: list[int]) -> list[int]:
+        """``ids`` cut to ``max_tokens``: the end of the text goes, the special tokens the
+        tokenizer closes every text with (BERT's ``[SEP]``) stay."""
+        limit = self.model.max_tokens
+        if len(ids) <= limit:
+            return ids
+        tail = closing_tokens(ids, self.model.tokenize([""])[0])
+        return ids[: limit - len(tail)] + tail
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self.batcher.close)
+
+
+def closing_tokens(ids: list[int], empty: list[int]) -> list[int]:
+    """The special tokens the tokenizer ends ``ids`` with: the longest end of ``empty`` (what
+    it makes of an empty text, e.g. ``[CLS] [SEP]``) that ``ids`` also ends with, short of
+    all of it (its start is the opening tokens)."""
+    for size in range(len(empty) - 1, 0, -1):
+        if ids[-size:] == empty[-size:]:
+            return ids[-size:]
+    return []
 
 
 def check_dimensions(dimensions: int | None, native: int, name: str) -> None:

@@ -352,9 +352,20 @@ def test_embed(client, model):
 def test_minilm_vectors_are_unit_length(client):
     vector = client.embed(model="minilm", input="hello").embeddings[0]
     assert len(vector) == 384 and sum(v * v for v in vector) == pytest.approx(1, abs=1e-4)
+
+
+
+def test_an_over_long_input_is_cut_to_fit_unless_truncate_is_false(client):
+    # Ollama's default: the end of the text goes, BERT's closing [SEP] stays, so the vector
+    # is that of the text's first 254 words ([CLS] + 254 + [SEP] = the model's 256 tokens)
+    cut = client.embed(model="minilm", input="word " * 600)
+    fits = client.embed(model="minilm", input="word " * 254)
+    assert cut.prompt_eval_count == fits.prompt_eval_count == 256
+    assert cut.embeddings[0] == pytest.approx(fits.embeddings[0], abs=1e-6)
     with pytest.raises(ollama.ResponseError) as caught:
-        client.embed(model="minilm", input="word " * 600)
+        client.embed(model="minilm", input="word " * 600, truncate=False)
     assert caught.value.status_code == 400
+    assert "602 tokens" in caught.value.error and "at most 256" in caught.value.error
 
 
 # -- auth -------------------------------------------------------------------------------------

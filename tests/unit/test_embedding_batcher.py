@@ -19,7 +19,7 @@ from backends.errors import (
     QueueFullError,
     UnsupportedParameterError,
 )
-from backends.local.embedding import LocalEmbedder
+from backends.local.embedding import LocalEmbedder, closing_tokens
 from tests.fakes import FakeEmbeddingModel
 
 pytestmark = pytest.mark.anyio
@@ -147,3 +147,32 @@ async def test_token_ids_are_used_as_sent_and_dimensions_equal_to_the_models_are
         await embedder.aclose()
     assert model.batches == [[[5, 6, 7], [2, 2]]]
     assert result.prompt_tokens == 5
+
+
+async def test_truncate_cuts_an_over_long_text_to_fit_but_never_token_ids():
+    model = FakeEmbeddingModel(max_tokens=4)
+    embedder = LocalEmbedder("m", model, max_batch_size=8, max_queue=8)
+    cut = EmbeddingRequest("m", ("a bb ccc dddd eeeee", "ok"), truncate=True)
+    ids = EmbeddingRequest("m", ((1, 2, 3, 4, 5),), truncate=True)
+    try:
+        result = await embedder.embed(cut)
+        with pytest.raises(ContextLengthExceededError):
+            await embedder.embed(ids)  # token ids are the client's own: never edited
+    finally:
+        await embedder.aclose()
+    assert model.batches == [[[1, 2, 3, 4], [2]]]
+    assert result.prompt_tokens == 5  # what the model read
+
+
+@pytest.mark.parametrize(
+    ("ids", "empty", "tail"),
+    [
+        ([101, 7, 8, 102], [101, 102], [102]),  # BERT: [CLS] ... [SEP]
+        ([1, 7, 8], [1], []),  # Llama: <s> opens, nothing closes
+        ([1, 7, 8, 2], [1, 2], [2]),  # <s> ... </s>
+        ([7, 8], [], []),  # no special tokens at all
+        ([5, 5, 5], [5, 5], [5]),  # never the whole empty text: its start opens
+    ],
+)
+def test_closing_tokens_are_the_end_an_empty_text_also_has(ids, empty, tail):
+    assert closing_tokens(ids, empty) == tail

@@ -24,6 +24,11 @@ def settings(**extra: object) -> OllamaSettings:
             settings(),
             {"model": "nomic", "input": ["a", "b"], "truncate": False},
         ),
+        (  # an Ollama client's default, passed on
+            EmbeddingRequest("nomic", ("a",), truncate=True),
+            settings(),
+            {"model": "nomic", "input": ["a"], "truncate": True},
+        ),
         (
             EmbeddingRequest("nomic", ("a",), dimensions=64),
             settings(upstream_model="nomic-embed-text:v1.5", num_ctx=512, keep_alive="5m"),

@@ -239,6 +239,11 @@ def test_embed_inputs():
     with pytest.raises(InvalidRequestError) as caught:
         embedding_request(OllamaEmbedRequest(model="e", input=["a", ""]), "e")
     assert caught.value.param == "input[1]"
+    # truncate: Ollama's default (absent or null) cuts an over-long input; false refuses it
+    assert embedding_request(OllamaEmbedRequest(model="e", input="x"), "e").truncate is True
+    assert embedding_request(OllamaEmbedRequest(model="e", input="x", truncate=None), "e").truncate
+    refused = OllamaEmbedRequest(model="e", input="x", truncate=False)
+    assert embedding_request(refused, "e").truncate is False
 
 
 def _router(*names: str) -> ModelRouter:
