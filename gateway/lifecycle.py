@@ -16,7 +16,9 @@
   long without requests; ``reap`` checks (the background task started by ``running`` calls it
   every ``REAP_INTERVAL`` seconds; tests call it with a fake clock). Ollama's ``keep_alive``
   on a request overrides it for that model (``set_keep_alive``): seconds or ``"5m"``, ``0``
-  unload once idle, negative: keep loaded.
+  unload once idle, negative: keep loaded. As in Ollama it is the request's: the next request
+  on the model that does not set one (any surface) brings back the entry's timeout.
+  ``expires_in`` says when an idle model will go (Ollama's ``/api/ps`` ``expires_at``).
 - **Failures.** A load that fails raises ``BackendUnavailableError`` (503) with the reason; the
   model's state is ``error`` until a load succeeds; other models keep serving.
 
@@ -49,6 +51,11 @@ REAP_INTERVAL = 2.0  # seconds between idle checks
 
 # nanoseconds the request being served waited for its model to load (Ollama's load_duration)
 _LOAD_WAIT_NS: contextvars.ContextVar[int] = contextvars.ContextVar("llmgate_load_wait", default=0)
+
+# the models whose keep_alive this request set (set_keep_alive; the lease reads it)
+_KEPT_ALIVE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "llmgate_kept_alive", default=frozenset()
+)
 
 _LIFECYCLE: contextvars.ContextVar[ModelLifecycle | None] = contextvars.ContextVar(
     "llmgate_lifecycle", default=None
@@ -141,6 +148,9 @@ class ModelLifecycle:
             return "error", managed.error
         return "unloaded", None
 
+    def manages(self, name: str) -> bool:
+        return name in self._by_name
+
     def in_flight(self, name: str) -> int:
         """Requests being served or opened on ``name``'s model (its variants included)."""
         managed = self._managed(name)
@@ -156,6 +166,18 @@ class ModelLifecycle:
     def ttl(self, name: str) -> float | None:
         """The idle time after which the model is unloaded (None: never)."""
         return self._managed(name).ttl
+
+    def expires_in(self, name: str) -> float | None:
+        """Seconds until the loaded model is unloaded for idleness if no request comes (its
+        whole timeout while it serves one); None: never (no timeout, an upstream, or not
+        loaded)."""
+        managed = self._managed(name)
+        ttl = managed.ttl
+        if ttl is None or not managed.in_process or not managed.backend.loaded:
+            return None
+        if not self._idle(managed):
+            return ttl
+        return max(0.0, self._last_used(managed) + ttl - self._clock())
 
     # -- loading and leasing ---------------------------------------------------------------------
 
@@ -268,12 +290,13 @@ class ModelLifecycle:
         log.info("unloaded model %s", managed.route.name)
 
     def set_keep_alive(self, name: str, seconds: float | None) -> None:
-        """A request's ``keep_alive`` (Ollama): how long ``name``'s model stays loaded once
-        idle, until another request sets it or the model is unloaded; None: keep loaded.
-        Upstream models are not affected (an Ollama upstream has its entry's keep_alive)."""
+        """This request's ``keep_alive`` (Ollama): how long ``name``'s model stays loaded once
+        idle (None: keep it loaded), until the next request on it or an unload. Upstream
+        models are not affected (an Ollama upstream has its entry's keep_alive)."""
         managed = self._managed(name)
         if managed.in_process:
             managed.keep_alive, managed.keep_alive_set = seconds, True
+            _KEPT_ALIVE.set(_KEPT_ALIVE.get() | {managed.route.name})
 
     async def reap(self) -> list[str]:
         """Unload every idle in-process model whose idle time is up; returns their names."""
@@ -352,6 +375,8 @@ class _Lease:
 
     async def __aenter__(self) -> None:
         managed = self._managed
+        if managed.keep_alive_set and managed.route.name not in _KEPT_ALIVE.get():
+            managed.keep_alive_set, managed.keep_alive = False, None  # the last request's
         managed.leases += 1
         try:
             before = time.monotonic_ns()
@@ -392,7 +417,9 @@ def set_current_lifecycle(
     lifecycle: ModelLifecycle,
 ) -> contextvars.Token[ModelLifecycle | None]:
     """Make ``lifecycle`` the one ``leased`` uses in this context (``RequestMiddleware`` sets
-    the app's, ``app.state.lifecycle``, for each request; undo with ``reset_current_lifecycle``)."""
+    the app's, ``app.state.lifecycle``, for each request; undo with ``reset_current_lifecycle``).
+    The request has set no ``keep_alive`` yet."""
+    _KEPT_ALIVE.set(frozenset())
     return _LIFECYCLE.set(lifecycle)
 
 

@@ -163,8 +163,15 @@ async def show(request: Request, router: RouterDep, allowed: AllowedDep) -> Resp
 
 
 @ollama_api.get("/api/ps")
-async def ps(router: RouterDep, allowed: AllowedDep) -> Response:
-    return _json(ollama_models.ps(await router.list_models(allowed)))
+async def ps(request: Request, router: RouterDep, allowed: AllowedDep) -> Response:
+    lifecycle = _lifecycle(request)
+
+    def expires_in(name: str) -> float | None:
+        if lifecycle is None or not lifecycle.manages(name):
+            return None
+        return lifecycle.expires_in(name)
+
+    return _json(ollama_models.ps(await router.list_models(allowed), expires_in))
 
 
 @ollama_api.get("/api/version")

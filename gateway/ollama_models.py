@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from backends.model_types import ModelCard
@@ -67,16 +68,25 @@ def tags(cards: list[ModelCard]) -> dict[str, Any]:
     return {"models": [_entry(card) for card in cards]}
 
 
-def ps(cards: list[ModelCard], now: dt.datetime | None = None) -> dict[str, Any]:
-    """``GET /api/ps``: the loaded models; llmgate keeps them loaded (``expires_at`` is
-    Ollama's "forever")."""
+def ps(
+    cards: list[ModelCard],
+    expires_in: Callable[[str], float | None] = lambda _name: None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """``GET /api/ps``: the loaded models; ``expires_at`` is when ``expires_in(name)``
+    (seconds; None: never, Ollama's "forever") says an idle one will be unloaded."""
     now = now or dt.datetime.now(dt.UTC)
-    expires = (now + _FOREVER).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def expires(name: str) -> str:
+        seconds = expires_in(name)
+        after = _FOREVER if seconds is None else dt.timedelta(seconds=seconds)
+        return (now + after).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
     return {
         "models": [
             {
                 **{k: v for k, v in _entry(card).items() if k != "modified_at"},
-                "expires_at": expires,
+                "expires_at": expires(card.id),
                 "size_vram": _size(card)[1],
                 "context_length": card.max_model_len or 0,
             }

@@ -6,6 +6,7 @@ keep_alive, the admin routes and their auth."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -296,6 +297,38 @@ async def test_keep_alive_on_a_request_sets_the_idle_timeout():
         s.clock.advance(11)
         assert await s.lifecycle.reap() == ["a"]
         assert s.lifecycle.ttl("a") == 3600  # after an unload, config's timeout again
+
+
+async def test_keep_alive_is_the_requests_own_the_next_request_brings_back_the_entrys():
+    # Ollama applies keep_alive per request: a later request without one (any surface) has
+    # the default timeout again
+    async with served([lazy("a", idle_unload_after="1h")]) as s:
+        body = {"model": "a", "prompt": "x", "stream": False, "keep_alive": -1}
+        assert (await s.client.post("/api/generate", json=body)).status_code == 200
+        assert s.lifecycle.ttl("a") is None
+        assert (await s.client.post("/api/generate", json={**body, "keep_alive": "2m"})).is_success
+        assert s.lifecycle.ttl("a") == 120
+        assert (await s.chat("a")).status_code == 200  # OpenAI: no keep_alive
+        assert s.lifecycle.ttl("a") == 3600
+        body.pop("keep_alive")
+        await s.client.post("/api/generate", json={**body, "keep_alive": "2m"})
+        assert (await s.client.post("/api/generate", json=body)).status_code == 200
+        assert s.lifecycle.ttl("a") == 3600
+
+
+async def test_ps_says_when_an_idle_model_will_be_unloaded():
+    async with served([lazy("a", idle_unload_after="1h"), lazy("b")]) as s:
+        body = {"model": "a", "prompt": "x", "stream": False, "keep_alive": "10m"}
+        await s.client.post("/api/generate", json=body)
+        await s.client.post("/api/generate", json={"model": "b"})  # loaded, no timeout
+        s.clock.advance(60)
+        assert s.lifecycle.expires_in("a") == 540
+        assert s.lifecycle.expires_in("b") is None
+        listed = (await s.client.get("/api/ps")).json()["models"]
+    expires = {m["name"]: dt.datetime.fromisoformat(m["expires_at"]) for m in listed}
+    ahead = expires["a"] - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(minutes=8) < ahead <= dt.timedelta(minutes=9)
+    assert expires["b"].year > 2300  # Ollama's "forever"
 
 
 async def test_negative_keep_alive_keeps_the_model_loaded():
