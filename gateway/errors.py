@@ -139,7 +139,10 @@ def install_exception_handlers(app: FastAPI) -> None:
             error = InvalidRequestError(str(exc.detail))
         else:
             error = InternalError("internal server error")
-        return error_response(error, request.url.path)
+        response = error_response(error, request.url.path)
+        if exc.status_code == 405 and exc.headers and "allow" in {k.lower() for k in exc.headers}:
+            response.headers.update(exc.headers)  # the methods the route takes (RFC 9110)
+        return response
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)

@@ -116,8 +116,12 @@ async def test_unknown_route_is_404_and_wrong_method_is_405(app_client):
     async with app_client() as (client, _):
         missing = await client.get("/v1/nothing-here")
         wrong = await client.get("/v1/chat/completions")
+        ollama = await client.delete("/api/tags")
     assert_envelope(missing, 404, "invalid_request_error", None)
     assert_envelope(wrong, 405, "invalid_request_error", None)
+    assert wrong.headers["allow"] == "POST"  # RFC 9110: a 405 lists what the route takes
+    assert ollama.status_code == 405 and "error" in ollama.json()
+    assert ollama.headers["allow"] == "GET"
 
 
 @pytest.mark.parametrize(
