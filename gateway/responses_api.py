@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from backends.errors import NotFoundError
+from backends.errors import ContextLengthExceededError, NotFoundError
 from backends.responses_types import ResponsesRequest
 from gateway import dispatch
 from gateway.api import model_chain
@@ -26,12 +26,24 @@ responses_api = APIRouter()
 async def create_response(body: ResponsesRequest, http: Request) -> Response:
     chain = model_chain(http, body.model, "generate", "/v1/responses")
     request = to_generation_request(body)
-    if body.stream:
-        stream = await dispatch.open_first(chain, lambda b: open_response_stream(b, body, request))
-        primed = stream.result
-        return framed_response(primed.first, primed.rest, headers=stream.headers())
-    answer = await dispatch.open_first(chain, lambda b: complete_response(b, body, request))
+    try:
+        if body.stream:
+            opened = await dispatch.open_first(
+                chain, lambda b: open_response_stream(b, body, request)
+            )
+            primed = opened.result
+            return framed_response(primed.first, primed.rest, headers=opened.headers())
+        answer = await dispatch.open_first(chain, lambda b: complete_response(b, body, request))
+    except ContextLengthExceededError as exc:
+        raise in_responses_terms(exc) from exc
     return Response(answer.result.data, media_type="application/json", headers=answer.headers())
+
+
+def in_responses_terms(exc: ContextLengthExceededError) -> ContextLengthExceededError:
+    """The core names a chat's ``messages``; here the prompt came as ``input``."""
+    if exc.param != "messages":
+        return exc
+    return ContextLengthExceededError(exc.message.replace("messages", "input"), param="input")
 
 
 # One decorator per method: FastAPI names an operation by its route, so one route with two

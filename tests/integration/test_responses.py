@@ -197,6 +197,17 @@ def test_store_true_is_a_400_and_false_is_served(client):
     assert served.store is False
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_input_over_the_window_is_a_400_naming_input(client, stream):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(
+            model="smollm2", input="word " * 3000, max_output_tokens=16, stream=stream
+        )
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.param == "input"
+    assert "in the input" in caught.value.message and "messages" not in caught.value.message
+
+
 def test_stored_responses_cannot_be_retrieved_or_deleted(client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.retrieve("resp_abc")
