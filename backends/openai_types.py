@@ -59,21 +59,29 @@ class ToolCall(_Request):
 
 
 class ChatMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    """A turn. ``function_call`` (an assistant's) and the ``function`` role (its result, named
+    by ``name``) are the deprecated function-calling API's history, read as a tool call and
+    its result."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
     # an assistant turn's thinking, sent back by clients of either convention (vLLM/DeepSeek)
     reasoning_content: str | None = None
     reasoning: str | None = None
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessage:
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+        calls = self.tool_calls or self.function_call is not None
+        if self.content is None and not (self.role == "assistant" and calls):
             raise ValueError(f"a '{self.role}' message needs 'content'")
         if self.role == "tool" and not self.tool_call_id:  # as OpenAI: which call it answers
             raise ValueError("a 'tool' message needs 'tool_call_id'")
+        if self.role == "function" and not self.name:  # as OpenAI: which function answered
+            raise ValueError("a 'function' message needs 'name'")
         return self
 
     def text_parts(self) -> list[TextContentPart | OtherContentPart]:
@@ -93,6 +101,12 @@ class FunctionDefinition(_Request):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+
+class FunctionName(_Request):
+    """``function_call: {"name": ...}``: call this function."""
+
+    name: str = Field(min_length=1)
 
 
 class ToolDefinition(_Request):
@@ -181,12 +195,24 @@ class ChatCompletionRequest(TextRequest):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    # the deprecated function-calling API: answered with `function_call`, not `tool_calls`
+    functions: Annotated[list[FunctionDefinition], Field(min_length=1)] | None = None
+    function_call: Literal["none", "auto"] | FunctionName | None = None
 
     @model_validator(mode="after")
     def _logprobs_pair(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
+        if self.functions is not None and self.tools is not None:
+            raise ValueError("send 'tools' or the deprecated 'functions', not both")
+        if self.function_call is not None and self.functions is None:
+            raise ValueError("'function_call' needs 'functions'")
         return self
+
+    @property
+    def legacy_functions(self) -> bool:
+        """Whether the request uses the deprecated ``functions`` (and so gets its answer)."""
+        return self.functions is not None
 
     @property
     def max_new_tokens(self) -> int | None:
@@ -279,17 +305,19 @@ class MessageToolCall(_Response):
 
 class AssistantMessage(_Response):
     """``reasoning`` and ``reasoning_content`` carry the same thinking, apart from the answer:
-    vLLM and Ollama's /v1 moved to the first, DeepSeek and older clients read the second."""
+    vLLM and Ollama's /v1 moved to the first, DeepSeek and older clients read the second.
+    ``function_call``: the call, for a request that used the deprecated ``functions``."""
 
-    _omit_if_none = frozenset({"tool_calls", "reasoning_content", "reasoning"})
+    _omit_if_none = frozenset({"tool_calls", "function_call", "reasoning_content", "reasoning"})
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning_content: str | None = None
     reasoning: str | None = None
     tool_calls: list[MessageToolCall] | None = None
+    function_call: ToolCallFunction | None = None
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
 
 class Choice(_Response):
@@ -327,12 +355,15 @@ class ToolCallDelta(_Response):
 class Delta(_Response):
     """``reasoning`` and ``reasoning_content``: the same thinking, as in ``AssistantMessage``."""
 
-    _omit_if_none = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
+    _omit_if_none = frozenset(
+        {"role", "content", "reasoning_content", "reasoning", "tool_calls", "function_call"}
+    )
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    function_call: ToolCallFunctionDelta | None = None
 
 
 class ChunkChoice(_Response):

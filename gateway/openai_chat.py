@@ -24,14 +24,17 @@ from backends.openai_types import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FinishReason,
     MessageToolCall,
     TokenLogprob,
     ToolCallDelta,
     ToolCallFunction,
     ToolCallFunctionDelta,
+    ToolDefinition,
     TopLogprob,
     Usage,
 )
+from backends.openai_types import ToolCall as WireToolCall
 from backends.protocol import Backend, Relayed
 from backends.requests import (
     ContentPart,
@@ -51,10 +54,16 @@ from gateway.dispatch import Primed, prime, relays
 
 
 def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
-    """The core request for an OpenAI chat request (its vendor extras kept in ``extras``)."""
+    """The core request for an OpenAI chat request (its vendor extras kept in ``extras``).
+    The deprecated ``functions`` / ``function_call`` are tools and a tool choice allowing one
+    call; their history (an assistant's ``function_call``, a ``function`` message) is calls
+    and results, each result answering the last call of its function before it."""
+    if request.legacy_functions:
+        return _from_functions(request)
+    history = _legacy_history(request.messages)
     return GenerationRequest(
         model=request.model,
-        messages=tuple(_message(i, m) for i, m in enumerate(request.messages)),
+        messages=tuple(_message(i, m) for i, m in enumerate(history)),
         max_tokens=request.max_new_tokens,
         sampling=Sampling(
             temperature=request.temperature,
@@ -83,6 +92,50 @@ def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
     )
 
 
+def _from_functions(request: ChatCompletionRequest) -> GenerationRequest:
+    functions = request.functions or []
+    tools = [ToolDefinition(type="function", function=f) for f in functions]
+    choice = request.function_call
+    tool_choice: str | dict[str, Any] | None = choice if isinstance(choice, str) else None
+    if not isinstance(choice, str) and choice is not None:
+        if choice.name not in {f.name for f in functions}:
+            raise InvalidRequestError(
+                f"function_call names '{choice.name}', which is not in 'functions'",
+                param="function_call",
+            )
+        tool_choice = {"type": "function", "function": {"name": choice.name}}
+    update = {
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "parallel_tool_calls": False,
+        "functions": None,
+        "function_call": None,
+    }
+    return to_generation_request(request.model_copy(update=update))
+
+
+def _legacy_history(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The deprecated API's turns as tool calls (ids made up) and tool results."""
+    out: list[ChatMessage] = []
+    calls: list[tuple[str, str]] = []  # (function, id), in order
+    for message in messages:
+        call = message.function_call
+        if call is not None:
+            made_up = f"call_{len(calls)}"
+            calls.append((call.name, made_up))
+            wire = WireToolCall(id=made_up, type="function", function=call)
+            message = message.model_copy(
+                update={"function_call": None, "tool_calls": [*(message.tool_calls or []), wire]}
+            )
+        elif message.role == "function":
+            answered = next((i for name, i in reversed(calls) if name == message.name), None)
+            message = message.model_copy(
+                update={"role": "tool", "tool_call_id": answered or f"call_{message.name}"}
+            )
+        out.append(message)
+    return out
+
+
 def _message(index: int, message: ChatMessage) -> Message:
     parts: list[ContentPart] = []
     for part in message.text_parts():
@@ -96,8 +149,11 @@ def _message(index: int, message: ChatMessage) -> Message:
             parts.append(TextPart(text))
         else:
             parts.append(OtherPart(part.type, dict(part.model_extra or {})))
+    role = message.role
+    if role == "function":  # _legacy_history made these tool results
+        raise InternalError("a 'function' message was not read as a tool result")
     return Message(
-        role="system" if message.role == "developer" else message.role,
+        role="system" if role == "developer" else role,
         content=tuple(parts),
         name=message.name,
         tool_calls=tuple(
@@ -157,10 +213,13 @@ def new_completion_id() -> str:
 @dataclass
 class ChunkBuilder:
     """Builds the chunks of one response; all share ``id``, ``created`` and ``model``. With
-    ``include_usage``, each has a ``usage`` field (null until the last chunk's)."""
+    ``include_usage``, each has a ``usage`` field (null until the last chunk's). With
+    ``functions`` (the deprecated API), the call is ``function_call`` deltas (the first call
+    only) and its finish reason ``function_call``."""
 
     model: str
     include_usage: bool = False
+    functions: bool = False
     id: str = field(default_factory=new_completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     _content_prefix: bytes | None = field(default=None, init=False, repr=False)
@@ -186,7 +245,12 @@ class ChunkBuilder:
     def reasoning(self, text: str, index: int = 0) -> ChatCompletionChunk:
         return self._delta(index, Delta(reasoning_content=text, reasoning=text))
 
-    def tool_call(self, call: ev.ToolCallDelta) -> ChatCompletionChunk:
+    def tool_call(self, call: ev.ToolCallDelta) -> ChatCompletionChunk | None:
+        if self.functions:
+            if call.call != 0:
+                return None
+            function = ToolCallFunctionDelta(name=call.name, arguments=call.arguments)
+            return self._delta(call.index, Delta(function_call=function))
         delta = ToolCallDelta(
             index=call.call,
             id=call.id,
@@ -196,7 +260,8 @@ class ChunkBuilder:
         return self._delta(call.index, Delta(tool_calls=[delta]))
 
     def finish(self, reason: ev.FinishReason, index: int = 0) -> ChatCompletionChunk:
-        return self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
+        wire = _wire_reason(reason, self.functions)
+        return self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=wire)])
 
     def usage(self, usage: ev.Usage) -> ChatCompletionChunk:
         return self._chunk([], Usage.of_event(usage))
@@ -241,6 +306,10 @@ class ChunkBuilder:
         )
 
 
+def _wire_reason(reason: ev.FinishReason | None, functions: bool) -> FinishReason | None:
+    return "function_call" if functions and reason == "tool_calls" else reason
+
+
 def wire_logprobs(logprobs: tuple[ev.TokenLogprob, ...]) -> list[TokenLogprob]:
     return [
         TokenLogprob(
@@ -256,11 +325,11 @@ def wire_logprobs(logprobs: tuple[ev.TokenLogprob, ...]) -> list[TokenLogprob]:
 
 
 async def chunks_of(
-    events: AsyncIterator[ev.Event], model: str, include_usage: bool
+    events: AsyncIterator[ev.Event], model: str, include_usage: bool, functions: bool = False
 ) -> AsyncGenerator[ChatCompletionChunk, None]:
     """The chunk stream for ``events`` (the README's order: role, deltas, finish, then usage only
     if asked). Closing it closes ``events``."""
-    builder = ChunkBuilder(model=model, include_usage=include_usage)
+    builder = ChunkBuilder(model=model, include_usage=include_usage, functions=functions)
     try:
         async for event in events:
             chunk = builder.of(event)
@@ -273,11 +342,11 @@ async def chunks_of(
 
 
 async def encoded_chunks(
-    events: AsyncIterator[ev.Event], model: str, include_usage: bool
+    events: AsyncIterator[ev.Event], model: str, include_usage: bool, functions: bool = False
 ) -> AsyncGenerator[bytes, None]:
     """``chunks_of``, each chunk as its JSON bytes; a text delta without logprobs (most of
     them) from ``ChunkBuilder.content_json``'s template. Closing it closes ``events``."""
-    builder = ChunkBuilder(model=model, include_usage=include_usage)
+    builder = ChunkBuilder(model=model, include_usage=include_usage, functions=functions)
     try:
         async for event in events:
             if isinstance(event, ev.TextDelta) and event.logprobs is None:
@@ -325,7 +394,7 @@ class _Choice:
         elif isinstance(event, ev.Finished):
             self.finish_reason = event.reason
 
-    def choice(self, index: int) -> Choice:
+    def choice(self, index: int, functions: bool = False) -> Choice:
         calls = [
             MessageToolCall(
                 id=call.id,
@@ -339,16 +408,19 @@ class _Choice:
             content=text if text or not calls else None,
             reasoning_content=reasoning,
             reasoning=reasoning,
-            tool_calls=calls or None,
+            tool_calls=None if functions else calls or None,
+            function_call=calls[0].function if functions and calls else None,
         )
         logprobs = ChoiceLogprobs(content=self.logprobs) if self.logprobs is not None else None
-        return Choice(
-            index=index, message=message, finish_reason=self.finish_reason, logprobs=logprobs
-        )
+        reason = _wire_reason(self.finish_reason, functions)
+        return Choice(index=index, message=message, finish_reason=reason, logprobs=logprobs)
 
 
-async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> ChatCompletion:
-    """Fold a backend's events (which end with ``Usage``) into one ``chat.completion``."""
+async def collect_completion(
+    events: AsyncIterator[ev.Event], model: str, functions: bool = False
+) -> ChatCompletion:
+    """Fold a backend's events (which end with ``Usage``) into one ``chat.completion``
+    (``functions``: as ``ChunkBuilder`` says)."""
     choices: dict[int, _Choice] = {}
     usage: ev.Usage | None = None
     try:
@@ -367,7 +439,7 @@ async def collect_completion(events: AsyncIterator[ev.Event], model: str) -> Cha
         id=new_completion_id(),
         created=int(time.time()),
         model=model,
-        choices=[acc.choice(index) for index, acc in sorted(choices.items())],
+        choices=[acc.choice(index, functions) for index, acc in sorted(choices.items())],
         usage=Usage.of_event(usage),
     )
 
@@ -381,7 +453,8 @@ async def open_chat_stream(backend: Backend, body: ChatCompletionRequest) -> Pri
         relayed = await backend.relay_stream("/chat/completions", body, body.include_usage)
         return await prime(relayed, relayed.replica)
     events = await backend.generate(to_generation_request(body))
-    return await prime(encoded_chunks(events, body.model, body.include_usage), events.replica)
+    chunks = encoded_chunks(events, body.model, body.include_usage, body.legacy_functions)
+    return await prime(chunks, events.replica)
 
 
 async def complete_chat(backend: Backend, body: ChatCompletionRequest) -> Relayed:
@@ -390,5 +463,5 @@ async def complete_chat(backend: Backend, body: ChatCompletionRequest) -> Relaye
         # as sent: no translation, no re-encoding
         return await backend.relay("/chat/completions", body)
     events = await backend.generate(to_generation_request(body))
-    completion = await collect_completion(events, body.model)
+    completion = await collect_completion(events, body.model, body.legacy_functions)
     return Relayed(completion.model_dump_json().encode(), events.replica)

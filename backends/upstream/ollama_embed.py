@@ -1,7 +1,7 @@
 """Embeddings from an upstream Ollama over its native ``POST /api/embed``: the translation both
-ways, as pure functions (table-tested). Inputs go as one ``input`` list with the request's ``truncate``
-(false unless the client asked Ollama's default: an over-long input is then a 400, as OpenAI
-answers, not silently cut); ``usage`` is
+ways, as pure functions (table-tested). Inputs go as one ``input`` list with the request's
+``truncate`` (false unless the client asked Ollama's default: an over-long input is then a 400,
+as OpenAI answers, not silently cut); ``usage`` is
 Ollama's ``prompt_eval_count``. Ollama takes text only: token-id inputs are refused by name.
 """
 
@@ -24,7 +24,11 @@ def to_ollama_embed_request(request: EmbeddingRequest, settings: OllamaSettings)
                 param="input",
             )
         texts.append(item)
-    body: dict[str, Any] = {"model": settings.remote_model, "input": texts, "truncate": request.truncate}
+    body: dict[str, Any] = {
+        "model": settings.remote_model,
+        "input": texts,
+        "truncate": request.truncate,
+    }
     if request.dimensions is not None:
         body["dimensions"] = request.dimensions
     options = {"num_ctx": settings.num_ctx} if settings.num_ctx is not None else {}

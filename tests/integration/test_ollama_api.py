@@ -354,7 +354,6 @@ def test_minilm_vectors_are_unit_length(client):
     assert len(vector) == 384 and sum(v * v for v in vector) == pytest.approx(1, abs=1e-4)
 
 
-
 def test_an_over_long_input_is_cut_to_fit_unless_truncate_is_false(client):
     # Ollama's default: the end of the text goes, BERT's closing [SEP] stays, so the vector
     # is that of the text's first 254 words ([CLS] + 254 + [SEP] = the model's 256 tokens)

@@ -225,6 +225,46 @@ def test_a_tool_round_trip_goes_through_each_template(client, family, engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_the_deprecated_functions_api_gets_a_function_call_back(client, engine):
+    model = f"qwen2.5-{engine}"
+    functions = [WEATHER["function"], CLOCK["function"]]
+    forced = {"name": "get_weather"}
+    reply = client.chat.completions.create(
+        model=model, messages=ask(), functions=functions, function_call=forced, max_tokens=80
+    )
+    message = reply.choices[0].message
+    assert reply.choices[0].finish_reason == "function_call"
+    assert message.tool_calls is None and message.function_call.name == "get_weather"
+    jsonschema.validate(json.loads(message.function_call.arguments), SCHEMAS["get_weather"])
+    stream = client.chat.completions.create(
+        model=model,
+        messages=ask(),
+        functions=functions,
+        function_call=forced,
+        max_tokens=80,
+        stream=True,
+    )
+    chunks = list(stream)
+    streamed = [c.choices[0].delta.function_call for c in chunks if c.choices]
+    arguments = "".join(f.arguments or "" for f in streamed if f is not None)
+    assert [f.name for f in streamed if f is not None and f.name] == ["get_weather"]
+    jsonschema.validate(json.loads(arguments), SCHEMAS["get_weather"])
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+    # the call and its result go back in the deprecated shape, rendered as a tool round trip
+    history = [
+        *ask(),
+        {"role": "assistant", "content": None, "function_call": message.function_call.model_dump()},
+        {"role": "function", "name": "get_weather", "content": '{"temperature": 21}'},
+    ]
+    after = client.chat.completions.create(
+        model=model, messages=history, functions=functions, max_tokens=4
+    )
+    assert after.choices[0].finish_reason in ("stop", "length", "function_call")
+    bare = client.chat.completions.create(model=model, messages=history[:1], max_tokens=1)
+    assert after.usage.prompt_tokens > bare.usage.prompt_tokens + 20  # functions are prompt
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_reasoning_is_apart_from_the_answer_under_both_names(tools_server, engine):
     body = {
         "model": f"deepseek-r1-{engine}",

@@ -189,3 +189,110 @@ async def test_events_fold_into_one_completion():
     assert message.tool_calls[0].function.arguments == '{"a": 1}'
     assert completion.choices[0].finish_reason == "tool_calls"
     assert completion.usage.prompt_tokens == 5 and completion.usage.completion_tokens == 4
+
+
+# -- the deprecated function-calling API ---------------------------------------------------
+
+WEATHER_FN = {"name": "weather", "parameters": {"type": "object", "properties": {}}}
+
+
+def test_functions_are_tools_allowing_one_call():
+    request = translate(functions=[WEATHER_FN], function_call={"name": "weather"})
+    assert [t.name for t in request.tools] == ["weather"]
+    assert request.tool_choice == ToolChoice("function", "weather")
+    assert request.parallel_tool_calls is False
+    assert translate(functions=[WEATHER_FN], function_call="none").tool_choice == ToolChoice("none")
+    assert translate(functions=[WEATHER_FN]).tool_choice is None  # the model decides
+
+
+def test_a_function_call_history_is_calls_and_results_in_order():
+    messages = [
+        {"role": "user", "content": "weather in Paris and Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "weather", "arguments": "{}"},
+        },
+        {"role": "function", "name": "weather", "content": "sunny"},
+        {
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "time", "arguments": "{}"},
+        },
+        {"role": "function", "name": "time", "content": "noon"},
+    ]
+    request = translate(messages=messages, functions=[WEATHER_FN])
+    first, second = request.messages[1], request.messages[3]
+    assert first.tool_calls == (ToolCall("call_0", "weather", "{}"),)
+    assert second.tool_calls == (ToolCall("call_1", "time", "{}"),)
+    assert request.messages[2].role == "tool" and request.messages[2].tool_call_id == "call_0"
+    assert request.messages[4].tool_call_id == "call_1" and request.messages[4].text() == "noon"
+    # the same history without `functions` (the model answers in words) reads the same way
+    assert translate(messages=messages).messages == request.messages
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (
+            {"functions": [WEATHER_FN], "tools": [{"type": "function", "function": WEATHER_FN}]},
+            "not both",
+        ),
+        ({"function_call": "auto"}, "needs 'functions'"),
+        ({"functions": []}, "functions"),
+        (
+            {
+                "messages": [{"role": "function", "content": "x"}],
+                "functions": [WEATHER_FN],
+            },
+            "needs 'name'",
+        ),
+    ],
+)
+def test_malformed_function_requests_are_400s(extra, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        translate(**extra)
+
+
+def test_function_call_naming_an_unknown_function_is_a_400_naming_it():
+    with pytest.raises(InvalidRequestError) as caught:
+        translate(functions=[WEATHER_FN], function_call={"name": "nope"})
+    assert caught.value.param == "function_call"
+
+
+async def _one_call_events():
+    for event in [
+        Started(0),
+        ToolCallDelta(0, 0, "call_1", "f", '{"a"'),
+        ToolCallDelta(0, 0, None, None, ": 1}"),
+        ToolCallDelta(0, 1, "call_2", "g", "{}"),  # never asked for: dropped
+        Finished(0, "tool_calls"),
+        Usage(5, 4),
+    ]:
+        yield event
+
+
+@pytest.mark.anyio
+async def test_a_functions_request_gets_function_call_deltas_and_finish_reason():
+    chunks = [
+        json.loads(c) async for c in encoded_chunks(_one_call_events(), "m", False, functions=True)
+    ]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[1:3] == [
+        {"function_call": {"name": "f", "arguments": '{"a"'}},
+        {"function_call": {"arguments": ": 1}"}},
+    ]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "function_call"
+    assert len(chunks) == 4 and all("tool_calls" not in d for d in deltas)
+
+
+@pytest.mark.anyio
+async def test_a_functions_request_gets_one_function_call_in_the_message():
+    completion = await collect_completion(_one_call_events(), "m", functions=True)
+    data = json.loads(completion.model_dump_json())["choices"][0]
+    assert data["message"] == {
+        "role": "assistant",
+        "content": None,
+        "function_call": {"name": "f", "arguments": '{"a": 1}'},
+    }
+    assert data["finish_reason"] == "function_call"
