@@ -25,6 +25,7 @@ from backends.local.tool_formats import (
     Hermes,
     ToolFormat,
     detect_format,
+    parameters_of,
     prompted_instructions,
 )
 from backends.requests import GenerationRequest, Message
@@ -171,7 +172,7 @@ def _tool_dict(tool: Any) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name}
     if tool.description:
         function["description"] = tool.description
-    function["parameters"] = dict(tool.parameters or {"type": "object", "properties": {}})
+    function["parameters"] = parameters_of(tool)
     return {"type": "function", "function": function}
 
 

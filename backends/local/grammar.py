@@ -13,6 +13,7 @@ only where the grammar is complete.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -179,6 +180,13 @@ def _think_rule(close: str, lit: Any, specials: Mapping[str, int]) -> str:
     return f"think[suffix={json.dumps(close)}]: /(.|\\n)*/"
 
 
+def _reason(message: str) -> str:
+    """llguidance's message without its place in the grammar llmgate wrote and the listing of
+    that grammar (the client never saw it): ``failed to compile JSON schema: ...``."""
+    first = message.split("\n", 1)[0]
+    return re.sub(r"^at \d+\(\d+\): ", "", first)
+
+
 def compile_grammar(source: GrammarSource, tokenizer: Any, vocab_size: int) -> CompiledGrammar:
     """Check ``source`` against the model's llguidance tokenizer; ``InvalidRequestError``
     (naming the field) for what cannot be enforced."""
@@ -188,8 +196,9 @@ def compile_grammar(source: GrammarSource, tokenizer: Any, vocab_size: int) -> C
         source.grammar, tokenizer
     )
     if failed:
+        reasons = "; ".join(_reason(m) for m in messages)
         raise InvalidRequestError(
-            f"'{source.param}' cannot be enforced: {'; '.join(messages)}", param=source.param
+            f"'{source.param}' cannot be enforced: {reasons}", param=source.param
         )
     matcher = llguidance.LLMatcher(tokenizer, source.grammar, log_level=0)
     if matcher.is_error():

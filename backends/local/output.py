@@ -8,8 +8,8 @@ gets back the events to emit. In order, per piece of text:
 2. the reasoning split (``backends.local.reasoning``) sends thinking out as ``ReasoningDelta``;
 3. the tool-call reader (``ToolCallReader``) turns calls in the answer into ``ToolCallDelta``s
    and the rest into ``TextDelta``s. A call that does not parse comes back as text: nothing the
-   model wrote is dropped, except a further call the token budget cut short after whole calls
-   (as vLLM's parsers drop it).
+   model wrote is dropped, except a call the token budget cut short (its markup is never
+   content; vLLM's parsers drop such a further call too).
 
 A choice that ends inside a multi-byte character (its token budget ran out between the bytes
 of an emoji) ends before that character rather than with a U+FFFD.
@@ -169,8 +169,8 @@ class ToolCallReader:
 
     def finish(self, cut: bool = False) -> list[Event]:
         """The events the end of the answer completes. ``cut``: the token budget ended it;
-        what follows the calls then is an unfinished call (or text after the calls), not the
-        answer's text, and is dropped, as vLLM's parsers do."""
+        what follows the whole calls then is an unfinished call (or text after the calls),
+        not the answer's text, and is dropped (never sent as content)."""
         if self._mode == "calls":
             return self._scan_calls(final=True, cut=cut)
         held, self._held = self._held, ""
@@ -207,7 +207,7 @@ class ToolCallReader:
         for call in scan.calls[self._done :]:
             events += self._call(call)
         self._done = len(scan.calls)
-        if final and cut and self.count:
+        if final and cut:  # an unfinished call (or text after the calls): never content
             self._held = ""
             return events
         if scan.malformed:  # what is left is text, as written

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.events import new_call_id
+from backends.local.reasoning import partial_suffix
 from backends.requests import Tool
 
 _DECODER = json.JSONDecoder()
@@ -101,23 +102,78 @@ class ToolFormat:
         return "TEXT: /(.|\\n)*/"
 
 
+# A function without ``parameters`` takes none (OpenAI: "omitting parameters defines a
+# function with an empty parameter list").
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def parameters_of(tool: Tool) -> dict[str, Any]:
+    return dict(tool.parameters or NO_PARAMETERS)
+
+
 def call_schema(tools: Sequence[Tool], arguments_key: str = "arguments") -> dict[str, Any]:
     """The JSON schema of one call object ``{"name": ..., <arguments_key>: {...}}`` of any of
-    ``tools`` (compact separators, no free whitespace: a weak model cannot loop on blanks)."""
-    options = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"const": tool.name},
-                arguments_key: closed_schema(tool.parameters or {"type": "object"}),
-            },
-            "required": ["name", arguments_key],
-            "additionalProperties": False,
-        }
-        for tool in tools
-    ]
+    ``tools`` (compact separators, no free whitespace: a weak model cannot loop on blanks).
+    Each tool's schema is nested in it, so its ``$defs`` and the ``$ref``s to them (or to its
+    root, ``#``) move to the call schema's root, renamed per tool."""
+    definitions: dict[str, Any] = {}
+    options = []
+    for number, tool in enumerate(tools):
+        arguments = _rooted(closed_schema(parameters_of(tool)), f"tool{number}", definitions)
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": tool.name}, arguments_key: arguments},
+                "required": ["name", arguments_key],
+                "additionalProperties": False,
+            }
+        )
     schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
+    if definitions:
+        schema = {**schema, "$defs": definitions}
     return {**schema, "x-guidance": JSON_STYLE}
+
+
+def _rooted(schema: dict[str, Any], name: str, definitions: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (a tool's own document) ready to nest: its definitions added to
+    ``definitions`` as ``<name>.<def>`` and itself as ``<name>``, its refs pointed there."""
+    own = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    if not own and not _has_ref(schema):
+        return schema
+
+    def moved(ref: str) -> str:
+        if ref == "#":
+            return f"#/$defs/{name}"
+        for prefix in ("#/$defs/", "#/definitions/"):
+            if ref.startswith(prefix):
+                return f"#/$defs/{name}.{ref.removeprefix(prefix)}"
+        return ref
+
+    body = _with_refs({k: v for k, v in schema.items() if k not in ("$defs", "definitions")}, moved)
+    for key, value in own.items():
+        definitions[f"{name}.{key}"] = _with_refs(value, moved)
+    definitions[name] = body
+    return body
+
+
+def _has_ref(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "$ref" in value or any(_has_ref(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_ref(v) for v in value)
+    return False
+
+
+def _with_refs(value: Any, moved: Callable[[str], str]) -> Any:
+    """``value`` with every ``$ref`` string passed through ``moved``."""
+    if isinstance(value, Mapping):
+        return {
+            k: moved(v) if k == "$ref" and isinstance(v, str) else _with_refs(v, moved)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_with_refs(v, moved) for v in value]
+    return value
 
 
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -204,8 +260,10 @@ class Hermes(ToolFormat):
             if close < 0:
                 if not final:
                     return CallScan(tuple(calls), at)
-                # lenient: a complete call whose closing tag never came (output ended)
-                call = self._call(text[body:])
+                # lenient: a complete call whose closing tag never came (output ended), or
+                # came only in part (the token budget ran out inside it)
+                rest = text[body:]
+                call = self._call(rest[: len(rest) - partial_suffix(rest, self.end)])
                 if call is None:
                     return CallScan(tuple(calls), at, malformed=True)
                 return CallScan((*calls, call), len(text))
@@ -342,9 +400,12 @@ class Mistral(ToolFormat):
     def body_rule(self, tools: Sequence[Tool], parallel: bool, lit: Literal_) -> str:
         items = call_schema(tools)
         style = items.pop("x-guidance")
+        definitions = items.pop("$defs", None)  # refs point at the document's root
         array: dict[str, Any] = {"type": "array", "items": items, "minItems": 1}
         if not parallel:
             array["maxItems"] = 1
+        if definitions is not None:
+            array["$defs"] = definitions
         return _json_rule({**array, "x-guidance": style})
 
 
@@ -384,7 +445,7 @@ def prompted_instructions(tools: Sequence[Tool]) -> str:
                 "function": {
                     "name": t.name,
                     **({"description": t.description} if t.description else {}),
-                    "parameters": dict(t.parameters or {"type": "object"}),
+                    "parameters": parameters_of(t),
                 },
             },
             ensure_ascii=False,

@@ -224,6 +224,35 @@ def test_a_tool_round_trip_goes_through_each_template(client, family, engine):
     assert with_tools.usage.prompt_tokens > bare.usage.prompt_tokens + 20
 
 
+class Address(BaseModel):
+    city: Literal["Oslo", "Lima"]
+
+
+class Person(BaseModel):
+    """A person and where they live (pydantic writes the nested model as $defs + $ref)."""
+
+    name: str = Field(max_length=8)
+    home: Address
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_tool_whose_schema_has_defs_is_called_as_written(client, engine):
+    import openai
+
+    tool = openai.pydantic_function_tool(Person)
+    assert "$defs" in tool["function"]["parameters"]
+    reply = client.chat.completions.create(
+        model=f"qwen2.5-{engine}",
+        messages=ask("Add Ada, who lives in Oslo."),
+        tools=[tool, WEATHER],
+        tool_choice={"type": "function", "function": {"name": "Person"}},
+        max_tokens=120,
+    )
+    call = reply.choices[0].message.tool_calls[0]
+    Person.model_validate_json(call.function.arguments)
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_the_deprecated_functions_api_gets_a_function_call_back(client, engine):
     model = f"qwen2.5-{engine}"

@@ -92,10 +92,20 @@ def test_text_before_a_call_streams_as_content_and_parallel_calls_get_their_own_
     assert len({c["id"] for c in calls}) == 2 and reason == "tool_calls"
 
 
-def test_a_call_cut_by_max_tokens_comes_back_as_text_with_length():
-    text = CALL[:40]
-    content, _, calls, reason = run(text, HERMES, 1, budget=40)
-    assert (content, calls, reason) == (text, [], "length")
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_a_call_cut_by_max_tokens_is_dropped_never_sent_as_markup(chunk):
+    text = "Checking.\n" + CALL[:40]
+    budget = -(-len(text) // chunk)
+    content, _, calls, reason = run(text, HERMES, chunk, budget=budget)
+    assert (content, calls, reason) == ("Checking.\n", [], "length")
+
+
+@pytest.mark.parametrize("cut", ["\n", "\n</", "\n</tool_", "\n</tool_call"])
+def test_a_call_cut_inside_its_closing_tag_is_still_the_call(cut):
+    text = CALL.removesuffix("\n</tool_call>") + cut
+    content, _, calls, reason = run(text, HERMES, 1, budget=len(text))
+    assert (content, reason) == ("", "length")
+    assert [json.loads(c["arguments"]) for c in calls] == [{"city": "Paris"}]
 
 
 @pytest.mark.parametrize("chunk", [1, 7])

@@ -120,6 +120,61 @@ def test_parallel_false_allows_one_call(vocab):
     assert accepts(vocab, compiled(vocab, many, spec), HERMES_CALL + "\n" + HERMES_CALL)
 
 
+PERSON = Tool(  # what pydantic writes for a model with a nested one: $defs and $refs to them
+    "add_person",
+    None,
+    {
+        "$defs": {
+            "Address": {
+                "type": "object",
+                "properties": {"city": {"enum": ["Oslo", "Lima"]}},
+                "required": ["city"],
+            }
+        },
+        "type": "object",
+        "properties": {
+            "home": {"$ref": "#/$defs/Address"},
+            "friends": {"type": "array", "items": {"$ref": "#"}, "maxItems": 1},
+        },
+        "required": ["home"],
+    },
+)
+
+
+@pytest.mark.parametrize("fmt", ["hermes", "llama3_json", "mistral"])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_tool_schema_with_defs_and_refs_is_enforced_as_written(vocab, fmt, seed):
+    spec = OutputSpec(tools=TOOLS[fmt])
+    g = compiled(vocab, request(tools=(PERSON, WEATHER), tool_choice=ToolChoice("required")), spec)
+    text = random_walk(vocab, g, seed, limit=2000)
+    assert text is not None, "the walk never ended"
+    output = ChoiceOutput(0, (), 10_000, False, spec=spec)
+    events = output.token(text) + output.token(None)
+    calls: dict[int, dict] = {}
+    for event in events:
+        if isinstance(event, ToolCallDelta):
+            calls.setdefault(event.call, {"name": "", "arguments": ""})
+            calls[event.call]["name"] += event.name or ""
+            calls[event.call]["arguments"] += event.arguments
+    assert calls, text
+    for call in calls.values():
+        tool = PERSON if call["name"] == "add_person" else WEATHER
+        jsonschema.validate(json.loads(call["arguments"]), tool.parameters)
+
+
+def test_a_tool_without_parameters_takes_an_empty_object(vocab):
+    now = Tool("now", None, None)
+    g = compiled(
+        vocab,
+        request(tools=(now,), tool_choice=ToolChoice("required")),
+        OutputSpec(tools=TOOLS["hermes"]),
+    )
+    assert accepts(vocab, g, '<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>')
+    assert not accepts(
+        vocab, g, '<tool_call>\n{"name": "now", "arguments": {"a": 1}}\n</tool_call>'
+    )
+
+
 def test_auto_lets_text_through_and_constrains_from_the_trigger_on(vocab):
     g = compiled(vocab, request(tools=(WEATHER,)), OutputSpec(tools=TOOLS["hermes"]))
     assert accepts(vocab, g, "Just an answer, no call.")
