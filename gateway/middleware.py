@@ -95,6 +95,10 @@ class RequestMiddleware:
             if body is None:
                 return
             json_body.read_as_json(scope, body)
+            not_text = json_body.lone_surrogate(body)
+            if not_text is not None:
+                await error_response(not_text, scope["path"])(scope, receive, response)
+                return
         refusal = api_keys.authenticate(self.keys, scope)
         if refusal is not None:
             await error_response(refusal, scope["path"])(scope, receive, response)

@@ -264,3 +264,53 @@ def test_param_names_the_field_not_the_union_members(loc, param):
     from gateway.errors import param_from_loc
 
     assert param_from_loc(loc) == param
+
+
+LONE = '"emoji cut: \\ud83d"'  # JSON text escaping a lone high surrogate (a JS slice(0, n))
+
+
+@pytest.mark.parametrize(
+    ("path", "template", "shape"),
+    [
+        (
+            "/v1/chat/completions",
+            '{"model":"alpha","messages":[{"role":"user","content":%s}]}',
+            "openai",
+        ),
+        ("/v1/completions", '{"model":"alpha","prompt":%s}', "openai"),
+        ("/v1/responses", '{"model":"alpha","input":"hi","metadata":{"a":%s}}', "openai"),
+        ("/v1/embeddings", '{"model":"alpha","input":%s}', "openai"),
+        ("/v1/messages", '{"model":%s,"max_tokens":5,"messages":[]}', "anthropic"),
+        ("/api/chat", '{"model":"alpha","messages":[{"role":"user","content":%s}]}', "ollama"),
+        ("/", '{"prompt":%s}', "openai"),
+    ],
+)
+async def test_a_lone_surrogate_in_a_body_is_a_400_in_the_surfaces_shape(
+    app_client, path, template, shape
+):
+    async with app_client() as (client, fakes):
+        reply = await client.post(
+            path, content=template % LONE, headers={"content-type": "application/json"}
+        )
+    assert reply.status_code == 400
+    body = reply.json()
+    message = {
+        "openai": lambda: body["error"]["message"],
+        "anthropic": lambda: body["error"]["message"],
+        "ollama": lambda: body["error"],
+    }[shape]()
+    assert "lone UTF-16 surrogate (\\ud83d)" in message
+    if shape == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert all(not fake.requests for fake in fakes.values())
+
+
+async def test_a_surrogate_pair_and_an_escaped_backslash_are_text():
+    from gateway.json_body import lone_surrogate
+
+    for text in ('"\\ud83d\\ude00"', '"\\\\ud83d"', '"plain \\u00e9"'):
+        assert lone_surrogate({"body": f'{{"a":{text}}}'.encode()}) is None
+    assert lone_surrogate({"body": b'{"a":"\\udc00"}'}) is not None  # a lone low one too
+    assert lone_surrogate({"body": b'{"a":"\\ud83d'}) is None  # not JSON: the route says so
+    deep = b"[" * 100_000 + b'"\\ud83d"' + b"]" * 100_000
+    assert lone_surrogate({"body": deep}) is None  # too deep for json: the route's to refuse
