@@ -7,8 +7,8 @@ inside the one before:
 1. the request record (``gateway.request_record``): opened, the ``X-Request-ID`` echoed, the
    status noted when the response starts; closed when the response has ended (observers);
 2. the request's clock and limits, and a body over ``server.max_body_bytes`` answered 413
-   (``gateway.limits``); a JSON body sent as a form (``curl -d``) read as JSON
-   (``gateway.json_body``);
+   (``gateway.limits``); a JSON body sent as a form (``curl -d``) read as JSON, one escaping
+   a lone UTF-16 surrogate answered 400 (``gateway.json_body``);
 3. the API key: 401 without a configured one on the routes that need it
    (``gateway.api_keys``);
 4. the key's rate limits, for a POST to a model route when limits are configured: 429 when
@@ -17,7 +17,8 @@ inside the one before:
 5. for a POST, cancelling the handler when the client goes away (``gateway.disconnect``);
 6. the shutdown drain: 503 while draining, the request's task tracked and, when the drain
    time is up, cut off (``gateway.shutdown``);
-7. the app's model lifecycle made the request's (``gateway.lifecycle``).
+7. the app's model lifecycle made the request's (``gateway.lifecycle``);
+8. ``HEAD`` answered on every ``GET`` route (``gateway.head``).
 
 Folding them into one layer costs one coroutine call per response message instead of one per
 layer (bench/passthrough.py: docs/benchmarks.md).
@@ -42,6 +43,7 @@ from gateway import (
 )
 from gateway.config import ApiKey
 from gateway.errors import error_response
+from gateway.head import HeadAsGet
 from gateway.metered_backend import BackendActivity
 from gateway.rate_limits import Admission, RateLimiter
 from gateway.request_record import RecordObserver, RequestRecord
@@ -62,7 +64,7 @@ class RequestMiddleware:
         limiter: RateLimiter | None,
         drain: shutdown.Drain,
     ) -> None:
-        self.app = app
+        self.app = HeadAsGet(app)
         self.observers = observers
         self.activity = activity
         self.limits = limits

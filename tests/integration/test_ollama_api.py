@@ -396,3 +396,15 @@ def test_listed_names_round_trip(client):
     for model in ("up-ollama", "up-openai"):
         listed = next(m.model for m in client.list().models if m.model == model)
         assert client.generate(model=f"{listed}:latest", prompt="x").done
+
+
+@pytest.mark.parametrize("path", ["/", "/api/version", "/api/tags", "/api/ps", "/v1/models"])
+def test_head_answers_every_get_route_with_its_headers_only(gateway, path):
+    # Ollama's clients and health checks probe with HEAD; HTTP says GET routes answer it
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as http:  # one connection
+        head = http.head(path)
+        got = http.get(path)  # the HEAD left no body on the connection to misread
+        assert http.head("/api/chat").status_code == 405  # no GET there either
+    assert head.status_code == got.status_code == 200
+    assert head.content == b"" and got.content
+    assert head.headers["content-type"] == got.headers["content-type"]
