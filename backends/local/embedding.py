@@ -305,6 +305,7 @@ def check_input(index: int, ids: list[int], model: EmbeddingModel, name: str) ->
     if bad is not None:
         raise InvalidRequestError(
             f"input[{index}] has token id {bad}, outside the vocabulary of model '{name}' "
-            f"(0 to {model.vocab_size - 1})",
+            f"(0 to {model.vocab_size - 1}); token ids are the model's own, not tiktoken's "
+            "(LangChain: OpenAIEmbeddings(..., check_embedding_ctx_length=False) sends text)",
             param="input",
         )
