@@ -24,17 +24,14 @@ from backends.openai_types import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
-    FinishReason,
     MessageToolCall,
     TokenLogprob,
     ToolCallDelta,
     ToolCallFunction,
     ToolCallFunctionDelta,
-    ToolDefinition,
     TopLogprob,
     Usage,
 )
-from backends.openai_types import ToolCall as WireToolCall
 from backends.protocol import Backend, Relayed
 from backends.requests import (
     ContentPart,
@@ -49,6 +46,7 @@ from backends.requests import (
     ToolChoice,
 )
 from gateway.dispatch import Primed, prime, relays
+from gateway.openai_functions import functions_as_tools, legacy_history, wire_reason
 
 # -- request -------------------------------------------------------------------------------
 
@@ -59,8 +57,8 @@ def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
     call; their history (an assistant's ``function_call``, a ``function`` message) is calls
     and results, each result answering the last call of its function before it."""
     if request.legacy_functions:
-        return _from_functions(request)
-    history = _legacy_history(request.messages)
+        request = functions_as_tools(request)
+    history = legacy_history(request.messages)
     return GenerationRequest(
         model=request.model,
         messages=tuple(_message(i, m) for i, m in enumerate(history)),
@@ -90,50 +88,6 @@ def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
         user=request.user,
         extras=dict(request.model_extra or {}),
     )
-
-
-def _from_functions(request: ChatCompletionRequest) -> GenerationRequest:
-    functions = request.functions or []
-    tools = [ToolDefinition(type="function", function=f) for f in functions]
-    choice = request.function_call
-    tool_choice: str | dict[str, Any] | None = choice if isinstance(choice, str) else None
-    if not isinstance(choice, str) and choice is not None:
-        if choice.name not in {f.name for f in functions}:
-            raise InvalidRequestError(
-                f"function_call names '{choice.name}', which is not in 'functions'",
-                param="function_call",
-            )
-        tool_choice = {"type": "function", "function": {"name": choice.name}}
-    update = {
-        "tools": tools,
-        "tool_choice": tool_choice,
-        "parallel_tool_calls": False,
-        "functions": None,
-        "function_call": None,
-    }
-    return to_generation_request(request.model_copy(update=update))
-
-
-def _legacy_history(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """The deprecated API's turns as tool calls (ids made up) and tool results."""
-    out: list[ChatMessage] = []
-    calls: list[tuple[str, str]] = []  # (function, id), in order
-    for message in messages:
-        call = message.function_call
-        if call is not None:
-            made_up = f"call_{len(calls)}"
-            calls.append((call.name, made_up))
-            wire = WireToolCall(id=made_up, type="function", function=call)
-            message = message.model_copy(
-                update={"function_call": None, "tool_calls": [*(message.tool_calls or []), wire]}
-            )
-        elif message.role == "function":
-            answered = next((i for name, i in reversed(calls) if name == message.name), None)
-            message = message.model_copy(
-                update={"role": "tool", "tool_call_id": answered or f"call_{message.name}"}
-            )
-        out.append(message)
-    return out
 
 
 def _message(index: int, message: ChatMessage) -> Message:
@@ -260,7 +214,7 @@ class ChunkBuilder:
         return self._delta(call.index, Delta(tool_calls=[delta]))
 
     def finish(self, reason: ev.FinishReason, index: int = 0) -> ChatCompletionChunk:
-        wire = _wire_reason(reason, self.functions)
+        wire = wire_reason(reason, self.functions)
         return self._chunk([ChunkChoice(index=index, delta=Delta(), finish_reason=wire)])
 
     def usage(self, usage: ev.Usage) -> ChatCompletionChunk:
@@ -304,10 +258,6 @@ class ChunkBuilder:
                 else b'},"logprobs":null,"finish_reason":null}]}',
             )
         )
-
-
-def _wire_reason(reason: ev.FinishReason | None, functions: bool) -> FinishReason | None:
-    return "function_call" if functions and reason == "tool_calls" else reason
 
 
 def wire_logprobs(logprobs: tuple[ev.TokenLogprob, ...]) -> list[TokenLogprob]:
@@ -412,7 +362,7 @@ class _Choice:
             function_call=calls[0].function if functions and calls else None,
         )
         logprobs = ChoiceLogprobs(content=self.logprobs) if self.logprobs is not None else None
-        reason = _wire_reason(self.finish_reason, functions)
+        reason = wire_reason(self.finish_reason, functions)
         return Choice(index=index, message=message, finish_reason=reason, logprobs=logprobs)
 
 

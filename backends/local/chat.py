@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from backends.errors import InvalidRequestError, UnsupportedParameterError
+from backends.local.call_schema import parameters_of
 from backends.local.output import OutputSpec
 from backends.local.reasoning import FORMATS as REASONING_FORMATS
 from backends.local.reasoning import ReasoningFormat, detect_reasoning
@@ -25,7 +26,6 @@ from backends.local.tool_formats import (
     Hermes,
     ToolFormat,
     detect_format,
-    parameters_of,
     prompted_instructions,
 )
 from backends.requests import GenerationRequest, Message

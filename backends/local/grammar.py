@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.errors import InvalidRequestError
+from backends.local.call_schema import JSON_STYLE, closed_schema
 from backends.local.output import OutputSpec
-from backends.local.tool_formats import JSON_STYLE, ToolFormat, closed_schema
+from backends.local.tool_formats import ToolFormat
 from backends.requests import GenerationRequest, OutputConstraint, Tool
 
 

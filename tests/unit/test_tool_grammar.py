@@ -12,11 +12,11 @@ import pytest
 
 from backends.errors import InvalidRequestError
 from backends.events import TextDelta, ToolCallDelta
+from backends.local.call_schema import closed_schema
 from backends.local.grammar import build_grammar, compile_grammar
 from backends.local.output import ChoiceOutput, OutputSpec
 from backends.local.reasoning import FORMATS as REASONING
 from backends.local.tool_formats import FORMATS as TOOLS
-from backends.local.tool_formats import closed_schema
 from backends.requests import GenerationRequest, OutputConstraint, Tool, ToolChoice
 from tests.tiny_hf import tiny_tokenizer
 
