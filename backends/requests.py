@@ -115,6 +115,14 @@ class GenerationRequest:
     # max_tokens is only an upper bound (Ollama's num_predict): an in-process engine fits it to
     # the room the prompt leaves in the window instead of refusing the request
     max_tokens_fits_window: bool = False
+    # over the window, the prompt is cut to fit (Ollama's ``truncate``, its default) instead of
+    # refused: the oldest messages go first (system messages and the last turn stay), then the
+    # middle of what is left (backends.local.fit)
+    truncate_prompt: bool = False
+    # the last message is the start of the assistant's answer: the model continues it and the
+    # answer holds only the continuation (Anthropic's and Ollama's prefill, vLLM's
+    # ``continue_final_message``)
+    continue_final: bool = False
     sampling: Sampling = field(default_factory=Sampling)
     stop: tuple[str, ...] = ()
     n: int = 1

@@ -11,8 +11,9 @@ rest a user message; in an assistant turn, ``tool_use`` blocks become its tool c
 Anthropic-encrypted and dropped). ``tool_choice`` ``any`` is ``required``, ``tool`` a named
 function; ``disable_parallel_tool_use`` is ``parallel_tool_calls: false``; ``thinking``
 ``enabled`` / ``disabled`` turns reasoning on / off (``budget_tokens`` is not enforced: only
-``max_tokens`` bounds the answer, thinking included). Server tools, a final assistant turn
-(prefill) and unknown block types are a 400 naming the field.
+``max_tokens`` bounds the answer, thinking included). A final assistant turn is the start
+of the answer, which the model continues (prefill; the reply holds the continuation). Server
+tools and unknown block types are a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def count_request(body: CountTokensRequest) -> GenerationRequest:
         parallel_tool_calls=False if disabled else None,
         constraint=to_constraint(body.output_config),
         reasoning=to_reasoning(body.thinking),
+        continue_final=bool(body.messages) and body.messages[-1].role == "assistant",
     )
 
 
@@ -90,14 +92,29 @@ def to_messages(
     if not messages:
         raise InvalidRequestError("messages: at least one message is required", param="messages")
     if messages[-1].role == "assistant":
-        raise UnsupportedParameterError(
-            "a final assistant message (prefill) is not supported: llmgate cannot continue a "
-            "turn; end with a user message",
-            param=f"messages[{len(messages) - 1}]",
-        )
+        _check_prefill(len(messages) - 1, messages[-1])
     for role, blocks in _turns(messages):
         out += _user_turn(blocks) if role == "user" else [_assistant_turn(blocks)]
     return tuple(out)
+
+
+def _check_prefill(index: int, message: MessageParam) -> None:
+    """A final assistant message is the start of the answer, which the model continues
+    (prefill): text (and thinking), not ending in whitespace, as Anthropic requires."""
+    content = message.content
+    blocks = [_text_block(content)] if isinstance(content, str) else content
+    for number, block in enumerate(blocks):
+        if block.type == "tool_use":
+            raise InvalidRequestError(
+                "a final assistant message is continued as text: it cannot hold a 'tool_use' block",
+                param=f"messages[{index}].content[{number}]",
+            )
+    texts = [block.text for block in blocks if block.type == "text" and block.text]
+    if texts and texts[-1] != texts[-1].rstrip():
+        raise InvalidRequestError(
+            "messages: final assistant content cannot end with trailing whitespace",
+            param=f"messages[{index}].content",
+        )
 
 
 def _system_text(blocks: list[ContentBlockParam]) -> str:

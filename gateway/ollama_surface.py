@@ -65,9 +65,22 @@ def chat_request(body: OllamaChatRequest, model: str) -> GenerationRequest:
         Tool(t.function.name, t.function.description, t.function.parameters)
         for t in body.tools or []
     )
+    messages = _messages(body.messages)
     return _generation(
-        body, model, messages=_messages(body.messages), tools=tools, tool_choice=tool_choice(choice)
+        body,
+        model,
+        messages=messages,
+        tools=tools,
+        tool_choice=tool_choice(choice),
+        continue_final=continues(messages),
     )
+
+
+def continues(messages: tuple[Message, ...]) -> bool:
+    """As Ollama: a final assistant message (without calls) is the start of the answer, which
+    the model continues (prefill); the reply holds only the continuation."""
+    final = messages[-1] if messages else None
+    return final is not None and final.role == "assistant" and not final.tool_calls
 
 
 def tool_choice(value: ToolChoiceValue | None) -> ToolChoice | None:
@@ -210,6 +223,7 @@ def _generation(body: OllamaGenerationFields, model: str, **fields: Any) -> Gene
         model=model,
         max_tokens=options.num_predict if (options.num_predict or 0) > 0 else None,
         max_tokens_fits_window=True,  # num_predict is a cap: Ollama never refuses it
+        truncate_prompt=body.truncate is not False,  # Ollama's default: cut, not refuse
         sampling=sampling(options),
         stop=_stops(options.stop),
         constraint=constraint(body.format),

@@ -88,6 +88,7 @@ class OllamaGenerationFields(_Wire):
     options: OllamaOptions | None = None
     keep_alive: float | str | None = None
     think: ThinkValue | None = None
+    truncate: bool | None = None  # absent or true: a prompt over the window is cut to fit
 
 
 class OllamaChatRequest(OllamaGenerationFields):

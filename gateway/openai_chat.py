@@ -86,6 +86,8 @@ def to_generation_request(request: ChatCompletionRequest) -> GenerationRequest:
         constraint=_constraint(request),
         reasoning=_reasoning(request),
         user=request.user,
+        # vLLM's prefill switch: the final assistant message is continued, not answered
+        continue_final=(request.model_extra or {}).get("continue_final_message") is True,
         extras=dict(request.model_extra or {}),
     )
 

@@ -28,9 +28,10 @@ from backends.errors import (
     InvalidRequestError,
 )
 from backends.events import Event
-from backends.local.chat import ChatFeatures, probe_features, render_prompt, special_ids
+from backends.local.chat import ChatFeatures, Prompt, probe_features, render_prompt, special_ids
 from backends.local.embedding import EmbeddingStats, LocalEmbedder
 from backends.local.engine import EngineStats, LocalEngine
+from backends.local.fit import fit_prompt
 from backends.local.grammar import build_grammar, compile_grammar
 from backends.local.plan import GenerationPlan, check_request, make_plan
 from backends.model_types import ModelCapabilities, ModelPlacement
@@ -267,12 +268,20 @@ class LocalBackend:
         if self._engine is not engine:
             raise BackendUnavailableError(f"model '{self.model}' was unloaded", retry_after=5)
         try:
-            return len(render_prompt(request, self._features, engine).tokens)
+            return len(self._prompt(engine, request).tokens)
         except GatewayError:
             raise
         except Exception as exc:
             log.exception("the %s engine failed to count tokens for %s", self.kind, self.model)
             raise InternalError("the engine failed while reading the request") from exc
+
+    def _prompt(self, engine: LocalEngine, request: GenerationRequest) -> Prompt:
+        features = self._features
+        return fit_prompt(
+            request,
+            lambda r: render_prompt(r, features, engine),
+            engine.limits.context_window,
+        )
 
     def _plan(
         self, engine: LocalEngine, request: GenerationRequest, adapter: str | None
@@ -283,7 +292,7 @@ class LocalBackend:
             raise BackendUnavailableError(f"model '{self.model}' was unloaded", retry_after=5)
         try:
             features = self._features
-            prompt = render_prompt(request, features, engine)
+            prompt = self._prompt(engine, request)
             plan = make_plan(request, prompt.tokens, engine.limits, adapter)
             source = build_grammar(request, prompt.spec, engine.special_tokens)
             grammar = None

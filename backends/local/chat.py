@@ -128,6 +128,8 @@ def render_prompt(request: GenerationRequest, features: ChatFeatures, engine: Ch
     options: dict[str, Any] = {}
     if request.reasoning is not None:  # Qwen3's switch, and DeepSeek-V3.1's
         options = {"enable_thinking": request.reasoning, "thinking": request.reasoning}
+    if request.continue_final:
+        messages = _marked_final(request, messages)
     try:
         text, add_bos = engine.render_chat(messages, tools, **options)
     except Exception as exc:  # jinja errors, raise_exception() in templates
@@ -135,6 +137,8 @@ def render_prompt(request: GenerationRequest, features: ChatFeatures, engine: Ch
             f"the chat template of model '{request.model}' rejected these messages: {exc}",
             param="messages",
         ) from exc
+    if request.continue_final:
+        text = _cut_at_mark(request, text)
     reasoning = features.reasoning
     spec = OutputSpec(
         reasoning=reasoning,
@@ -142,6 +146,43 @@ def render_prompt(request: GenerationRequest, features: ChatFeatures, engine: Ch
         tools=fmt,
     )
     return Prompt(engine.tokenize(text, add_bos), spec)
+
+
+# Put after the final assistant message's text to find where it ends in the rendered prompt:
+# whatever the template writes after it (end of turn, a new generation prompt) is cut off.
+_CONTINUE_MARK = "LLMGATE_CONTINUE_FROM_HERE"
+
+
+def _marked_final(
+    request: GenerationRequest, messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``messages`` with the mark after the final assistant message's text (prefill)."""
+    last = len(request.messages) - 1
+    final = request.messages[-1] if request.messages else None
+    if final is None or final.role != "assistant":
+        raise InvalidRequestError(
+            "continuing the final message needs a final assistant message", param="messages"
+        )
+    if final.tool_calls:
+        raise InvalidRequestError(
+            "the final assistant message is continued as text: it cannot hold tool calls",
+            param=f"messages[{last}]",
+        )
+    marked = dict(messages[-1])
+    marked["content"] = f"{marked['content']}{_CONTINUE_MARK}"
+    return [*messages[:-1], marked]
+
+
+def _cut_at_mark(request: GenerationRequest, text: str) -> str:
+    """The rendered prompt up to the end of the final assistant message's text."""
+    at = text.rfind(_CONTINUE_MARK)
+    if at < 0:
+        raise InvalidRequestError(
+            f"the chat template of model '{request.model}' does not render a final assistant "
+            "message, so it cannot be continued",
+            param="messages",
+        )
+    return text[:at]
 
 
 def _check_tools(request: GenerationRequest, features: ChatFeatures) -> None:

@@ -59,8 +59,9 @@ def to_ollama_request(
         body.update(prompt=request.prompt, raw=True)  # no template: the prompt as written
     else:
         body["messages"] = _ollama_messages(request.messages)
-    # Fail an over-long prompt instead of silently dropping the start of the history.
-    body.update(stream=stream, truncate=False)
+    # Ollama cuts an over-long prompt by default: only when the client's surface asked for it
+    # (the Ollama surface); the others fail it, as they do in-process.
+    body.update(stream=stream, truncate=request.truncate_prompt)
     options = _ollama_options(request, settings)
     if options:
         body["options"] = options

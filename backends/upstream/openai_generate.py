@@ -69,6 +69,8 @@ def to_chat_body(request: GenerationRequest, remote_model: str) -> dict[str, Any
         "stream_options": {"include_usage": True},
     }
     body.update(_chat_fields(request))
+    if request.continue_final:  # vLLM's names for prefill (llama-server continues by itself)
+        body.update(continue_final_message=True, add_generation_prompt=False)
     if request.tools:
         body["tools"] = [_chat_tool(tool) for tool in request.tools]
     if request.tool_choice is not None:

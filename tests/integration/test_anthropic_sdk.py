@@ -117,6 +117,30 @@ def prompt_tokens(message: Any) -> int:
     return int(usage.input_tokens + (usage.cache_read_input_tokens or 0))
 
 
+def test_a_final_assistant_turn_is_continued(claude):
+    """Prefill: the reply holds only what the model adds after the assistant's words; the
+    count includes them; trailing whitespace is Anthropic's 400."""
+    prefill = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    message = claude.messages.create(
+        model="smollm2", max_tokens=8, extra_body=GREEDY, messages=prefill
+    )
+    assert text_of(message).startswith(" Paris"), text_of(message)
+    with claude.messages.stream(
+        model="smollm2", max_tokens=8, extra_body=GREEDY, messages=prefill
+    ) as stream:
+        assert "".join(stream.text_stream) == text_of(message)
+    counted = claude.messages.count_tokens(model="smollm2", messages=prefill)
+    assert counted.input_tokens == message.usage.input_tokens + (
+        message.usage.cache_read_input_tokens or 0
+    )
+    spaced = [prefill[0], {"role": "assistant", "content": "The capital of France is "}]
+    with pytest.raises(anthropic.BadRequestError, match="trailing whitespace"):
+        claude.messages.create(model="smollm2", max_tokens=8, messages=spaced)
+
+
 def test_max_tokens_is_the_stop_reason_when_cut(claude):
     message = claude.messages.create(
         model="smollm2", max_tokens=3, messages=[{"role": "user", "content": "Tell a story."}]

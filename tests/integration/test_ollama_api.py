@@ -408,3 +408,53 @@ def test_head_answers_every_get_route_with_its_headers_only(gateway, path):
     assert head.status_code == got.status_code == 200
     assert head.content == b"" and got.content
     assert head.headers["content-type"] == got.headers["content-type"]
+
+
+PREFILL = [
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "The capital of France is"},
+]
+
+
+@pytest.mark.parametrize("engine", ["llama_cpp", "transformers"])
+def test_a_final_assistant_message_is_continued(engine, server, hf_server):
+    """Ollama's prefill: the model continues the assistant's words and the reply holds only
+    the continuation, streaming or not, on both in-process engines."""
+    url = (server if engine == "llama_cpp" else hf_server).base_url
+    model = "smollm2" if engine == "llama_cpp" else "smollm2-hf"
+    options = {"temperature": 0, "num_predict": 8}
+    with ollama.Client(host=url, timeout=120) as sdk:
+        reply = sdk.chat(model=model, messages=PREFILL, options=options)
+        assert reply.message.content.startswith(" Paris"), reply.message.content
+        streamed = list(sdk.chat(model=model, messages=PREFILL, options=options, stream=True))
+        assert "".join(p.message.content for p in streamed) == reply.message.content
+        fresh = sdk.chat(model=model, messages=PREFILL[:1], options=options)  # a new turn
+    assert not fresh.message.content.startswith(" Paris")
+
+
+def test_a_chat_longer_than_the_window_drops_its_oldest_turns(client, gateway):
+    """As Ollama (``truncate`` absent or true): the oldest turns go, the system message and
+    the last question stay; ``truncate: false`` is Ollama's 400."""
+    messages = [{"role": "system", "content": "Be brief."}]
+    for turn in range(12):
+        messages += [
+            {"role": "user", "content": f"Question {turn}: " + "tell me more " * 6},
+            {"role": "assistant", "content": "Here is more. " * 6},
+        ]
+    messages.append({"role": "user", "content": "And now?"})
+    options = {"temperature": 0, "num_predict": 8}
+    for reply in (
+        client.chat(model="short-gguf", messages=messages, options=options),
+        client.chat(model="short-gguf", messages=messages, options=options, stream=True),
+    ):
+        final = reply if isinstance(reply, ollama.ChatResponse) else list(reply)[-1]
+        assert final.done and 40 < final.prompt_eval_count <= 192 - 8
+    refused = httpx.post(
+        f"{gateway.base_url}/api/chat",
+        json={"model": "short-gguf", "messages": messages, "stream": False, "truncate": False},
+        timeout=60,
+    )
+    assert refused.status_code == 400 and "context length" in refused.json()["error"]
+    long_prompt = "tell me more " * 200
+    generated = client.generate(model="short-gguf", prompt=long_prompt, options=options)
+    assert generated.done and generated.prompt_eval_count <= 192 - 8

@@ -158,3 +158,25 @@ def test_models_list_via_sdk(client):
     ids = [m.id for m in client.models.list()]
     assert ids[:2] == ["smollm2", "tiny"]
     assert client.models.retrieve("default").id == "smollm2"
+
+
+def test_vllms_continue_final_message_continues_the_assistants_words(client):
+    messages = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    continued = client.chat.completions.create(
+        model="smollm2",
+        messages=messages,
+        temperature=0,
+        max_tokens=8,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+    assert continued.choices[0].message.content.startswith(" Paris")
+    with pytest.raises(openai.BadRequestError, match="final assistant message"):
+        client.chat.completions.create(
+            model="smollm2",
+            messages=messages[:1],
+            max_tokens=8,
+            extra_body={"continue_final_message": True},
+        )

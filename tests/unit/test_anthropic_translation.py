@@ -1,7 +1,8 @@
 """The Anthropic Messages request translation (``gateway.anthropic_messages``), table-tested
 with the shapes of Anthropic's documented examples: system as a string or blocks, the
 tool_use / tool_result round trip, tool_choice, thinking, stop_sequences and sampling, and the
-400s (missing max_tokens, server tools, prefill, unknown blocks)."""
+400s (missing max_tokens, server tools, a prefill it cannot continue, unknown blocks);
+a final assistant turn is continued (prefill)."""
 
 from __future__ import annotations
 
@@ -267,6 +268,17 @@ def test_count_tokens_takes_the_same_body_without_max_tokens():
     assert counted.max_tokens is None
 
 
+def test_a_final_assistant_turn_is_continued():
+    request = translate(messages=[ASK, {"role": "assistant", "content": "The weather is"}])
+    assert request.continue_final
+    assert request.messages[-1] == Message("assistant", (TextPart("The weather is"),))
+    assert not translate(messages=[ASK]).continue_final
+    counted = CountTokensRequest.model_validate(
+        {"model": "m", "messages": [ASK, {"role": "assistant", "content": "{"}]}
+    )
+    assert count_request(counted).continue_final
+
+
 @pytest.mark.parametrize(
     ("fields", "error", "param"),
     [
@@ -283,7 +295,13 @@ def test_count_tokens_takes_the_same_body_without_max_tokens():
         ({"tools": [{"name": "f"}]}, InvalidRequestError, "tools[0].input_schema"),
         ({"tool_choice": {"type": "tool"}}, InvalidRequestError, "tool_choice.name"),
         ({"thinking": {"type": "sometimes"}}, UnsupportedParameterError, "thinking.type"),
-        ({"messages": [ASK, CALL]}, UnsupportedParameterError, "messages[1]"),
+        # a final assistant turn is continued as text: no tool_use, no trailing whitespace
+        ({"messages": [ASK, CALL]}, InvalidRequestError, "messages[1].content[1]"),
+        (
+            {"messages": [ASK, {"role": "assistant", "content": "It is "}]},
+            InvalidRequestError,
+            "messages[1].content",
+        ),
         ({"messages": []}, InvalidRequestError, "messages"),
         # as Anthropic's API: no empty message, no empty text block
         (

@@ -5,6 +5,7 @@ and past calls reach the template, the prompted fallback, and the 400s."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -188,3 +189,57 @@ def test_a_template_that_rejects_the_messages_is_a_400():
     with pytest.raises(InvalidRequestError) as caught:
         render_prompt(GenerationRequest(model="m", messages=(user("x"), two)), features, engine)
     assert caught.value.param == "messages"
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "qwen3", "llama3.1", "mistral", "chatml"])
+def test_a_continued_final_message_ends_the_prompt(family):
+    """Prefill: the prompt ends with the final assistant message's text, exactly as sent
+    (trailing space too), with no end of turn and no new generation prompt after it."""
+    engine = TemplateEngine(family)
+    messages = (user("Capital of France?"), Message("assistant", (TextPart("It is "),)))
+    request = GenerationRequest(model="m", messages=messages, continue_final=True)
+    prompt = render_prompt(request, probe_features(engine, settings()), engine)
+    text = "".join(map(chr, prompt.tokens))
+    assert text.endswith("It is "), text[-80:]
+    assert "LLMGATE" not in text and "Capital of France?" in text
+    fresh = render_prompt(
+        replace(request, continue_final=False), probe_features(engine, settings()), engine
+    )
+    assert not "".join(map(chr, fresh.tokens)).endswith("It is ")
+
+
+def test_continuing_needs_a_final_assistant_message_with_text_only():
+    engine = TemplateEngine("qwen2.5")
+    features = probe_features(engine, settings())
+    with pytest.raises(InvalidRequestError) as info:
+        render_prompt(
+            GenerationRequest(model="m", messages=(user("hi"),), continue_final=True),
+            features,
+            engine,
+        )
+    assert info.value.param == "messages"
+    calling = Message("assistant", (), tool_calls=(ToolCall("c1", "f", "{}"),))
+    with pytest.raises(InvalidRequestError) as info:
+        render_prompt(
+            GenerationRequest(model="m", messages=(user("hi"), calling), continue_final=True),
+            features,
+            engine,
+        )
+    assert info.value.param == "messages[1]"
+
+
+def test_a_template_that_drops_the_final_message_cannot_continue_it():
+    engine = TemplateEngine("chatml")
+    engine._formatter = Jinja2ChatFormatter(
+        "{% for m in messages %}{% if m.role == 'user' %}U: {{ m.content }}\n{% endif %}"
+        "{% endfor %}A:",
+        eos_token="",
+        bos_token="",
+    )
+    request = GenerationRequest(
+        model="m",
+        messages=(user("hi"), Message("assistant", (TextPart("Hel"),))),
+        continue_final=True,
+    )
+    with pytest.raises(InvalidRequestError, match="cannot be continued"):
+        render_prompt(request, probe_features(engine, settings()), engine)

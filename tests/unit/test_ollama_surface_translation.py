@@ -280,3 +280,18 @@ def test_a_tool_call_id_sent_by_a_newer_client_is_kept():
     request = chat(messages=messages)
     assert request.messages[1].tool_calls == (ToolCall("abc", "f", "{}"),)
     assert request.messages[2].tool_call_id == "abc"
+
+
+def test_a_final_assistant_message_is_continued_as_ollama_does():
+    prefill = [*USER, {"role": "assistant", "content": "Because"}]
+    assert chat(messages=prefill).continue_final
+    assert not chat(messages=USER).continue_final
+    calling = {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+    assert not chat(messages=[*USER, calling]).continue_final  # a call awaiting its result
+
+
+@pytest.mark.parametrize(("truncate", "cut"), [(None, True), (True, True), (False, False)])
+def test_an_over_long_prompt_is_cut_unless_truncate_is_false(truncate, cut):
+    fields = {} if truncate is None else {"truncate": truncate}
+    assert chat(messages=USER, **fields).truncate_prompt is cut
+    assert generate(prompt="hi", **fields).truncate_prompt is cut

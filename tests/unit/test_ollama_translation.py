@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -52,6 +53,11 @@ def test_minimal_request_names_the_upstream_model_and_refuses_truncation():
         "truncate": False,
     }
     assert body(stream=False)["stream"] is False
+
+
+def test_truncation_is_asked_for_only_when_the_request_allows_it():
+    request = replace(to_generation_request(ChatCompletionRequest(**BASE)), truncate_prompt=True)
+    assert to_ollama_request(request, SETTINGS, True)["truncate"] is True
 
 
 @pytest.mark.parametrize(

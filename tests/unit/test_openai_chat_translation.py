@@ -296,3 +296,12 @@ async def test_a_functions_request_gets_one_function_call_in_the_message():
         "function_call": {"name": "f", "arguments": '{"a": 1}'},
     }
     assert data["finish_reason"] == "function_call"
+
+
+def test_vllms_continue_final_message_continues_the_last_assistant_message():
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hel"}]
+    continued = ChatCompletionRequest(model="m", messages=messages, continue_final_message=True)
+    assert to_generation_request(continued).continue_final
+    assert not to_generation_request(
+        ChatCompletionRequest(model="m", messages=messages)
+    ).continue_final

@@ -297,6 +297,19 @@ def test_a_raw_prompt_becomes_a_completions_body():
     }
 
 
+def test_a_continued_final_message_asks_the_upstream_in_vllms_terms():
+    from backends.requests import GenerationRequest, Message, TextPart
+    from backends.upstream.openai_generate import upstream_call
+
+    messages = (Message("user", (TextPart("hi"),)), Message("assistant", (TextPart("Hel"),)))
+    request = GenerationRequest(model="m", messages=messages, continue_final=True)
+    endpoint, body = upstream_call(request, "r")
+    assert endpoint == "/chat/completions"
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    _, plain = upstream_call(GenerationRequest(model="m", messages=messages), "r")
+    assert "continue_final_message" not in plain and "add_generation_prompt" not in plain
+
+
 def test_completion_chunks_and_their_legacy_logprobs_become_events():
     chunks = ChunkEvents()
     payload = {
