@@ -234,8 +234,15 @@ class MessageStopEvent(BaseModel):
     type: Literal["message_stop"] = "message_stop"
 
 
+class PingEvent(BaseModel):
+    """Anthropic sends one after the first block starts; clients skip it."""
+
+    type: Literal["ping"] = "ping"
+
+
 MessageStreamEvent = (
     MessageStartEvent
+    | PingEvent
     | ContentBlockStartEvent
     | ContentBlockDeltaEvent
     | ContentBlockStopEvent

@@ -10,15 +10,17 @@ rest a user message; in an assistant turn, ``tool_use`` blocks become its tool c
 ``thinking`` blocks its reasoning (replayed to templates that use it; ``redacted_thinking`` is
 Anthropic-encrypted and dropped). ``tool_choice`` ``any`` is ``required``, ``tool`` a named
 function; ``disable_parallel_tool_use`` is ``parallel_tool_calls: false``; ``thinking``
-``enabled`` / ``disabled`` turns reasoning on / off (``budget_tokens`` is not enforced: only
-``max_tokens`` bounds the answer, thinking included). A final assistant turn is the start
-of the answer, which the model continues (prefill; the reply holds the continuation). Server
-tools and unknown block types are a 400 naming the field.
+``enabled`` / ``disabled`` turns reasoning on / off (``budget_tokens`` is checked as Anthropic
+checks it but not enforced: only ``max_tokens`` bounds the answer, thinking included). Tool
+names, input schemas and stop sequences are checked as Anthropic's API checks them. A final
+assistant turn is the start of the answer, which the model continues (prefill; the reply holds
+the continuation). Server tools and unknown block types are a 400 naming the field.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 
 from backends.anthropic_types import (
@@ -57,17 +59,56 @@ def to_generation_request(body: MessagesRequest) -> GenerationRequest:
     ``UnsupportedParameterError`` (400, ``param`` naming the field) for what it cannot
     serve."""
     base = count_request(body)
+    _check_thinking_budget(body.thinking, body.max_tokens)
     return replace(
         base,
         max_tokens=body.max_tokens,
         sampling=Sampling(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k),
-        stop=tuple(body.stop_sequences or ()),
+        stop=_stop_sequences(body.stop_sequences),
         user=body.metadata.user_id if body.metadata is not None else None,
     )
 
 
+def _stop_sequences(sequences: list[str] | None) -> tuple[str, ...]:
+    """As Anthropic's API: each stop sequence holds something other than whitespace."""
+    for index, sequence in enumerate(sequences or ()):
+        if not sequence.strip():
+            raise InvalidRequestError(
+                "stop_sequences: each stop sequence must contain non-whitespace",
+                param=f"stop_sequences[{index}]",
+            )
+    return tuple(sequences or ())
+
+
+MIN_THINKING_BUDGET = 1024  # Anthropic's floor for thinking.budget_tokens
+
+
+def _check_thinking_budget(thinking: ThinkingParam | None, max_tokens: int | None) -> None:
+    """As Anthropic's API: ``enabled`` thinking has a ``budget_tokens`` of at least 1,024,
+    below ``max_tokens``. (llmgate does not enforce the budget: ``max_tokens`` bounds thinking
+    and answer together.)"""
+    if thinking is None or thinking.type != "enabled":
+        return
+    budget = thinking.budget_tokens
+    if budget is None:
+        raise InvalidRequestError(
+            "thinking.enabled.budget_tokens: Field required", param="thinking.budget_tokens"
+        )
+    if budget < MIN_THINKING_BUDGET:
+        raise InvalidRequestError(
+            f"thinking.enabled.budget_tokens: Input should be greater than or equal to "
+            f"{MIN_THINKING_BUDGET}",
+            param="thinking.budget_tokens",
+        )
+    if max_tokens is not None and max_tokens <= budget:
+        raise InvalidRequestError(
+            "`max_tokens` must be greater than `thinking.budget_tokens`", param="max_tokens"
+        )
+
+
 def count_request(body: CountTokensRequest) -> GenerationRequest:
     """The core request for the prompt part of ``body`` (what count_tokens counts)."""
+    _check_thinking_budget(body.thinking, None)
     choice = to_tool_choice(body.tool_choice)
     disabled = body.tool_choice is not None and body.tool_choice.disable_parallel_tool_use
     return GenerationRequest(
@@ -133,13 +174,16 @@ def _turns(messages: list[MessageParam]) -> list[tuple[str, list[tuple[str, Cont
     """Runs of same-role messages as one turn: (role, its blocks with the param naming each)."""
     turns: list[tuple[str, list[tuple[str, ContentBlockParam]]]] = []
     for index, message in enumerate(messages):
-        if not message.content:  # "" or []: as Anthropic's API, refused
+        final = index == len(messages) - 1 and message.role == "assistant"
+        if not message.content and final:  # an empty prefill: the answer starts afresh
+            blocks: list[tuple[str, ContentBlockParam]] = []
+        elif not message.content:  # "" or []: as Anthropic's API, refused
             raise InvalidRequestError(
                 f"messages.{index}: all messages must have non-empty content except for the "
                 "optional final assistant message",
                 param=f"messages[{index}].content",
             )
-        if isinstance(message.content, str):
+        elif isinstance(message.content, str):
             blocks = [(f"messages[{index}].content", _text_block(message.content))]
         else:
             blocks = [
@@ -248,6 +292,9 @@ def _part(block: ContentBlockParam, param: str) -> ContentPart:
     )
 
 
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")  # Anthropic's rule for tool names
+
+
 def to_tools(tools: list[ToolParam] | None) -> tuple[Tool, ...]:
     out: list[Tool] = []
     for index, tool in enumerate(tools or []):
@@ -260,9 +307,19 @@ def to_tools(tools: list[ToolParam] | None) -> tuple[Tool, ...]:
             )
         if not tool.name:
             raise InvalidRequestError("a tool needs a 'name'", param=f"tools[{index}].name")
+        if not _TOOL_NAME.fullmatch(tool.name):
+            raise InvalidRequestError(
+                f"tools.{index}.custom.name: String should match pattern '{_TOOL_NAME.pattern}'",
+                param=f"tools[{index}].name",
+            )
         if tool.input_schema is None:
             raise InvalidRequestError(
                 "a tool needs an 'input_schema'", param=f"tools[{index}].input_schema"
+            )
+        if tool.input_schema.get("type") != "object":
+            raise InvalidRequestError(
+                f"tools.{index}.custom.input_schema.type: Input should be 'object'",
+                param=f"tools[{index}].input_schema.type",
             )
         out.append(Tool(tool.name, tool.description, tool.input_schema, tool.strict))
     return tuple(out)

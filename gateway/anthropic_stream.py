@@ -1,8 +1,9 @@
 """A backend's events as Anthropic's Messages output: ``MessageEventBuilder`` turns them into
 the stream's events (``message_start``, per content block ``content_block_start`` /
-``content_block_delta`` / ``content_block_stop``, then ``message_delta`` and
-``message_stop``), and the same builder folds a whole answer into one ``MessageObject``
-(``collect_message``), so both paths build the same blocks.
+``content_block_delta`` / ``content_block_stop``, a ``ping`` after the first block's start as
+Anthropic sends, then ``message_delta`` and ``message_stop``), and the same builder folds a
+whole answer into one ``MessageObject`` (``collect_message``), so both paths build the same
+blocks.
 
 Blocks follow the events in order of arrival: thinking opens a ``thinking`` block, text a
 ``text`` block, each tool call a ``tool_use`` block (its arguments as ``input_json_delta``
@@ -37,6 +38,7 @@ from backends.anthropic_types import (
     MessageStopEvent,
     MessageStreamEvent,
     MessageUsage,
+    PingEvent,
     SignatureDelta,
     StopReason,
     TextBlock,
@@ -179,7 +181,10 @@ class MessageEventBuilder:
         self._open = block
         # reserve the block's place: `index` is its position in `content`
         self.message.content.append(block.wire(whole=False))
-        return [ContentBlockStartEvent(index=block.index, content_block=block.wire(whole=False))]
+        started = ContentBlockStartEvent(index=block.index, content_block=block.wire(whole=False))
+        if block.index == 0:  # as Anthropic's stream: a ping after the first block's start
+            return [started, PingEvent()]
+        return [started]
 
     def _close(self) -> list[MessageStreamEvent]:
         block, self._open = self._open, None

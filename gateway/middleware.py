@@ -184,15 +184,17 @@ class RequestMiddleware:
 
 class _Response:
     """The one wrapper of the server's ``send``: notes the status in the record, adds the rate
-    limits' headers and ``X-Request-ID`` to the start, and tells the disconnect watch and the
-    drain how far the response got."""
+    limits' headers and the request's id to the start (``X-Request-ID``, which the openai SDK
+    reads, and ``request-id``, which the anthropic SDK reads), and tells the disconnect watch
+    and the drain how far the response got."""
 
     __slots__ = ("admission", "ended", "record", "request_id", "send", "started", "watch")
 
     def __init__(self, send: Send, record: RequestRecord) -> None:
         self.send = send
         self.record = record
-        self.request_id = (b"x-request-id", record.request_id.encode())
+        request_id = record.request_id.encode()
+        self.request_id = ((b"x-request-id", request_id), (b"request-id", request_id))
         self.admission: Admission | None = None
         self.watch: disconnect.DisconnectWatch | None = None
         self.started = False
@@ -211,7 +213,7 @@ class _Response:
             headers = [*message.get("headers", [])]
             if self.admission is not None:
                 headers += self.admission.headers()
-            headers.append(self.request_id)
+            headers += self.request_id
             message = {**message, "headers": headers}
         await self.send(message)
 

@@ -83,6 +83,7 @@ def test_create_answers(claude):
     assert message.role == "assistant" and message.model == "smollm2"
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert message._request_id  # the SDK reads `request-id`
 
 
 def test_stream_text_and_the_final_message(claude):
@@ -252,7 +253,7 @@ def test_a_thinking_model_writes_thinking_blocks(claude):
         max_tokens=8,
         extra_body=GREEDY,
         messages=[{"role": "user", "content": "2+2?"}],
-        thinking={"type": "enabled", "budget_tokens": 1024},
+        thinking={"type": "adaptive"},  # enabled needs max_tokens above a 1,024 budget
     )
     # cut in the middle of its thinking: a thinking block, no answer invented
     assert message.stop_reason == "max_tokens"
@@ -432,7 +433,7 @@ def test_an_upstream_tool_use_round_trip(upstream_claude, upstreams, upstream):
 def test_an_upstream_thinker_gives_a_thinking_block_then_text(upstream_claude, upstream):
     message = upstream_claude.messages.create(
         model=f"{upstream}-thinker",
-        max_tokens=100,
+        max_tokens=2048,
         messages=[{"role": "user", "content": "2+2?"}],
         thinking={"type": "enabled", "budget_tokens": 1024},
     )

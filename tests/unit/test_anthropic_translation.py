@@ -57,7 +57,7 @@ RESULT = {
 
 
 def translate(**fields: Any):
-    body = {"model": "m", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hi"}]}
+    body = {"model": "m", "max_tokens": 2048, "messages": [{"role": "user", "content": "Hi"}]}
     return to_generation_request(MessagesRequest.model_validate({**body, **fields}))
 
 
@@ -232,7 +232,7 @@ def test_tools_and_tool_choice(choice, expected, parallel):
     ("thinking", "reasoning"),
     [
         (None, None),
-        ({"type": "enabled", "budget_tokens": 2048}, True),
+        ({"type": "enabled", "budget_tokens": 1024}, True),
         ({"type": "disabled"}, False),
         ({"type": "adaptive"}, None),
     ],
@@ -273,6 +273,8 @@ def test_a_final_assistant_turn_is_continued():
     assert request.continue_final
     assert request.messages[-1] == Message("assistant", (TextPart("The weather is"),))
     assert not translate(messages=[ASK]).continue_final
+    empty = translate(messages=[ASK, {"role": "assistant", "content": ""}])
+    assert empty.continue_final and empty.messages[-1] == Message("assistant", ())
     counted = CountTokensRequest.model_validate(
         {"model": "m", "messages": [ASK, {"role": "assistant", "content": "{"}]}
     )
@@ -295,6 +297,30 @@ def test_a_final_assistant_turn_is_continued():
         ({"tools": [{"name": "f"}]}, InvalidRequestError, "tools[0].input_schema"),
         ({"tool_choice": {"type": "tool"}}, InvalidRequestError, "tool_choice.name"),
         ({"thinking": {"type": "sometimes"}}, UnsupportedParameterError, "thinking.type"),
+        # checked as Anthropic's API checks them
+        ({"thinking": {"type": "enabled"}}, InvalidRequestError, "thinking.budget_tokens"),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 1000}},
+            InvalidRequestError,
+            "thinking.budget_tokens",
+        ),
+        (
+            {"max_tokens": 1024, "thinking": {"type": "enabled", "budget_tokens": 1024}},
+            InvalidRequestError,
+            "max_tokens",
+        ),
+        ({"stop_sequences": ["ok", " \n"]}, InvalidRequestError, "stop_sequences[1]"),
+        ({"stop_sequences": [""]}, InvalidRequestError, "stop_sequences[0]"),
+        (
+            {"tools": [{"name": "bad name!", "input_schema": {"type": "object"}}]},
+            InvalidRequestError,
+            "tools[0].name",
+        ),
+        (
+            {"tools": [{"name": "f", "input_schema": {"type": "string"}}]},
+            InvalidRequestError,
+            "tools[0].input_schema.type",
+        ),
         # a final assistant turn is continued as text: no tool_use, no trailing whitespace
         ({"messages": [ASK, CALL]}, InvalidRequestError, "messages[1].content[1]"),
         (
