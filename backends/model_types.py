@@ -1,13 +1,15 @@
 """Wire types of ``GET /v1/models``: a model's card, what it can do, where it runs, its
-download. The OpenAI fields are OpenAI's; the rest are llmgate extras that OpenAI clients
-ignore. A leaf, like ``openai_types``."""
+download. The OpenAI fields are OpenAI's, and Anthropic's model fields are there too (one
+route serves both SDKs); the rest are llmgate extras that clients ignore. A leaf, like
+``openai_types``."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from backends.openai_types import _Response
 
@@ -83,7 +85,40 @@ class ModelCard(_Response):
     download: DownloadProgress | None = None  # while its weights download (hf:, modelscope:)
     placement: ModelPlacement | None = None  # an in-process model, while loaded
 
+    # Anthropic's model object, for the anthropic SDK's ``models.list()`` on the same route
+    type: Literal["model"] = "model"
+    lifecycle: Literal["active"] = "active"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def display_name(self) -> str:
+        return self.id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def max_input_tokens(self) -> int | None:
+        return self.max_model_len
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def created_at(self) -> str:
+        """``created`` as RFC 3339, Anthropic's spelling of it."""
+        return datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 class ModelList(_Response):
+    """OpenAI's list, which is also Anthropic's page of models (the whole list, one page)."""
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
+    has_more: bool = False
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def first_id(self) -> str | None:
+        return self.data[0].id if self.data else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def last_id(self) -> str | None:
+        return self.data[-1].id if self.data else None

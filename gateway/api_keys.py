@@ -23,6 +23,7 @@ from starlette.types import Scope
 
 from backends.errors import AuthenticationError
 from gateway.config import ApiKey
+from gateway.errors import surface_of
 from gateway.request_record import current_record
 
 
@@ -53,9 +54,9 @@ def authenticate(keys: Sequence[ApiKey], scope: Scope) -> AuthenticationError | 
     match = match_key(keys, presented) if presented is not None else None
     if match is None:
         reason = "missing API key" if presented is None else "invalid API key"
-        return AuthenticationError(
-            f"{reason}: send 'Authorization: Bearer <key>' with a configured key"
-        )
+        anthropic = surface_of(scope["path"]) == "anthropic"
+        how = "'x-api-key: <key>'" if anthropic else "'Authorization: Bearer <key>'"
+        return AuthenticationError(f"{reason}: send {how} with a configured key")
     state = scope.setdefault("state", {})
     state["allowed_models"] = match.models
     state["admin"] = match.admin

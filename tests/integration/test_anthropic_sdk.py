@@ -180,9 +180,21 @@ def test_keys_by_x_api_key_or_bearer_and_a_wrong_one_is_401(local):
         assert bearer.messages.count_tokens(model="smollm2", messages=FRANCE).input_tokens > 0
     with (
         anthropic.Anthropic(base_url=base, api_key="sk-wrong", max_retries=0) as wrong,
-        pytest.raises(anthropic.AuthenticationError),
+        pytest.raises(anthropic.AuthenticationError, match="x-api-key"),
     ):
         wrong.messages.create(model="smollm2", max_tokens=5, messages=FRANCE)
+
+
+def test_models_list_and_retrieve_in_anthropics_shape(claude):
+    """``/v1/models`` is one list for both SDKs: Anthropic's fields are there too."""
+    listed = list(claude.models.list())
+    assert [m.id for m in listed] == ["smollm2", "qwen2.5", "deepseek-r1"]
+    first = listed[0]
+    assert first.type == "model" and first.display_name == "smollm2"
+    assert first.created_at.year >= 2025 and first.lifecycle == "active"
+    page = claude.models.list()
+    assert page.first_id == "smollm2" and page.last_id == "deepseek-r1" and not page.has_more
+    assert claude.models.retrieve("qwen2.5").display_name == "qwen2.5"
 
 
 def test_a_disconnect_stops_the_generation(local, claude):
