@@ -86,12 +86,19 @@ class OtherItem(_Request):
     type: str
 
 
-_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+# Tags are capitalized so that an error's location reads ``input[0].role``, not
+# ``input[0].message.role`` (gateway.errors.param_from_loc skips capitalized names).
+_ITEM_TAGS = {
+    "message": "Message",
+    "function_call": "FunctionCall",
+    "function_call_output": "FunctionCallOutput",
+    "reasoning": "Reasoning",
+}
 
 
 def _item_type(value: Any) -> str:
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "")
-    return kind if isinstance(kind, str) and kind in _ITEM_TYPES else "other"
+    return _ITEM_TAGS.get(kind, "Other") if isinstance(kind, str) else "Other"
 
 
 def _user_message(value: Any) -> Any:
@@ -102,11 +109,11 @@ def _user_message(value: Any) -> Any:
 
 
 InputItem = Annotated[
-    Annotated[MessageItem, Tag("message")]
-    | Annotated[FunctionCallItem, Tag("function_call")]
-    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
-    | Annotated[ReasoningItem, Tag("reasoning")]
-    | Annotated[OtherItem, Tag("other")],
+    Annotated[MessageItem, Tag("Message")]
+    | Annotated[FunctionCallItem, Tag("FunctionCall")]
+    | Annotated[FunctionCallOutputItem, Tag("FunctionCallOutput")]
+    | Annotated[ReasoningItem, Tag("Reasoning")]
+    | Annotated[OtherItem, Tag("Other")],
     Discriminator(_item_type),
 ]
 
@@ -289,6 +296,7 @@ class ResponseObject(_Wire):
     object: Literal["response"] = "response"
     created_at: int
     status: ResponseStatus
+    completed_at: int | None = None  # set when the status becomes ``completed``
     error: ResponseError | None = None
     incomplete_details: IncompleteDetails | None = None
     instructions: str | None = None

@@ -40,10 +40,12 @@ async def create_response(body: ResponsesRequest, http: Request) -> Response:
 
 
 def in_responses_terms(exc: ContextLengthExceededError) -> ContextLengthExceededError:
-    """The core names a chat's ``messages``; here the prompt came as ``input``."""
-    if exc.param != "messages":
+    """The core names a chat's ``messages`` and ``max_tokens``; here they came as ``input``
+    and ``max_output_tokens``."""
+    if exc.param not in ("messages", "max_tokens"):
         return exc
-    return ContextLengthExceededError(exc.message.replace("messages", "input"), param="input")
+    param = "input" if exc.param == "messages" else "max_output_tokens"
+    return ContextLengthExceededError(exc.message.replace("messages", "input"), param=param)
 
 
 # One decorator per method: FastAPI names an operation by its route, so one route with two

@@ -9,8 +9,10 @@ item arrives or the choice finishes. Only choice 0 exists (``n`` is 1 on this su
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -254,6 +256,8 @@ class ResponseEventBuilder:
                 )
             )
             out.append(self._part_event("response.content_part.done", item, whole=True))
+        if item.kind == "function_call" and status == "incomplete" and _whole_json(item.text):
+            status = "completed"  # the call is whole: only the response after it was cut
         whole = item.wire(status)
         self.response.output.append(whole)
         out.append(
@@ -306,6 +310,7 @@ class ResponseEventBuilder:
             response.incomplete_details = IncompleteDetails(reason="content_filter")
         else:
             response.status = "completed"
+            response.completed_at = int(time.time())
         incomplete = response.status == "incomplete"
         out.append(self._lifecycle("response.incomplete" if incomplete else "response.completed"))
         self.done = True
@@ -396,3 +401,11 @@ async def _close(events: AsyncIterator[ev.Event]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _whole_json(text: str) -> bool:
+    """Whether a call's arguments are a whole JSON object (an upstream may stream a cut one)."""
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

@@ -170,7 +170,8 @@ def token_budget(
             f"This model's maximum context length is {context} tokens. However, you requested "
             f"{prompt_len + requested} tokens ({prompt_len} in the {field}, {requested} in the "
             f"completion). Please reduce the length of the {field} or completion.",
-            param=field,
+            # the token limit alone leaves no room for any prompt: it is what to change
+            param="max_tokens" if requested >= context else field,
         )
     if prompt_len >= context:
         raise ContextLengthExceededError(

@@ -206,6 +206,9 @@ def test_an_input_over_the_window_is_a_400_naming_input(client, stream):
     assert caught.value.code == "context_length_exceeded"
     assert caught.value.param == "input"
     assert "in the input" in caught.value.message and "messages" not in caught.value.message
+    with pytest.raises(openai.BadRequestError) as limit:
+        client.responses.create(model="smollm2", input="hi", max_output_tokens=5000)
+    assert limit.value.param == "max_output_tokens"  # the limit alone fills the window
 
 
 def test_stored_responses_cannot_be_retrieved_or_deleted(client):

@@ -124,8 +124,12 @@ def test_plan_fills_the_budget_and_carries_stops_n_and_adapter():
 def test_max_completion_tokens_wins_and_must_fit():
     plan = make_plan(request(max_tokens=5, max_completion_tokens=7), [1], LIMITS)
     assert plan.max_new_tokens == 7
-    with pytest.raises(ContextLengthExceededError, match="maximum context length is 64"):
+    with pytest.raises(ContextLengthExceededError, match="maximum context length is 64") as too:
         make_plan(request(max_tokens=63), [1, 2], LIMITS)
+    assert too.value.param == "messages"  # together too long: the prompt is named
+    with pytest.raises(ContextLengthExceededError) as alone:
+        make_plan(request(max_tokens=64), [1, 2], LIMITS)
+    assert alone.value.param == "max_tokens"  # the limit alone fills the window
     with pytest.raises(ContextLengthExceededError):
         make_plan(request(), [1] * 64, LIMITS)
 

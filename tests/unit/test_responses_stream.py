@@ -172,9 +172,34 @@ async def test_tool_calls_are_function_call_items():
 
 async def test_a_cut_answer_is_incomplete_with_the_reason():
     final = (await stream(CUT))[-1]["response"]
-    assert final["status"] == "incomplete"
+    assert final["status"] == "incomplete" and final["completed_at"] is None
     assert final["incomplete_details"] == {"reason": "max_output_tokens"}
     assert final["output"][0]["status"] == "incomplete"
+
+
+async def test_a_completed_response_says_when():
+    final = (await stream(TEXT))[-1]["response"]
+    assert final["status"] == "completed"
+    assert final["completed_at"] >= final["created_at"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "status"), [('{"city": "Paris"}', "completed"), ('{"ci', "incomplete")]
+)
+async def test_a_call_is_incomplete_only_when_its_arguments_are_cut(arguments, status):
+    cut_after_call = [
+        ev.Started(0),
+        ev.ToolCallDelta(0, 0, "call_a", "get_weather", ""),
+        ev.ToolCallDelta(0, 0, None, None, arguments),
+        ev.Finished(0, "length"),
+        ev.Usage(9, 12),
+    ]
+    out = await stream(cut_after_call)
+    final = out[-1]["response"]
+    assert final["status"] == "incomplete"
+    assert final["output"][0]["status"] == status
+    done = [e for e in out if e["type"] == "response.output_item.done"]
+    assert done[0]["item"]["status"] == status
 
 
 async def test_a_failure_mid_stream_is_an_error_event_then_response_failed():

@@ -342,3 +342,21 @@ def test_the_template_defaults():
     assert echo["parallel_tool_calls"] is True
     assert echo["text"] == {"format": {"type": "text"}}
     assert echo["metadata"] == {}
+
+
+@pytest.mark.parametrize(
+    ("input_", "param"),
+    [
+        (["hi"], "input[0]"),
+        ([{"content": "hi"}], "input[0].role"),
+        ([{"type": "function_call_output", "output": "x"}], "input[0].call_id"),
+    ],
+)
+def test_a_bad_input_item_names_its_field_not_the_union_member(input_, param):
+    from pydantic import ValidationError
+
+    from gateway.errors import param_from_loc
+
+    with pytest.raises(ValidationError) as caught:
+        ResponsesRequest.model_validate({"model": "m", "input": input_})
+    assert param_from_loc(("body", *caught.value.errors()[0]["loc"])) == param
