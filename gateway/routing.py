@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.errors import InvalidRequestError, ModelNotFoundError
+from backends.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from backends.model_types import (
     DownloadProgress,
     ModelCapabilities,
@@ -181,10 +181,20 @@ class ModelRouter:
         return next(c for c in await self.list_models(allowed) if c.id == backend.model)
 
     async def start(self) -> None:
-        """Load every model marked ``preload``; a failure stops startup."""
+        """Load every model marked ``preload``. One that fails is logged in one line and the
+        others still serve: its health says why (``/health`` is 503 until it loads), and its
+        next request tries again (a 503 naming the reason if it fails again)."""
         for route in self.preloaded():
             log.info("loading model %s (%s)", route.name, route.kind)
-            await route.backend.load()
+            try:
+                await route.backend.load()
+            except GatewayError as exc:
+                log.error(
+                    "model %s failed to load: %s (the other models serve; its next request "
+                    "tries again)",
+                    route.name,
+                    exc.message,
+                )
 
     async def health(self) -> dict[str, Health]:
         return {route.name: await route.backend.health() for route in self._routes}

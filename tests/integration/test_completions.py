@@ -294,9 +294,12 @@ def test_an_empty_prompt_for_a_model_without_bos_is_a_400_not_an_engine_failure(
 
 def test_a_prompt_over_the_window_is_a_400_naming_the_prompt(client):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="smollm2", prompt="Hi", max_tokens=100_000)
+        client.completions.create(model="smollm2", prompt="Hi " * 1500, max_tokens=1000)
     assert caught.value.body["code"] == "context_length_exceeded"
     assert caught.value.body["param"] == "prompt" and "in the prompt" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as limit:  # the limit alone fills the window
+        client.completions.create(model="smollm2", prompt="Hi", max_tokens=100_000)
+    assert limit.value.body["param"] == "max_tokens"
 
 
 def test_an_unknown_model_is_a_404(client):

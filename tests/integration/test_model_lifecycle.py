@@ -86,3 +86,32 @@ def test_a_model_that_fails_to_load_is_503_with_the_reason_and_others_serve(base
     assert card["state"] == "error" and card["load_error"] == error["message"]
     assert chat(base_url, "tiny-a").status_code == 200
     assert httpx.get(f"{base_url}/health", timeout=10).status_code == 200
+
+
+def test_a_preloaded_model_that_fails_to_load_does_not_stop_the_others(
+    tiny_gguf: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """Startup goes on: the broken model is logged in one line, `/health` is 503 naming it,
+    the good model serves, and the broken one's requests are a 503 with the reason."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"this is not a GGUF file")
+    config = GatewayConfig(
+        models=[
+            LlamaCppSettings(name="broken", backend="llama_cpp", source=str(broken)),
+            LlamaCppSettings(name="good", backend="llama_cpp", source=str(tiny_gguf), n_threads=1),
+        ],
+    )
+    thread = ServerThread(create_app(config))
+    with caplog.at_level("ERROR", logger="gateway.routing"):
+        thread.start()
+    try:
+        url = f"http://127.0.0.1:{thread.port}"
+        assert any("model broken failed to load" in r.getMessage() for r in caplog.records)
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert health.status_code == 503
+        assert health.json()["models"]["broken"]["status"] == "error"
+        assert chat(url, "good").status_code == 200
+        failed = chat(url, "broken")
+        assert failed.status_code == 503 and "broken" in failed.json()["error"]["message"]
+    finally:
+        thread.stop()
