@@ -28,7 +28,7 @@ def check_model_name(value: str) -> str:
 class ModelSettings(BaseModel):
     """Keys every model entry has, whatever its backend."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     aliases: list[str] = Field(default_factory=list)
@@ -88,7 +88,7 @@ class AdapterSettings(BaseModel):
     """A LoRA adapter served as its own public model over its entry's base model (``adapters:``
     of a transformers or llama.cpp entry)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
     source: str = Field(description="where the adapter's weights are (as the entry's source)")
 

@@ -12,7 +12,7 @@ import math
 import sys
 from collections.abc import Sequence
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import LOG_LEVELS, ConfigError, GatewayConfig, load_config
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -36,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
-    serve.add_argument("--log-level", help="override server.log_level (debug, info, warning)")
+    serve.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="override server.log_level",
+    )
     models = sub.add_parser("models", help="list configured models (and, with --url, loaded)")
     models.add_argument("--config", default=DEFAULT_CONFIG)
     models.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8000/v1")

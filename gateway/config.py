@@ -46,7 +46,7 @@ class ApiKey(BaseModel):
     tokens) per minute and ``max_parallel`` (requests at once) limit it
     (``gateway.rate_limits``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     key: str = Field(min_length=1)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     models: list[str] | None = None
@@ -81,17 +81,22 @@ class ApiKey(BaseModel):
 class ModelLimits(BaseModel):
     """Requests and tokens (prompt + completion) per minute a model serves, all keys together."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
 
 
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 class ServerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[str | ApiKey] = Field(default_factory=list)
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     # Model lifecycle (gateway/lifecycle.py): how many in-process models may be loaded at once
     # (idle ones are unloaded, least recently used first, to make room); seconds a SIGTERM
     # lets requests in flight finish before streams are ended and the process exits.
@@ -115,12 +120,24 @@ class ServerSettings(BaseModel):
     redis_url: str | None = None
     rate_limit_failure: Literal["open", "closed"] = "open"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError("a redis URL starts with redis://, rediss:// or unix://")
+        return value
+
     def api_key_entries(self) -> list[ApiKey]:
         return [k if isinstance(k, ApiKey) else ApiKey(key=k) for k in self.api_keys]
 
 
 class GatewayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     server: ServerSettings = Field(default_factory=ServerSettings)
     models: list[BackendSettings] = Field(min_length=1)
     base_dir: Path | None = Field(
@@ -193,10 +210,14 @@ def load_config(path: str | Path) -> GatewayConfig:
         raise ConfigError(f"{path}: config file not found") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: not valid YAML: nested too deep") from exc
     return parse_config(raw, source=str(path), base_dir=path.resolve().parent)
 
 
@@ -206,8 +227,11 @@ def parse_config(
     """Validate an already-parsed YAML/JSON document; see ``load_config``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with 'server' and 'models'")
-    raw = _substitute_env(raw, "")
-    unknown = sorted(set(raw) - {"server", "models"})
+    try:
+        raw = _substitute_env(raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    unknown = sorted(set(raw) - {"server", "models"}, key=str)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key '{unknown[0]}'")
     entries = raw.get("models")
@@ -267,7 +291,8 @@ def _first_error(exc: ValidationError) -> str:
         return f"{key}: required key is missing"
     given = error.get("input")
     shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
-    return f"{key}: {error['msg']}{shown}" if key else f"{error['msg']}{shown}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{key}: {message}{shown}" if key else f"{message}{shown}"
 
 
 def _substitute_env(value: Any, where: str) -> Any:
@@ -291,5 +316,28 @@ def _substitute_env(value: Any, where: str) -> Any:
                 return default
             return found
 
-        return _ENV_REF.sub(replace, value)
+        substituted = _ENV_REF.sub(replace, value)
+        if "${" in _ENV_REF.sub("", value):
+            raise ConfigError(
+                f"{where}: '{value}' is not a valid environment reference: write ${{NAME}} or "
+                "${NAME:-default} (letters, digits, _)"
+            )
+        return substituted
     return value
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps
+    the last one silently)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        assert isinstance(node, yaml.MappingNode)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)

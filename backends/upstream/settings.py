@@ -13,7 +13,7 @@ class UpstreamTimeouts(BaseModel):
     """Deadlines for one upstream request, in seconds; each expiry is a 504 (or an error frame
     once streaming has begun)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     connect: float = Field(default=5.0, gt=0, description="TCP connect")
     first_byte: float = Field(
         default=120.0, gt=0, description="request sent -> first chunk (covers queueing/prefill)"

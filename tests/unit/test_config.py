@@ -72,6 +72,19 @@ def test_good_config_loads_with_env_and_relative_source(config_dir, monkeypatch)
             ("  - name: tiny", "  - just-a-string\n  - name: tiny"),
             "models[0]: expected a mapping, got str",
         ),
+        # found by a black-box review: each was a traceback or silently wrong
+        (("port: 9000", "port: 9000\n  port: 9001"), "duplicate key 'port'"),
+        (("\nmodels:", "\n1: x\nfoo: y\nmodels:"), "unknown top-level key '1'"),
+        (("port: 9000", "port: 9000\n  log_level: banana"), "server: log_level: Input should be"),
+        (
+            ("port: 9000", "port: 9000\n  drain_seconds: .inf"),
+            "drain_seconds: Input should be a finite",
+        ),
+        (("port: 9000", "port: 9000\n  redis_url: notaurl"), "server: redis_url: a redis URL"),
+        (
+            ("${TEST_KEY}", "${TEST-KEY}"),
+            "config.yaml: server.api_keys[0]: '${TEST-KEY}' is not a valid",
+        ),
     ],
 )
 def test_bad_config_names_the_key(config_dir, monkeypatch, mutation, expected):
@@ -114,6 +127,16 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "models: [\n"))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"models: [\xe9]\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(latin1)
+
+
+def test_log_level_in_any_case(config_dir, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "k")
+    text = GOOD.replace("port: 9000", "port: 9000\n  log_level: WARNING")
+    assert load_config(write(config_dir, text)).server.log_level == "warning"
 
 
 def test_serve_with_bad_config_exits_2_with_one_line(config_dir, capsys, monkeypatch):
@@ -190,6 +213,11 @@ def test_upstream_entries_load(config_dir, monkeypatch):
             "unknown key 'timeouts.conect'",
         ),
         ("num_ctx: 8192", "n_ctx: 8192", "models[0] (llama3): unknown key 'n_ctx'"),
+        (  # .inf was accepted, then every request was a 500
+            "timeouts: {connect: 2, first_byte: 30}",
+            "timeouts: {connect: .inf}",
+            "models[0] (llama3): timeouts.connect: Input should be a finite number",
+        ),
         # upstreams cap concurrency with max_in_flight; an in-process queue key is refused
         ("num_ctx: 8192", "max_queue: 3", "models[0] (llama3): unknown key 'max_queue'"),
     ],
@@ -236,7 +264,7 @@ def test_transformers_entry_with_adapters_loads(hf_dir):
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("device: cuda:1", "device: gpu", "models[0] (qwen): device: Value error, 'gpu' is not a"),
+        ("device: cuda:1", "device: gpu", "models[0] (qwen): device: 'gpu' is not a"),
         ("dtype: bfloat16", "dtype: fp8", "models[0] (qwen): dtype: Input should be"),
         ("max_batch_size: 8", "max_batch_size: 0", "max_batch_size: Input should be greater"),
         ("max_batch_size: 8", "n_gpu_layers: 8", "models[0] (qwen): unknown key 'n_gpu_layers'"),
