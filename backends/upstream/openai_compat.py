@@ -84,7 +84,10 @@ class ModelRewriter:
     def __call__(self, data: bytes) -> bytes:
         if self.needle in data:  # compact JSON (vLLM, llama-server): no re-encoding
             return data.replace(self.needle, self.replacement, 1)
-        value = json.loads(data)
+        try:
+            value = json.loads(data)
+        except ValueError:
+            raise UpstreamError("the upstream sent a stream chunk that is not JSON") from None
         if isinstance(value, dict) and "model" in value:
             value["model"] = self._public
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
@@ -175,6 +178,9 @@ class OpenAICompatBackend(UpstreamBackend):
         reply = await self.client.request_json(
             endpoint, body, Deadline(self.settings.timeouts.total)
         )
+        listed = "data" if endpoint == "/embeddings" else "choices"
+        if not isinstance(reply.data.get(listed), list):  # the client would index it
+            raise UpstreamError(f"the upstream's answer has no '{listed}' list")
         rewrite = ModelRewriter(self.settings.remote_model, request.model)
         answer = rewrite.answer(reply.raw, reply.data, twins=endpoint == "/chat/completions")
         return Relayed(answer, reply.replica.url)

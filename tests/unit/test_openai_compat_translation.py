@@ -362,3 +362,37 @@ def test_the_generate_path_reads_the_upstreams_cached_prompt_tokens(usage, cache
     chunks = ChunkEvents()
     chunks.feed(json.dumps({"choices": [], "usage": usage}).encode())
     assert chunks.end()[-1] == Usage(9, 2, cached)
+
+
+# -- upstream answers that are not what OpenAI sends (a black-box review found each a 500 or
+# -- a success the client then crashed on) ----------------------------------------------------
+
+
+def test_a_stream_chunk_that_is_not_json_is_an_upstream_error():
+    rewrite = ModelRewriter("r", "m")
+    assert json.loads(rewrite(b'{"model": "r", "choices": []}'))["model"] == "m"
+    with pytest.raises(UpstreamError, match="not JSON"):
+        rewrite(b"{not json")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("endpoint", ["/chat/completions", "/completions", "/embeddings"])
+async def test_a_whole_answer_without_its_list_is_an_upstream_error(endpoint):
+    from backends.upstream.client import JsonReply
+    from backends.upstream.replicas import Replica
+
+    backend = OpenAICompatBackend(
+        OpenAICompatSettings(name="m", backend="openai", base_url="http://u/v1")
+    )
+
+    async def answer(*args, **kwargs):
+        return JsonReply({"hello": "world"}, b'{"hello": "world"}', Replica("http://u/v1"))
+
+    async def loaded() -> None:
+        return None
+
+    backend.client.request_json = answer  # type: ignore[method-assign]
+    backend.load = loaded  # type: ignore[method-assign]
+    request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(UpstreamError, match=r"no '(choices|data)' list"):
+        await backend.relay(endpoint, request)
