@@ -117,7 +117,7 @@ class UpstreamClient:
         self._client: httpx.AsyncClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._post_headers: dict[str, str] = {}
-        self._timeout = aiohttp.ClientTimeout()
+        self._timeout = self._whole_timeout = aiohttp.ClientTimeout()
         self._health_task: asyncio.Task[None] | None = None
         self._in_flight = 0
 
@@ -143,6 +143,10 @@ class UpstreamClient:
         timeouts = self.settings.timeouts
         self._timeout = aiohttp.ClientTimeout(
             sock_connect=timeouts.connect, sock_read=timeouts.idle, connect=timeouts.first_byte
+        )
+        # a whole (non-streamed) answer sends nothing until it is done: only `total` bounds it
+        self._whole_timeout = aiohttp.ClientTimeout(
+            sock_connect=timeouts.connect, sock_read=None, connect=timeouts.first_byte
         )
         if self.settings.health_check_interval > 0:
             self._health_task = asyncio.create_task(self._health_loop())
@@ -217,9 +221,13 @@ class UpstreamClient:
                     raise UpstreamError("the upstream sent a body that is not JSON") from exc
             raise last or BackendUnavailableError(f"model '{self.settings.name}' has no replica")
 
-    async def post(self, url: str, body: dict[str, Any]) -> UpstreamResponse:
+    async def post(
+        self, url: str, body: dict[str, Any], sockets: aiohttp.ClientTimeout | None = None
+    ) -> UpstreamResponse:
         """POST ``body`` as JSON to ``url``: the answer once its headers have arrived (read or
-        close it). Raises httpx's transport errors, as httpx-aiohttp does."""
+        close it); ``sockets``: the socket deadlines, by default a stream's (the read timeout is
+        the idle deadline between chunks). Raises httpx's transport errors, as httpx-aiohttp
+        does."""
         session = self._session
         if session is None:
             self._require_client()  # raises
@@ -231,7 +239,7 @@ class UpstreamClient:
                 url,
                 data=content.encode(),
                 headers=self._post_headers,
-                timeout=self._timeout,
+                timeout=sockets or self._timeout,
                 allow_redirects=False,
             )
         except Exception as exc:
@@ -243,9 +251,8 @@ class UpstreamClient:
         reply (a JSON object) and the replica that gave it."""
 
         async def attempt(replica: Replica) -> JsonReply:
-            timeout = deadline.window(self.settings.timeouts.first_byte)
-            async with asyncio.timeout(timeout):
-                reply = await self.post(replica.url + path, body)
+            async with asyncio.timeout(deadline.window(deadline.total)):
+                reply = await self.post(replica.url + path, body, self._whole_timeout)
                 try:
                     raw = await reply.aread()
                 finally:

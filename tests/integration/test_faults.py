@@ -228,7 +228,9 @@ FAULTS: dict[str, tuple[Fault | None, set[int], int]] = {
     "refused": (None, {503}, 503),
     "status-500": (Fault("status", status=500), {502}, 502),
     "status-429": (Fault("status", status=429, retry_after="2"), {429}, 429),
-    "hang-before-headers": (Fault("hang_before_headers", seconds=3), {504}, 504),
+    # past `total`: a whole answer relayed as such is bounded by `total` only (it sends
+    # nothing until it is done), a stream by `first_byte`
+    "hang-before-headers": (Fault("hang_before_headers", seconds=6), {504}, 504),
     "dies-before-body": (Fault("die_mid_stream", after=0), {502}, 502),
     "dies-mid-stream": (Fault("die_mid_stream", after=2), {200}, 502),
     "stalls-mid-stream": (Fault("slow_chunks", seconds=2), {200, 504}, 504),

@@ -357,7 +357,8 @@ def test_openai_upstream_bad_credentials_are_502(client):
         (Fault("status", status=500), 502, "upstream_error"),
         (Fault("status", status=429, retry_after="3"), 429, "rate_limit_exceeded"),
         (Fault("status", status=503), 503, "backend_unavailable"),
-        (Fault("hang_before_headers", seconds=3), 504, "backend_timeout"),
+        # past `total` (5 s): a whole relayed answer waits for `total`, a stream `first_byte`
+        (Fault("hang_before_headers", seconds=6), 504, "backend_timeout"),
         (Fault("die_mid_stream", after=0), 502, "upstream_error"),
     ],
 )
@@ -374,6 +375,16 @@ def test_upstream_faults_before_first_byte_map_to_status(
             )
         assert reply.status_code == status, reply.text
         assert reply.json()["error"]["code"] == code
+
+
+def test_a_whole_answer_may_take_longer_than_first_byte_and_idle(gateway, vllm):
+    """A non-streamed answer sends nothing until it is done: `total` bounds it, not
+    `first_byte` (1 s here) or `idle` (0.5 s), which a long generation would pass."""
+    vllm[0].faults.append(Fault("hang_before_headers", seconds=2))
+    with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
+        reply = http.post("/v1/chat/completions", json={"model": "vllm", "messages": HI})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"]
 
 
 def test_refused_connection_is_503(client):
