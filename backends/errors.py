@@ -7,6 +7,7 @@ This module is a leaf: it imports nothing from the project.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -51,7 +52,8 @@ class GatewayError(Exception):
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        # whole seconds, rounded up: a client that waits exactly this long is not early
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class InvalidRequestError(GatewayError):

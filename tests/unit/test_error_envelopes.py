@@ -314,3 +314,13 @@ async def test_a_surrogate_pair_and_an_escaped_backslash_are_text():
     assert lone_surrogate({"body": b'{"a":"\\ud83d'}) is None  # not JSON: the route says so
     deep = b"[" * 100_000 + b'"\\ud83d"' + b"]" * 100_000
     assert lone_surrogate({"body": deep}) is None  # too deep for json: the route's to refuse
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"), [(0.2, "1"), (1.0, "1"), (13.5, "14"), (59.01, "60")]
+)
+def test_retry_after_is_whole_seconds_rounded_up(seconds, header):
+    """A client that waits exactly `Retry-After` must not come back early (13.5 s was 13)."""
+    from backends.errors import RateLimitError
+
+    assert RateLimitError("slow down", retry_after=seconds).headers() == {"Retry-After": header}
