@@ -1,6 +1,7 @@
 """The tutorials' API (``POST /``), exactly as their FastAPI wrappers answer it: ``{"prompt",
-"history"?, "model"?, "max_tokens"?, "temperature"?, "top_p"?}`` in, ``{"response", "status":
-200, "time": "YYYY-MM-DD HH:MM:SS"}`` (local time) out.
+"history"?, "model"?, "max_tokens"?, "max_length"?, "temperature"?, "top_p"?}`` in,
+``{"response", "history", "status": 200, "time": "YYYY-MM-DD HH:MM:SS"}`` (local time) out
+(``history``: the one sent plus this exchange, as ChatGLM's ``api.py`` answers).
 
 The body is read as JSON whatever the ``Content-Type`` says (one tutorial sends
 ``application/jons``). ``history`` is replayed before the prompt through the model's own chat
@@ -46,6 +47,7 @@ class TutorialRequest(BaseModel):
     history: list[Turn | Pair] | None = None
     model: Annotated[str, Field(min_length=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_length: Annotated[int, Field(ge=1)] | None = None  # ChatGLM's api.py: a cap
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
 
@@ -76,12 +78,30 @@ def to_generation_request(body: TutorialRequest) -> GenerationRequest:
     """The history, then the prompt, as a chat for the model's template."""
     messages = [m for turn in body.history or [] for m in _history_messages(turn)]
     messages.append(Message("user", (TextPart(body.prompt),)))
+    capped = body.max_tokens is None and body.max_length is not None
     return GenerationRequest(
         model=body.model_name,
         messages=tuple(messages),
-        max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS,
+        max_tokens=body.max_tokens or body.max_length or DEFAULT_MAX_TOKENS,
+        # ChatGLM's max_length bounds prompt and answer together: never a reason to refuse
+        max_tokens_fits_window=capped,
         sampling=Sampling(temperature=body.temperature, top_p=body.top_p),
     )
+
+
+def next_history(body: TutorialRequest, response: str) -> list[Any]:
+    """The history with this exchange added, in the form it was sent (ChatGLM's api.py
+    answers it so that a script can send it back): pairs unless it came as role turns."""
+    history: list[Any] = [
+        turn.model_dump() if isinstance(turn, Turn) else turn for turn in body.history or []
+    ]
+    if any(isinstance(turn, Turn) for turn in body.history or []):
+        return [
+            *history,
+            {"role": "user", "content": body.prompt},
+            {"role": "assistant", "content": response},
+        ]
+    return [*history, [body.prompt, response]]
 
 
 def _history_messages(turn: Turn | list[str]) -> list[Message]:
@@ -106,8 +126,10 @@ async def answer(backend: Backend, body: TutorialRequest) -> Relayed:
         await events.aclose()
     if not ended:
         raise InternalError("the backend's answer ended without usage")
+    response = "".join(text)
     reply = {
-        "response": "".join(text),
+        "response": response,
+        "history": next_history(body, response),
         "status": 200,
         "time": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
     }

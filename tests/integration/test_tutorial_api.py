@@ -53,7 +53,7 @@ def chat_answer(server, messages: list[dict[str, str]], max_tokens: int) -> str:
     return reply.json()["choices"][0]["message"]["content"]
 
 
-def test_the_answer_has_exactly_response_status_and_local_time(server):
+def test_the_answer_has_response_history_status_and_local_time(server):
     before = datetime.now().replace(microsecond=0)
     reply = requests.post(
         server.base_url,
@@ -66,8 +66,10 @@ def test_the_answer_has_exactly_response_status_and_local_time(server):
     after = datetime.now()
     assert reply.status_code == 200
     body = reply.json()
-    assert set(body) == {"response", "status", "time"}
+    # the tutorials' keys, and ChatGLM api.py's `history` (this exchange added)
+    assert set(body) == {"response", "history", "status", "time"}
     assert "Paris" in body["response"] and body["status"] == 200
+    assert body["history"] == [["Name the capital city of France in one word.", body["response"]]]
     assert TIME.match(body["time"])
     assert before <= datetime.strptime(body["time"], "%Y-%m-%d %H:%M:%S") <= after
 
@@ -92,6 +94,19 @@ def test_history_is_replayed_through_the_models_chat_template(server):
     # the same conversation through /v1/chat/completions (the model's template) answers alike
     expected = chat_answer(server, [*history, {"role": "user", "content": prompt}], 16)
     assert answer == expected
+
+
+def test_chatglm_api_history_comes_back_in_its_form_and_max_length_caps(server):
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    sent = {"prompt": "Count from 1 to 50.", "history": turns, "max_length": 5, "temperature": 0}
+    body = requests.post(server.base_url, data=json.dumps(sent), timeout=120).json()
+    assert body["history"] == [
+        *turns,
+        {"role": "user", "content": "Count from 1 to 50."},
+        {"role": "assistant", "content": body["response"]},
+    ]
+    counted = chat_answer(server, [*turns, {"role": "user", "content": sent["prompt"]}], 5)
+    assert body["response"] == counted  # 5 tokens, as asked
 
 
 def test_chatglm_style_history_pairs_are_accepted(server):
