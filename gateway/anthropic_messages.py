@@ -48,6 +48,7 @@ from backends.requests import (
     ToolCall,
     ToolChoice,
 )
+from gateway.anthropic_checks import check_prefill, check_thinking_budget, stop_sequences
 from gateway.anthropic_stream import collect_message, message_events, message_frames
 from gateway.dispatch import Primed, prime
 
@@ -59,56 +60,19 @@ def to_generation_request(body: MessagesRequest) -> GenerationRequest:
     ``UnsupportedParameterError`` (400, ``param`` naming the field) for what it cannot
     serve."""
     base = count_request(body)
-    _check_thinking_budget(body.thinking, body.max_tokens)
+    check_thinking_budget(body.thinking, body.max_tokens)
     return replace(
         base,
         max_tokens=body.max_tokens,
         sampling=Sampling(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k),
-        stop=_stop_sequences(body.stop_sequences),
+        stop=stop_sequences(body.stop_sequences),
         user=body.metadata.user_id if body.metadata is not None else None,
     )
 
 
-def _stop_sequences(sequences: list[str] | None) -> tuple[str, ...]:
-    """As Anthropic's API: each stop sequence holds something other than whitespace."""
-    for index, sequence in enumerate(sequences or ()):
-        if not sequence.strip():
-            raise InvalidRequestError(
-                "stop_sequences: each stop sequence must contain non-whitespace",
-                param=f"stop_sequences[{index}]",
-            )
-    return tuple(sequences or ())
-
-
-MIN_THINKING_BUDGET = 1024  # Anthropic's floor for thinking.budget_tokens
-
-
-def _check_thinking_budget(thinking: ThinkingParam | None, max_tokens: int | None) -> None:
-    """As Anthropic's API: ``enabled`` thinking has a ``budget_tokens`` of at least 1,024,
-    below ``max_tokens``. (llmgate does not enforce the budget: ``max_tokens`` bounds thinking
-    and answer together.)"""
-    if thinking is None or thinking.type != "enabled":
-        return
-    budget = thinking.budget_tokens
-    if budget is None:
-        raise InvalidRequestError(
-            "thinking.enabled.budget_tokens: Field required", param="thinking.budget_tokens"
-        )
-    if budget < MIN_THINKING_BUDGET:
-        raise InvalidRequestError(
-            f"thinking.enabled.budget_tokens: Input should be greater than or equal to "
-            f"{MIN_THINKING_BUDGET}",
-            param="thinking.budget_tokens",
-        )
-    if max_tokens is not None and max_tokens <= budget:
-        raise InvalidRequestError(
-            "`max_tokens` must be greater than `thinking.budget_tokens`", param="max_tokens"
-        )
-
-
 def count_request(body: CountTokensRequest) -> GenerationRequest:
     """The core request for the prompt part of ``body`` (what count_tokens counts)."""
-    _check_thinking_budget(body.thinking, None)
+    check_thinking_budget(body.thinking, None)
     choice = to_tool_choice(body.tool_choice)
     disabled = body.tool_choice is not None and body.tool_choice.disable_parallel_tool_use
     return GenerationRequest(
@@ -133,29 +97,10 @@ def to_messages(
     if not messages:
         raise InvalidRequestError("messages: at least one message is required", param="messages")
     if messages[-1].role == "assistant":
-        _check_prefill(len(messages) - 1, messages[-1])
+        check_prefill(len(messages) - 1, messages[-1])
     for role, blocks in _turns(messages):
         out += _user_turn(blocks) if role == "user" else [_assistant_turn(blocks)]
     return tuple(out)
-
-
-def _check_prefill(index: int, message: MessageParam) -> None:
-    """A final assistant message is the start of the answer, which the model continues
-    (prefill): text (and thinking), not ending in whitespace, as Anthropic requires."""
-    content = message.content
-    blocks = [_text_block(content)] if isinstance(content, str) else content
-    for number, block in enumerate(blocks):
-        if block.type == "tool_use":
-            raise InvalidRequestError(
-                "a final assistant message is continued as text: it cannot hold a 'tool_use' block",
-                param=f"messages[{index}].content[{number}]",
-            )
-    texts = [block.text for block in blocks if block.type == "text" and block.text]
-    if texts and texts[-1] != texts[-1].rstrip():
-        raise InvalidRequestError(
-            "messages: final assistant content cannot end with trailing whitespace",
-            param=f"messages[{index}].content",
-        )
 
 
 def _system_text(blocks: list[ContentBlockParam]) -> str:
