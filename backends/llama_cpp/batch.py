@@ -21,22 +21,28 @@ from backends.local.plan import GenerationPlan
 MIN_PREFILL_SLICE = 32  # prompt tokens per step at least, even while others decode
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    """One request: its plan, where its events go, how far its choices got."""
+    """One request: its plan, where its events go, how far its ``n`` choices got."""
 
     plan: GenerationPlan
     bridge: ThreadBridge[Event]
-    choice: int = 0
+    started: int = 0  # choices started (each in a slot of its own)
+    running: int = 0  # of which still decoding
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens its first choice found in the cache
 
+    @property
+    def unstarted(self) -> bool:
+        return self.started < self.plan.n
 
-@dataclass
+
+@dataclass(eq=False)
 class RunningSequence:
-    """A choice of a job, running in a slot."""
+    """Choice ``index`` of a job, running in a slot."""
 
     job: Job
+    index: int
     slot: SlotCache
     pending: list[int]  # prompt tokens not evaluated yet
     sampler: SequenceSampler

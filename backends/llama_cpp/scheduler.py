@@ -10,8 +10,11 @@ decode, so a long prompt does not stall running streams). Each sequence samples 
 logits row with its own sampler (``backends.llama_cpp.sampling``) and reads its output through
 the shared ``ChoiceOutput``. The events of a step reach the event loop in one hand-off.
 
-The choices of a request with ``n`` > 1 run one after another in the request's slot, each
-re-using the evaluated prompt. LoRA adapters apply to the whole context, so sequences of one
+The choices of a request with ``n`` > 1 decode side by side, each in a slot of its own: once the
+first choice's prompt is evaluated, every free slot takes a further choice, its cache a copy of
+that prompt (``pick_slot``; only the last prompt token is evaluated again, for the choice's own
+first sample). Choices that find no free slot start in their request's slots as earlier choices
+end. LoRA adapters apply to the whole context, so sequences of one
 adapter decode together: a request for another adapter waits (and holds the queue) until the
 running ones end. A request's slot keeps its KV cache when it ends: the next request that
 continues that prompt (the next turn of the chat) evaluates only its new tokens.
@@ -156,8 +159,8 @@ class SequenceScheduler:
                 self._step(outbox)
         except BaseException:  # a bug: fail everyone rather than hang them
             log.exception("the llama.cpp scheduler of %s failed", self._name)
-            for seq in list(self._running):
-                self._end(seq, outbox, RuntimeError("the llama.cpp engine failed"))
+            while self._running:
+                self._end(self._running[0].job, outbox, RuntimeError("the llama.cpp engine failed"))
             outbox.send()
             self.close()
         finally:
@@ -165,8 +168,9 @@ class SequenceScheduler:
 
     def _step(self, outbox: Outbox[Event]) -> None:
         for seq in list(self._running):
-            if seq.job.bridge.stop.is_set():
-                self._end(seq, outbox, None)
+            if seq.job.bridge.stop.is_set() and seq.job.running:
+                self._end(seq.job, outbox, None)
+        self._fork(outbox)
         self._admit(outbox)
         if not self._running:
             return
@@ -202,12 +206,40 @@ class SequenceScheduler:
     def _busy_ids(self) -> set[int]:
         return {seq.slot.seq_id for seq in self._running}
 
+    def _fork(self, outbox: Outbox[Event]) -> None:
+        """Start the further choices of running requests whose prompt is evaluated (a choice of
+        theirs has no prompt left to read) in the free slots, before new requests."""
+        for seq in self._running:
+            if seq.job.unstarted and not seq.pending:
+                break
+        else:
+            return
+        for seq in list(self._running):
+            job = seq.job
+            if seq.pending or not job.running:
+                continue
+            busy = self._busy_ids()
+            while job.unstarted and len(busy) < len(self._slots):
+                free = [slot for slot in self._slots if slot.seq_id not in busy]
+                try:
+                    self._start_choice(job, free, outbox)
+                except Exception as exc:
+                    log.exception("could not start a choice on %s", self._name)
+                    self._end(job, outbox, exc)
+                    break
+                busy = self._busy_ids()
+
     def _start(self, job: Job, free: list[SlotCache], outbox: Outbox[Event]) -> None:
+        if not self._running:
+            self._adapters.use(job.plan.adapter)
+        self._start_choice(job, free, outbox)
+        self._stats.requests_started += 1
+
+    def _start_choice(self, job: Job, free: list[SlotCache], outbox: Outbox[Event]) -> None:
+        """Start ``job``'s next choice in one of the ``free`` slots (``pick_slot``)."""
         import llama_cpp
 
         plan = job.plan
-        if not self._running:
-            self._adapters.use(plan.adapter)
         busy = [seq.slot for seq in self._running]
         choice = pick_slot(free, busy, plan.prompt, plan.adapter)
         slot = choice.target
@@ -215,17 +247,18 @@ class SequenceScheduler:
             llama_cpp.llama_memory_seq_cp(self._h.memory, choice.source.seq_id, slot.seq_id, -1, -1)
             slot.tokens = list(choice.source.tokens)
             slot.adapter = choice.source.adapter
-        self._stats.requests_started += 1
         self._tick += 1
         slot.last_used = self._tick
-        outbox.put(job.bridge, Started(0))
-        self._running.append(self._choice(job, slot, choice.reuse))
+        self._running.append(self._choice(job, slot, choice.reuse, outbox))
 
-    def _choice(self, job: Job, slot: SlotCache, reuse: int) -> RunningSequence:
-        """Start choice ``job.choice`` in ``slot``, whose cache holds ``reuse`` prompt tokens."""
+    def _choice(
+        self, job: Job, slot: SlotCache, reuse: int, outbox: Outbox[Event]
+    ) -> RunningSequence:
+        """Start ``job``'s next choice in ``slot``, whose cache holds ``reuse`` prompt tokens."""
         import llama_cpp
 
         plan = job.plan
+        index = job.started
         reuse = min(reuse, len(plan.prompt) - 1)  # the last prompt token's logits seed sampling
         if not llama_cpp.llama_memory_seq_rm(self._h.memory, slot.seq_id, reuse, -1):
             llama_cpp.llama_memory_seq_rm(self._h.memory, slot.seq_id, -1, -1)  # all or nothing
@@ -233,14 +266,14 @@ class SequenceScheduler:
         del slot.tokens[reuse:]
         slot.adapter = plan.adapter
         self._stats.prefix_hit_tokens += reuse
-        if job.choice == 0:
+        if index == 0:
             job.cached_tokens = reuse
-        sampling = plan.sampling.for_choice(job.choice)
+        sampling = plan.sampling.for_choice(index)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
         constraint = plan.grammar.constraint() if plan.grammar is not None else None
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         output = ChoiceOutput(
-            job.choice,
+            index,
             plan.stops,
             plan.max_new_tokens,
             sampling.logprobs,
@@ -249,7 +282,12 @@ class SequenceScheduler:
         )
         sampler = SequenceSampler(sampling, seed, self._h.vocab_size, constraint)
         pending = plan.prompt[reuse:]
-        return RunningSequence(job, slot, pending, sampler, output, utf8, visible=plan.visible)
+        job.started += 1
+        job.running += 1
+        outbox.put(job.bridge, Started(index))
+        return RunningSequence(
+            job, index, slot, pending, sampler, output, utf8, visible=plan.visible
+        )
 
     def _fill_batch(self) -> int:
         """Put this step's tokens in the batch (``batch_parts``); returns how many."""
@@ -283,18 +321,19 @@ class SequenceScheduler:
         status = llama_cpp.llama_decode(self._h.ctx, self._batch)
         if status != 0:
             error = RuntimeError(f"llama_decode failed (status {status}) on {n} tokens")
-            for seq in list(self._running):
+            for seq in self._running:
                 self._drop_cache(seq.slot)
-                self._end(seq, outbox, error)
+            while self._running:
+                self._end(self._running[0].job, outbox, error)
             return
         for seq in list(self._running):
-            if seq.logits_at < 0:
+            if seq.logits_at < 0:  # nothing to sample, or its request ended this step
                 continue
             try:
                 self._sample(seq, outbox)
             except Exception as exc:
                 log.exception("a sequence of %s failed", self._name)
-                self._end(seq, outbox, exc)
+                self._end(seq.job, outbox, exc)
 
     def _sample(self, seq: RunningSequence, outbox: Outbox[Event]) -> None:
         import llama_cpp
@@ -309,7 +348,7 @@ class SequenceScheduler:
             logprob = None
             if logits is not None:
                 piece = self._h.piece
-                top = sampling.for_choice(seq.job.choice).top_logprobs
+                top = sampling.for_choice(seq.index).top_logprobs
                 logprob = token_logprob(logits, token, top, lambda t: piece(t, False))
             text = seq.utf8.decode(self._h.piece(token, token in seq.visible))
             outbox.extend(seq.job.bridge, output.token(text, logprob))
@@ -319,14 +358,17 @@ class SequenceScheduler:
             self._next_choice(seq, outbox)
 
     def _next_choice(self, seq: RunningSequence, outbox: Outbox[Event]) -> None:
+        """``seq``'s choice ended: its slot takes the request's next choice, if one waits; the
+        request ends with its last choice."""
         job = seq.job
         job.completion_tokens += seq.output.tokens
+        job.running -= 1
         seq.sampler.close()
         self._running.remove(seq)
-        if job.choice + 1 < job.plan.n:
-            job.choice += 1
-            outbox.put(job.bridge, Started(job.choice))
-            self._running.append(self._choice(job, seq.slot, len(seq.slot.tokens)))
+        if job.unstarted:
+            self._running.append(self._choice(job, seq.slot, len(seq.slot.tokens), outbox))
+            return
+        if job.running:
             return
         outbox.put(
             job.bridge, Usage(len(job.plan.prompt), job.completion_tokens, job.cached_tokens)
@@ -334,18 +376,19 @@ class SequenceScheduler:
         outbox.close(job.bridge)
         self._stats.requests_finished += 1
 
-    def _end(
-        self, seq: RunningSequence, outbox: Outbox[Event], error: BaseException | None
-    ) -> None:
-        """End ``seq``'s request early: its client went away (``error`` None) or it failed.
-        What its slot evaluated stays cached (it is valid KV)."""
-        seq.sampler.close()
-        self._running.remove(seq)
+    def _end(self, job: Job, outbox: Outbox[Event], error: BaseException | None) -> None:
+        """End ``job`` early, all its choices: its client went away (``error`` None) or it
+        failed. What their slots evaluated stays cached (it is valid KV)."""
+        for seq in [seq for seq in self._running if seq.job is job]:
+            seq.sampler.close()
+            seq.logits_at = -1
+            self._running.remove(seq)
+        job.running = 0
         self._stats.requests_cancelled += 1
         if error is not None:
-            outbox.fail(seq.job.bridge, error)
+            outbox.fail(job.bridge, error)
         else:
-            outbox.close(seq.job.bridge)
+            outbox.close(job.bridge)
 
     def _drop_cache(self, slot: SlotCache) -> None:
         import llama_cpp

@@ -4,6 +4,7 @@ next turn evaluates only its new tokens."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -248,3 +249,73 @@ def test_interleaved_chats_each_reuse_their_own_prefix(server):
         before = stats.prefill_tokens
         ask(server.base_url, {**greedy(""), "messages": chats[name], "max_tokens": 4})
         assert stats.prefill_tokens - before < cold[name] / 3, name
+
+
+def stream_events(base_url: str, body: dict[str, Any]) -> list[tuple[int, str, str | None]]:
+    """A stream's chunks as (choice index, content, finish_reason), in arrival order."""
+    events: list[tuple[int, str, str | None]] = []
+    with httpx.stream(
+        "POST", f"{base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=120
+    ) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            for choice in json.loads(line[6:])["choices"]:
+                text = choice["delta"].get("content") or ""
+                events.append((choice["index"], text, choice["finish_reason"]))
+    return events
+
+
+def test_the_choices_of_one_request_decode_side_by_side(server):
+    """n=4 takes four slots, each with a copy of the evaluated prompt: the choices' tokens
+    interleave, the prompt is read once, and each greedy choice is the answer n=1 gives."""
+    stats = server.backend(MODEL).stats
+    body = greedy(QUESTIONS[0] + " " + "Please be precise. " * 20, max_tokens=16)
+    alone = content(ask(server.base_url, body))  # and its prompt is now cached
+    prefilled = stats.prefill_tokens
+    answer, peak = peak_while(stats, lambda: ask(server.base_url, {**body, "n": 4}))
+    assert [content(answer, i) for i in range(4)] == [alone] * 4
+    assert answer["usage"]["completion_tokens"] == 4 * 16
+    # the prompt was cached from the n=1 run; each further choice evaluated one token again
+    assert stats.prefill_tokens - prefilled <= 4
+    events = stream_events(server.base_url, {**body, "n": 4})
+    first_of = {i: events.index(next(e for e in events if e[0] == i and e[1])) for i in range(4)}
+    finish_of = {e[0]: i for i, e in enumerate(events) if e[2] is not None}
+    assert max(first_of.values()) < min(finish_of.values()), "the choices ran one by one"
+    texts = ["".join(e[1] for e in events if e[0] == index) for index in range(4)]
+    assert texts == [alone] * 4
+    assert wait_until(lambda: stats.batch_size == 0, 10)
+    assert peak == 1  # one request, however many slots its choices take
+
+
+def test_more_choices_than_slots_and_a_cancel_free_every_slot(server):
+    """n=6 on 4 slots: the last two start as earlier ones end; sampled choices differ by seed.
+    A client that leaves an n=4 stream frees all four slots at once."""
+    backend = server.backend(MODEL)
+    stats = backend.stats
+    body = {**greedy(QUESTIONS[2], max_tokens=12), "temperature": 1.0, "seed": 7, "n": 6}
+    answer = ask(server.base_url, body)
+    assert [c["index"] for c in answer["choices"]] == list(range(6))
+    assert all(c["finish_reason"] in ("stop", "length") for c in answer["choices"])
+    assert 6 <= answer["usage"]["completion_tokens"] <= 6 * 12
+    assert len({content(answer, i) for i in range(6)}) > 1
+    again = ask(server.base_url, body)
+    assert [content(again, i) for i in range(6)] == [content(answer, i) for i in range(6)]
+    cancelled = stats.requests_cancelled
+    long = {**greedy(QUESTIONS[0], max_tokens=400), "logit_bias": {"0": -100, "2": -100}}
+    with httpx.Client(base_url=server.base_url, timeout=120) as client:
+        with client.stream(
+            "POST", "/v1/chat/completions", json={**long, "n": 4, "stream": True}
+        ) as r:
+            lines = r.iter_lines()
+            seen: set[int] = set()
+            while len(seen) < 4:
+                line = next(lines)
+                if line.startswith("data: {"):
+                    seen.update(c["index"] for c in json.loads(line[6:])["choices"])
+        # the client went away with four choices decoding
+        assert wait_until(lambda: stats.batch_size == 0, 10), stats
+        assert stats.requests_cancelled == cancelled + 1
+        reply = client.post("/v1/chat/completions", json=greedy(QUESTIONS[1], max_tokens=4, n=4))
+        assert reply.status_code == 200 and len(reply.json()["choices"]) == 4

@@ -14,6 +14,7 @@ def seq(seq_id: int, next_token: int | None = None, pending: list[int] | None = 
     none: Any = None
     return RunningSequence(
         job=none,
+        index=0,
         slot=SlotCache(seq_id),
         pending=list(pending or []),
         sampler=none,
