@@ -167,7 +167,7 @@ class MessageEventBuilder:
                 "tool_use",
                 len(self.message.content),
                 call=delta.call,
-                id=delta.id or f"toolu_{secrets.token_hex(12)}",
+                id=tool_use_id(delta.id),
                 name=delta.name or "",
             )
             out += self._open_block(block)
@@ -283,3 +283,14 @@ async def _close(events: AsyncIterator[Any]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def tool_use_id(call_id: str | None) -> str:
+    """A tool call's id as Anthropic spells them (``toolu_…``): an engine's ``call_…`` id gets
+    Anthropic's prefix; another id (an upstream's) stays as it is; none gets a fresh one. The
+    client sends it back as it got it, so nothing maps it back."""
+    if not call_id:
+        return f"toolu_{secrets.token_hex(12)}"
+    if call_id.startswith("call_"):
+        return "toolu_" + call_id.removeprefix("call_")
+    return call_id

@@ -20,7 +20,12 @@ from pydantic import TypeAdapter
 
 from backends import events as ev
 from backends.errors import QueueFullError, UpstreamError
-from gateway.anthropic_stream import MessageEventBuilder, collect_message, message_events
+from gateway.anthropic_stream import (
+    MessageEventBuilder,
+    collect_message,
+    message_events,
+    tool_use_id,
+)
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
 from tests.fakes import FakeBackend, FakeScript, fake_factory
@@ -125,7 +130,7 @@ async def test_tool_calls_are_tool_use_blocks_with_input_json_deltas():
     events = await stream_of(CALL)
     starts = [e.content_block for e in events if e.type == START]
     assert [b.type for b in starts] == ["text", "tool_use", "tool_use"]
-    assert (starts[1].id, starts[1].name, starts[1].input) == ("call_a", "get_weather", {})
+    assert (starts[1].id, starts[1].name, starts[1].input) == ("toolu_a", "get_weather", {})
     pieces = [e.delta.partial_json for e in events if e.type == DELTA and e.index == 1]
     assert "".join(pieces) == '{"city": "Paris"}'
     delta = events[-2]
@@ -185,9 +190,16 @@ async def test_the_fold_has_thinking_text_and_tool_use_with_dict_input():
     message = await collect_message(scripted([*CALL, ev.Usage(5, 3)]), "m")
     calls = [b for b in message.content if b.type == "tool_use"]
     assert [(c.id, c.name, c.input) for c in calls] == [
-        ("call_a", "get_weather", {"city": "Paris"}),
-        ("call_b", "get_time", {}),
+        ("toolu_a", "get_weather", {"city": "Paris"}),
+        ("toolu_b", "get_time", {}),
     ]
+
+
+def test_tool_use_ids_are_spelled_as_anthropic_spells_them():
+    assert tool_use_id("call_0123abcd") == "toolu_0123abcd"  # an engine's id
+    assert tool_use_id("chatcmpl-tool-9") == "chatcmpl-tool-9"  # an upstream's, kept
+    fresh = tool_use_id(None)
+    assert fresh.startswith("toolu_") and fresh != tool_use_id(None)
 
 
 async def test_arguments_that_are_not_an_object_are_an_error():
