@@ -232,19 +232,31 @@ class UpstreamClient:
         if session is None:
             self._require_client()  # raises
             raise AssertionError("a started client has a session")
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        deadlines = sockets or self._timeout
         try:
-            response = await session.request(
-                "POST",
-                url,
-                data=content.encode(),
-                headers=self._post_headers,
-                timeout=sockets or self._timeout,
-                allow_redirects=False,
-            )
+            try:
+                response = await self._send(session, url, data, deadlines)
+            except aiohttp.ServerDisconnectedError:
+                # Closed without a word: most likely a pooled connection the upstream closed as
+                # it was reused (its idle keep-alive ran out). Once more, on a new connection
+                # (the pool dropped the closed one), as aiohttp does for idempotent methods.
+                response = await self._send(session, url, data, deadlines)
         except Exception as exc:
             raise httpx_error(exc)  # noqa: B904 (chained from exc already)
         return UpstreamResponse(response)
+
+    async def _send(
+        self, session: aiohttp.ClientSession, url: str, data: bytes, sockets: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        return await session.request(
+            "POST",
+            url,
+            data=data,
+            headers=self._post_headers,
+            timeout=sockets,
+            allow_redirects=False,
+        )
 
     async def request_json(self, path: str, body: dict[str, Any], deadline: Deadline) -> JsonReply:
         """A non-streaming POST, retried on another replica on a retryable failure; returns the

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TypeVar
 
+import aiohttp
 import httpx
 
 from backends.errors import (
@@ -35,7 +36,12 @@ def transport_error(model: str, exc: BaseException, mid_stream: bool = False) ->
     connection as ``ConnectTimeout``, so the exception's type alone is not enough.) Once a
     stream has begun, a timeout is the idle deadline and anything else a broken stream."""
     causes = _cause_chain(exc)
-    timed_out = any(isinstance(c, TimeoutError | httpx.TimeoutException) for c in causes)
+    if any(isinstance(c, aiohttp.ClientError) for c in causes):
+        # aiohttp's own error says what happened; httpx-aiohttp's mapping is coarse (it maps a
+        # connection the upstream closed without answering to ``ConnectTimeout``)
+        timed_out = any(isinstance(c, TimeoutError) for c in causes)
+    else:
+        timed_out = any(isinstance(c, TimeoutError | httpx.TimeoutException) for c in causes)
     if mid_stream:
         if timed_out:
             return BackendTimeoutError(
@@ -50,6 +56,10 @@ def transport_error(model: str, exc: BaseException, mid_stream: bool = False) ->
         )
     if timed_out:
         return BackendTimeoutError(f"model '{model}': the upstream did not answer in time")
+    if any(isinstance(c, aiohttp.ServerDisconnectedError) for c in causes):
+        return UpstreamError(
+            f"model '{model}': the upstream closed the connection without answering"
+        )
     if isinstance(exc, ConnectionError | httpx.UnsupportedProtocol):
         return BackendUnavailableError(
             f"model '{model}': cannot connect to the upstream ({exc})", retry_after=5
