@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import logging
 import time
@@ -214,7 +215,8 @@ class UpstreamClient:
                     last = exc
                     continue
                 if reply.status_code >= 400:
-                    raise self._map_status(reply.status_code, reply.content)
+                    error = self._map_status(reply.status_code, reply.content)
+                    raise upstream_retry_after(error, reply.headers.get("retry-after"))
                 try:
                     return reply.json()
                 except ValueError as exc:
@@ -270,7 +272,8 @@ class UpstreamClient:
                 finally:
                     await reply.aclose()
                 if reply.status_code >= 400:
-                    raise self._map_status(reply.status_code, raw)
+                    error = self._map_status(reply.status_code, raw)
+                    raise upstream_retry_after(error, reply.retry_after)
                 try:
                     data = json.loads(raw)
                 except ValueError as exc:
@@ -298,7 +301,8 @@ class UpstreamClient:
                     # the client's timeouts: the read timeout is the idle deadline between chunks
                     response = await self.post(replica.url + path, body)
                     if response.status_code >= 400:
-                        raise self._map_status(response.status_code, await response.aread())
+                        error = self._map_status(response.status_code, await response.aread())
+                        raise upstream_retry_after(error, response.retry_after)
                     events = parse(response.lines())
                     first = await anext(events)
             except StopAsyncIteration as exc:
@@ -375,3 +379,27 @@ def _make_client(settings: UpstreamSettings) -> tuple[httpx.AsyncClient, aiohttp
     session = aiohttp.ClientSession(connector=connector)
     transport = AiohttpTransport(limits=limits, client=session)
     return httpx.AsyncClient(transport=transport, timeout=timeout), session
+
+
+# An upstream's Retry-After beyond this many seconds is taken as this (a typo, or a bug)
+MAX_RETRY_AFTER = 3600.0
+
+
+def upstream_retry_after(error: GatewayError, header: str | None) -> GatewayError:
+    """``error`` (an upstream's error reply, mapped), told the upstream's ``Retry-After`` (delay
+    seconds or an HTTP date) when it has one of its own (429, 503): the later of the two, so
+    that clients do not come back before the upstream wants them."""
+    if error.retry_after is None or not header:
+        return error
+    header = header.strip()
+    try:
+        seconds = float(header) if header.isdigit() else _seconds_until(header)
+    except (TypeError, ValueError, OverflowError):
+        return error  # unreadable: ours stands
+    error.retry_after = max(error.retry_after, min(seconds, MAX_RETRY_AFTER))
+    return error
+
+
+def _seconds_until(http_date: str) -> float:
+    when = email.utils.parsedate_to_datetime(http_date)
+    return when.timestamp() - time.time()

@@ -38,6 +38,11 @@ class UpstreamResponse:
         self._response = response
         self.status_code = response.status
 
+    @property
+    def retry_after(self) -> str | None:
+        """The answer's ``Retry-After`` header, as sent."""
+        return self._response.headers.get("Retry-After")
+
     async def aread(self) -> bytes:
         """The whole body (decompressed)."""
         try:

@@ -4,6 +4,7 @@ injected (refused, 5xx, 429, hang, death mid-stream, stalls, error lines)."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 from collections.abc import Iterator
@@ -375,6 +376,23 @@ def test_upstream_faults_before_first_byte_map_to_status(
             )
         assert reply.status_code == status, reply.text
         assert reply.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("model", ["solo", "vllm"])
+def test_the_upstreams_retry_after_is_passed_on_when_it_is_later(gateway, ollama_a, vllm, model):
+    fake = ollama_a[0] if model == "solo" else vllm[0]
+    in_30_s = email.utils.formatdate(time.time() + 30, usegmt=True)
+    cases = [
+        (Fault("status", status=429, retry_after="17"), 429, {"17"}),
+        (Fault("status", status=503, retry_after=in_30_s), 503, {"29", "30", "31"}),
+        (Fault("status", status=429, retry_after="soon"), 429, {"1"}),  # unreadable: ours
+    ]
+    for fault, status, retry_after in cases:
+        fake.faults.append(fault)
+        with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
+            reply = http.post("/v1/chat/completions", json={"model": model, "messages": HI})
+        assert reply.status_code == status, reply.text
+        assert reply.headers["retry-after"] in retry_after
 
 
 def test_a_whole_answer_may_take_longer_than_first_byte_and_idle(gateway, vllm):
