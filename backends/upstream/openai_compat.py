@@ -140,16 +140,29 @@ def add_reasoning_twins(reply: Any, part: str) -> bool:
 
 
 async def sse_payloads(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The ``data:`` payloads of an SSE response's ``lines``, ending with ``[DONE]``; an
-    ``error`` payload raises ``UpstreamError``."""
+    """The data of each event of an SSE response's ``lines`` (ending with ``[DONE]``), as the
+    SSE spec reads it: an event ends at a blank line, its ``data:`` lines joined with a line
+    feed (a server may split a JSON object over several). An ``error`` payload raises
+    ``UpstreamError``. Data left without its blank line when the body ends is an event too
+    (servers that end on ``data: [DONE]`` alone)."""
+    data: list[bytes] = []
     async for line in lines:
-        if not line.startswith(b"data:"):
-            continue  # comments (": ping"), event names, blank separators
-        payload = line[5:].strip()
-        if payload.startswith(b'{"error"'):
-            message, _, _ = _parse_envelope(payload)
-            raise UpstreamError(f"the upstream failed mid-stream: {message}")
-        yield payload
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif not line and data:
+            yield _event_data(data)
+            data = []
+        # else: comments (": ping"), event names, ids, blank lines between events
+    if data:
+        yield _event_data(data)
+
+
+def _event_data(data: list[bytes]) -> bytes:
+    payload = (data[0] if len(data) == 1 else b"\n".join(data)).strip()
+    if payload.startswith(b'{"error"'):
+        message, _, _ = _parse_envelope(payload)
+        raise UpstreamError(f"the upstream failed mid-stream: {message}")
+    return payload
 
 
 class OpenAICompatBackend(UpstreamBackend):

@@ -21,6 +21,7 @@ from backends.upstream.openai_compat import (
     OpenAICompatBackend,
     add_reasoning_twins,
     openai_error,
+    sse_payloads,
     to_upstream_body,
     with_reasoning_twins,
 )
@@ -396,3 +397,31 @@ async def test_a_whole_answer_without_its_list_is_an_upstream_error(endpoint):
     request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(UpstreamError, match=r"no '(choices|data)' list"):
         await backend.relay(endpoint, request)
+
+
+async def _payloads(body: bytes) -> list[bytes]:
+    async def lines():
+        for line in body.split(b"\n"):
+            yield line
+
+    return [payload async for payload in sse_payloads(lines())]
+
+
+@pytest.mark.anyio
+async def test_sse_events_are_read_as_the_spec_reads_them():
+    """An event ends at a blank line; its data lines are joined with a line feed; comments,
+    event names and ids are skipped; data the body ends on is an event too."""
+    body = (
+        b': ping\n\ndata: {"a": 1}\n\nevent: chunk\nid: 7\ndata: {"b":\ndata:  [1, 2]}\n\n'
+        b"retry: 100\n\ndata:[DONE]"
+    )
+    payloads = await _payloads(body)
+    assert payloads == [b'{"a": 1}', b'{"b":\n [1, 2]}', b"[DONE]"]
+    assert [json.loads(p) for p in payloads[:2]] == [{"a": 1}, {"b": [1, 2]}]
+
+
+@pytest.mark.anyio
+async def test_an_error_event_split_over_data_lines_raises():
+    body = b'data: {"choices": []}\n\ndata: {"error":\ndata: {"message": "CUDA OOM"}}\n\n'
+    with pytest.raises(UpstreamError, match="CUDA OOM"):
+        await _payloads(body)
