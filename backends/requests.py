@@ -119,6 +119,9 @@ class GenerationRequest:
     # refused: the oldest messages go first (system messages and the last turn stay), then the
     # middle of what is left (backends.local.fit)
     truncate_prompt: bool = False
+    # the context window the client asked for (Ollama's ``options.num_ctx``): an Ollama
+    # upstream whose model entry sets none gets it; an in-process engine keeps its own window
+    num_ctx: int | None = None
     # the last message is the start of the assistant's answer: the model continues it and the
     # answer holds only the continuation (Anthropic's and Ollama's prefill, vLLM's
     # ``continue_final_message``)

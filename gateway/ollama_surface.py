@@ -224,6 +224,7 @@ def _generation(body: OllamaGenerationFields, model: str, **fields: Any) -> Gene
         max_tokens=options.num_predict if (options.num_predict or 0) > 0 else None,
         max_tokens_fits_window=True,  # num_predict is a cap: Ollama never refuses it
         truncate_prompt=body.truncate is not False,  # Ollama's default: cut, not refuse
+        num_ctx=options.num_ctx,
         sampling=sampling(options),
         stop=_stops(options.stop),
         constraint=constraint(body.format),
@@ -279,12 +280,13 @@ def num_ctx(
 
 
 def check_num_ctx(requested: int | None, window: int | None, model: str) -> None:
-    """``options.num_ctx`` may not ask for more than the model's window (below it, the
-    model's window stands: llmgate does not resize a loaded model per request)."""
+    """``options.num_ctx`` may not ask for more than the model's window (below it, an
+    in-process model's window stands: llmgate does not resize a loaded model per request; an
+    Ollama upstream gets it, ``backends.upstream.ollama``)."""
     if requested is not None and window is not None and requested > window:
         raise InvalidRequestError(
             f"options.num_ctx {requested} is above the context window of model '{model}' "
-            f"({window} tokens, set in config.yaml)",
+            f"({window} tokens)",
             param="options.num_ctx",
         )
 

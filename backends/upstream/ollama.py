@@ -114,7 +114,7 @@ def _ollama_options(request: GenerationRequest, settings: OllamaSettings) -> dic
         "presence_penalty": s.presence_penalty,
         "frequency_penalty": s.frequency_penalty,
         "repeat_penalty": s.repetition_penalty,
-        "num_ctx": settings.num_ctx,
+        "num_ctx": settings.num_ctx or request.num_ctx,  # the entry's window wins
     }
     return {key: value for key, value in named.items() if value is not None}
 

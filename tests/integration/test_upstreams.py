@@ -218,6 +218,24 @@ def test_ollama_stream_with_usage_and_length_finish(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2
 
 
+def test_the_ollama_clients_num_ctx_reaches_an_ollama_upstream_unless_the_entry_sets_one(
+    gateway, ollama_a
+):
+    """The Ollama surface's ``options.num_ctx`` is Ollama's own: an entry without a window
+    passes it on (the upstream would otherwise cut a long prompt to its default window); an
+    entry's ``num_ctx`` wins, and a larger ask is a 400."""
+    body = {"messages": HI, "stream": False, "options": {"num_ctx": 3000}}
+    with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
+        reply = http.post("/api/chat", json={**body, "model": "tooly"})
+        assert reply.status_code == 200, reply.text
+        assert ollama_a[0].chat_bodies[-1]["options"]["num_ctx"] == 3000
+        small = {**body, "options": {"num_ctx": 32}}
+        assert http.post("/api/chat", json={**small, "model": "solo"}).status_code == 200
+        assert ollama_a[0].chat_bodies[-1]["options"]["num_ctx"] == 64
+        reply = http.post("/api/chat", json={**body, "model": "solo"})
+        assert reply.status_code == 400 and "num_ctx" in reply.json()["error"]
+
+
 def test_ollama_absent_counts_are_handled(client):
     reply = client.chat.completions.create(model="quiet", messages=HI)
     assert reply.usage.prompt_tokens == 0
