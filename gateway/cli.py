@@ -44,12 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     models = sub.add_parser("models", help="list configured models (and, with --url, loaded)")
     models.add_argument("--config", default=DEFAULT_CONFIG)
-    models.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8000/v1")
+    models.add_argument(
+        "--url", help="ask a running server instead, e.g. http://127.0.0.1:8000 (/v1 implied)"
+    )
     models.add_argument("--api-key", default=None)
     chat = sub.add_parser(
         "chat", help="multi-turn chat in the terminal against a server (/help inside)"
     )
-    chat.add_argument("--url", default="http://127.0.0.1:8000/v1")
+    chat.add_argument(
+        "--url", default="http://127.0.0.1:8000/v1", help="the server (/v1 implied when no path)"
+    )
     chat.add_argument("--model", default="default")
     chat.add_argument("--api-key", default=None)
     chat.add_argument("--system", default=None, help="system prompt")
@@ -116,18 +120,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     if args.url:
-        import httpx
+        from gateway.chat_client import ChatClient, ChatError
 
-        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
         try:
-            reply = httpx.get(f"{args.url.rstrip('/')}/models", headers=headers, timeout=10)
-        except httpx.HTTPError as exc:
-            print(f"llmgate: cannot reach {args.url}: {exc}", file=sys.stderr)
+            client = ChatClient(args.url, args.api_key)
+        except ChatError as exc:
+            print(f"llmgate: {exc}", file=sys.stderr)
+            return 2
+        try:
+            cards = client.model_cards()
+        except ChatError as exc:
+            print(f"llmgate: {exc}", file=sys.stderr)
             return 1
-        if reply.status_code != 200:
-            print(f"llmgate: {reply.status_code}: {reply.text}", file=sys.stderr)
-            return 1
-        for card in reply.json()["data"]:
+        finally:
+            client.close()
+        for card in cards:
             aliases = ",".join(card.get("aliases", [])) or "-"
             loaded = "loaded" if card.get("loaded") else "not loaded"
             task = card.get("task", "generate")

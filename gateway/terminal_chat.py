@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from rich.console import Console
 
-from gateway.chat_client import ChatClient, ChatError, printable
+from gateway.chat_client import ChatClient, ChatError, is_chat_model, printable
 from gateway.ctrl_c import CtrlC
 
 COMMANDS = ["/model", "/models", "/system", "/set", "/reset", "/stats", "/help", "/exit"]
@@ -83,6 +83,8 @@ class TerminalChat:
         self.system = system
         self.settings: dict[str, float | int] = {"max_tokens": max_tokens}
         self.history: list[dict[str, str]] = []
+        # per model: the oldest exchanges of ``history`` left out of requests, to fit its window
+        self.left_out: dict[str, int] = {}
         self.show_stats = False
         self.console = console
         self.models: list[str] = []
@@ -230,12 +232,15 @@ class TerminalChat:
                 self.console.print(" [dim](stopped)[/dim]")
 
     def _alias_ok(self, name: str) -> bool:
-        """An alias is not listed as a model id; ask the server whether it knows the name."""
+        """An alias is not listed as a model id; ask the server whether it knows the name (as
+        a chat model)."""
         try:
-            self.client._http.get(f"/models/{quote(name)}", timeout=10).raise_for_status()
-        except httpx.HTTPError:
+            reply = self.client._http.get(f"/models/{quote(name)}", timeout=10)
+            reply.raise_for_status()
+            card = reply.json()
+        except (httpx.HTTPError, ValueError):
             return False
-        return True
+        return isinstance(card, dict) and is_chat_model(card)
 
     def _unknown_model(self, name: str) -> None:
         available = ", ".join(self.models) or "none"
@@ -255,6 +260,7 @@ class TerminalChat:
             print_(HELP, highlight=False, markup=False)
         elif name == "/reset":
             self.history.clear()
+            self.left_out.clear()
             print_("[dim]conversation cleared[/dim]")
         elif name == "/stats":
             self.show_stats = not self.show_stats
@@ -305,37 +311,85 @@ class TerminalChat:
         self.console.print(f"[dim]{key} = {self.settings[key]}[/dim]", highlight=False)
 
     def _ask(self, text: str) -> None:
+        """Send ``text`` with the history and show the answer as it streams. A chat longer than
+        the model's window goes on: the answer gets at most half the window (when the server
+        says how large it is), and the oldest exchanges are left out of the request, as many as
+        it takes (the history keeps them)."""
         self.history.append({"role": "user", "content": text})
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
-            *self.history
-        ]
-        body = {
+        skip = self.left_out.get(self.model, 0)
+        max_tokens = self._max_tokens()
+        while True:
+            answer = Answer()
+            try:
+                self._stream(self._body(skip, max_tokens), answer)
+                break
+            except ChatError as exc:
+                if exc.code == "context_length_exceeded" and not (answer.text or answer.reasoning):
+                    if skip < self._turns() - 1:
+                        skip += 1
+                        continue
+                    if max_tokens is not None:
+                        max_tokens = None  # the window is unknown here: the room that is left
+                        continue
+                    exc = ChatError(f"{exc} (shorten the message, or /reset)", exc.code)
+                self.console.print(f"\n[red]error: {exc}[/red]", highlight=False)
+                self.history.pop()
+                return
+        self.left_out[self.model] = skip
+        self.console.print(" [dim](stopped)[/dim]" if answer.stopped else "")
+        if answer.text:
+            self.history.append({"role": "assistant", "content": answer.text})
+        else:
+            self.history.pop()
+        if skip:
+            self.console.print(
+                f"[dim]({skip} older exchange{'s' if skip > 1 else ''} left out to fit the "
+                "model's window; /reset starts over)[/dim]",
+                highlight=False,
+            )
+        if self.show_stats:
+            self.console.print(f"[dim]{answer.stats()}[/dim]", highlight=False)
+
+    def _max_tokens(self) -> int | None:
+        wanted = int(self.settings.get("max_tokens", 0)) or None
+        window = self.client.windows.get(self.model)
+        if wanted is None or window is None:
+            return wanted
+        return min(wanted, max(16, window // 2))
+
+    def _turns(self) -> int:
+        return sum(1 for message in self.history if message["role"] == "user")
+
+    def _body(self, skip: int, max_tokens: int | None) -> dict[str, Any]:
+        """The request: the system prompt, the history less its ``skip`` oldest exchanges."""
+        turn = -1
+        kept: list[dict[str, str]] = []
+        for message in self.history:
+            turn += message["role"] == "user"
+            if turn >= skip:
+                kept.append(message)
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        settings = {k: v for k, v in self.settings.items() if k != "max_tokens"}
+        if max_tokens is not None:
+            settings["max_tokens"] = max_tokens
+        return {
             "model": self.model,
-            "messages": messages,
+            "messages": system + kept,
             "stream": True,
             "stream_options": {"include_usage": True},
-            **self.settings,
+            **settings,
         }
-        answer = Answer()
+
+    def _stream(self, body: dict[str, Any], answer: Answer) -> None:
+        """Show the answer to ``body`` as it streams into ``answer``; Ctrl-C stops it."""
         chunks = self.client.stream(body)
         try:
             for chunk in chunks:
                 self._show(chunk, answer)
         except KeyboardInterrupt:
             answer.stopped = True
-        except ChatError as exc:
-            self.console.print(f"\n[red]error: {exc}[/red]", highlight=False)
-            self.history.pop()
-            return
         finally:
             chunks.close()  # closes the request: the server stops generating
-        self.console.print(" [dim](stopped)[/dim]" if answer.stopped else "")
-        if answer.text:
-            self.history.append({"role": "assistant", "content": answer.text})
-        else:
-            self.history.pop()
-        if self.show_stats:
-            self.console.print(f"[dim]{answer.stats()}[/dim]", highlight=False)
 
     def _show(self, chunk: dict[str, Any], answer: Answer) -> None:
         if chunk.get("usage"):
@@ -362,7 +416,11 @@ class TerminalChat:
 
 def run_chat(url: str, model: str, api_key: str | None, system: str | None, max_tokens: int) -> int:
     console = Console(highlight=False)
-    client = ChatClient(url, api_key)
+    try:
+        client = ChatClient(url, api_key)
+    except ChatError as exc:
+        console.print(f"[red]llmgate: {exc}[/red]", highlight=False)
+        return 2
     try:
         return TerminalChat(client, model, system, max_tokens, console).run()
     except KeyboardInterrupt:  # Ctrl-C before the prompt was up (a slow server at start)

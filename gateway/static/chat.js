@@ -10,6 +10,7 @@ const md = window.markdownit({ html: false, linkify: true, breaks: false });
 
 const state = load();
 let running = null; // {controller, convo, message} while an answer streams
+const windows = new Map(); // model id -> its context window in tokens, from /v1/models
 
 function load() {
   const fallback = { conversations: [], current: null, model: "", apiKey: "",
@@ -58,11 +59,22 @@ function headers() {
 }
 
 async function errorText(reply) {
+  return (await errorInfo(reply)).text;
+}
+
+async function errorInfo(reply) {
   try {
     const body = await reply.json();
-    if (body && body.error && body.error.message) return `${reply.status}: ${body.error.message}`;
+    if (body && body.error && body.error.message) {
+      return { code: body.error.code, text: `${reply.status}: ${body.error.message}` };
+    }
   } catch { /* not JSON */ }
-  return `${reply.status} ${reply.statusText}`;
+  return { code: null, text: `${reply.status} ${reply.statusText}` };
+}
+
+function unreachable(err) {
+  // what fetch and a stream's reader throw when the connection fails (or never opens)
+  return err instanceof TypeError && /fetch|network/i.test(err.message);
 }
 
 // -- models ----------------------------------------------------------------------------------
@@ -79,7 +91,7 @@ async function loadModels() {
   try {
     reply = await fetch("v1/models", { headers: headers() });
   } catch (err) {
-    setStatus(`Server unreachable: ${err.message}`);
+    setStatus(unreachable(err) ? "Cannot reach the server: is `llmgate serve` running?" : `Server unreachable: ${err.message}`);
     return;
   }
   if (reply.status === 401) {
@@ -100,6 +112,11 @@ async function loadModels() {
   } catch {
     setStatus("The server's model list is not what an OpenAI-compatible server sends");
     return;
+  }
+  windows.clear();
+  for (const card of cards) {
+    const window = card.max_model_len || (card.capabilities && card.capabilities.context_length);
+    if (Number.isInteger(window) && window > 0) windows.set(card.id, window);
   }
   select.replaceChildren(...cards.map((card) => {
     const option = document.createElement("option");
@@ -212,6 +229,8 @@ function messageElement(convo, message, index) {
     stats.className = "stats";
     stats.textContent = formatStats(message.stats);
     actions.appendChild(stats);
+  } else if (message.role === "error" && isLast && !running && lastUserIndex(convo) >= 0) {
+    actions.appendChild(actionButton("Retry", "Send the last message again", regenerate));
   } else if (message.role === "user" && !running && index === lastUserIndex(convo)) {
     actions.appendChild(actionButton("Edit", "Edit and resend this message", () => editLast(convo)));
   }
@@ -280,13 +299,22 @@ function deleteConversation(id) {
 
 // -- sending ---------------------------------------------------------------------------------
 
-function requestMessages(convo) {
+// The messages sent for ``convo``, less its ``skip`` oldest exchanges (each a user message and
+// the answer to it): the system prompt and the latest exchanges stay.
+function requestMessages(convo, skip = 0) {
   const out = [];
   if (state.settings.system.trim()) out.push({ role: "system", content: state.settings.system });
+  let turn = -1;
   for (const m of convo.messages) {
+    if (m.role === "user") turn += 1;
+    if (turn < skip) continue;
     if (m.role === "user" || (m.role === "assistant" && m.content)) out.push({ role: m.role, content: m.content });
   }
   return out;
+}
+
+function userTurns(convo) {
+  return convo.messages.filter((m) => m.role === "user").length;
 }
 
 let editing = null; // {convo, index} while the last user message is being edited
@@ -343,7 +371,8 @@ function sseParser(onData) {
 async function answer(convo) {
   const model = $("model").value;
   if (!model) {
-    showError(convo, "No model selected");
+    const keyNeeded = !$("api-key-row").hidden;
+    showError(convo, keyNeeded ? "This server needs an API key: enter it in the sidebar" : "No model selected");
     return;
   }
   const message = { role: "assistant", content: "", reasoning: "", model, stats: null };
@@ -354,14 +383,19 @@ async function answer(convo) {
   let last = null;
   let usage = null;
   let pieces = 0;
+  let failed = null;
+  // A chat longer than the model's window goes on without its oldest exchanges, as many as it
+  // takes (remembered per conversation and model); the answer gets at most half the window.
+  let skip = convo.fit && convo.fit.model === model ? convo.fit.skip : 0;
+  const window = windows.get(model);
   const messages = $("messages");
   try {
     const body = {
       model,
-      messages: requestMessages(convo),
+      messages: requestMessages(convo, skip),
       stream: true,
       stream_options: { include_usage: true },
-      max_tokens: Number(state.settings.max_tokens),
+      max_tokens: Math.min(Number(state.settings.max_tokens), window ? Math.max(16, Math.floor(window / 2)) : Infinity),
       temperature: Number(state.settings.temperature),
       top_p: Number(state.settings.top_p),
     };
@@ -409,10 +443,24 @@ async function answer(convo) {
       }
       repaint();
     };
-    const reply = await fetch("v1/chat/completions", {
-      method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
-    });
-    if (!reply.ok) throw new Error(await errorText(reply));
+    let reply;
+    for (;;) {
+      reply = await fetch("v1/chat/completions", {
+        method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
+      });
+      if (reply.ok) break;
+      const error = await errorInfo(reply);
+      if (error.code !== "context_length_exceeded") throw new Error(error.text);
+      if (skip < userTurns(convo) - 1) {
+        skip += 1;
+        body.messages = requestMessages(convo, skip);
+      } else if ("max_tokens" in body) {
+        delete body.max_tokens; // the window is unknown here: the answer gets the room left
+      } else {
+        throw new Error(`${error.text} (shorten the message)`);
+      }
+    }
+    convo.fit = skip ? { model, skip } : undefined;
     const reader = reply.body.getReader();
     const decoder = new TextDecoder();
     const parser = sseParser(onData);
@@ -429,7 +477,8 @@ async function answer(convo) {
       if (!message.content && convo.messages[convo.messages.length - 1] === message) {
         convo.messages.pop();
       }
-      convo.messages.push({ role: "error", content: err.message });
+      failed = unreachable(err) ? "Cannot reach the server: is `llmgate serve` running?" : err.message;
+      convo.messages.push({ role: "error", content: failed });
     }
   } finally {
     controller.abort(); // no-op when the stream ended; otherwise the server stops generating
@@ -445,7 +494,10 @@ async function answer(convo) {
     render();
     save();
     const stats = formatStats(message.stats);
-    setStatus(message.stopped ? "Stopped" : stats ? `Answer complete: ${stats}` : "");
+    const left = skip ? ` · ${skip} older exchange${skip > 1 ? "s" : ""} left out to fit the model's window` : "";
+    if (message.stopped) setStatus("Stopped");
+    else if (failed) setStatus(`Answer interrupted: ${failed}`);
+    else setStatus(stats ? `Answer complete: ${stats}${left}` : "");
     $("prompt").focus();
   }
 }

@@ -35,6 +35,9 @@ def chat_gateway(tiny_gguf: Path, api_keys: list[str] | None = None) -> Iterator
             FakeModel("echo", tokens=["Noted", "."]),
             FakeModel("thinker", tokens=["4"], reasoning=["Two plus two ", "is four."]),
             FakeModel("escapes", tokens=["safe", "\x1b]52;c;cHduZWQ=\x07", "\x1b[2J", " text"]),
+            FakeModel(
+                "short", tokens=["Sure", "."], context_length=60
+            ),  # words, as the fake counts
         ]
     )
     upstream_thread = ServerThread(upstream)  # type: ignore[arg-type]
@@ -59,6 +62,11 @@ def chat_gateway(tiny_gguf: Path, api_keys: list[str] | None = None) -> Iterator
             relayed("echo"),
             relayed("thinker"),
             relayed("escapes"),
+            relayed("short"),
+            OpenAICompatSettings(
+                name="vectors", backend="openai", base_url=base, upstream_model="echo",
+                task="embed", health_check_interval=0,
+            ),
         ],
     )  # fmt: skip
     app = create_app(config)

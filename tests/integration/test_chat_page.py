@@ -170,21 +170,61 @@ def test_reasoning_is_shown_collapsed_apart_from_the_answer(page, gateway):
     expect(reasoning.locator(".thinking")).to_have_text("Two plus two is four.")
 
 
-def test_an_error_from_the_server_is_shown(page, gateway):
-    page.select_option("#model", "smollm2")
-    page.locator("#max-tokens").focus()
-    page.keyboard.press("End")  # 4096 tokens: more than SmolLM2's 2048-token window
+def test_an_error_from_the_server_is_shown_and_can_be_retried(page, gateway):
+    page.select_option("#model", "echo")
+    gateway.upstream.faults.append(Fault("status", status=500))
     send(page, "hello")
     error = page.locator("article.message.error")
-    expect(error).to_contain_text("400")
-    expect(error).to_contain_text("maximum context length is 2048 tokens")
+    expect(error).to_contain_text("502")
+    expect(page.locator("#status")).to_contain_text("Answer interrupted: 502")
     expect(page.locator("#send")).to_be_visible()
+    page.get_by_role("button", name="Send the last message again").click()
+    expect(last_answer(page).locator(".body")).to_have_text("Noted.", timeout=30_000)
+    expect(error).to_have_count(0)
+    expect(page.locator("#status")).to_contain_text("Answer complete")
+    gateway.upstream.faults.append(Fault("status", status=500))
+    send(page, "hello again")
+    expect(error).to_contain_text("502")
+    send(page, "and again")  # replaces the unanswered question: turns keep alternating
+    expect(page.locator("#send")).to_be_visible(timeout=60_000)
+    expect(error).to_have_count(0)
+    expect(page.locator("article.message.user .body")).to_have_text(["hello", "and again"])
+
+
+def test_the_answer_fits_the_models_window(page, gateway):
+    """Max tokens above what SmolLM2's 2,048-token window can give is capped, not a 400."""
+    page.select_option("#model", "smollm2")
     page.locator("#max-tokens").focus()
-    page.keyboard.press("Home")
-    send(page, "hello again")  # replaces the unanswered question: turns keep alternating
+    page.keyboard.press("End")  # 4096 tokens
+    send(page, "Say hello.")
     expect(page.locator("#send")).to_be_visible(timeout=60_000)
     expect(page.locator("article.message.error")).to_have_count(0)
-    expect(page.locator("article.message.user .body")).to_have_text(["hello again"])
+    expect(last_answer(page).locator(".body")).not_to_be_empty()
+
+
+def test_a_long_chat_goes_on_without_its_oldest_exchanges(page, gateway):
+    """A relayed model with a 60-word window (the fake counts words): each turn adds 14, so
+    from the third turn on the oldest exchanges are left out of the request, as the status
+    line says; the conversation on the page keeps them."""
+    page.select_option("#model", "short")
+    words = "one two three four five six seven eight nine ten eleven twelve"
+    for turn in range(4):
+        send(page, f"{turn}: {words}")
+        expect(page.locator("#send")).to_be_visible(timeout=30_000)
+        expect(page.locator("article.message.error")).to_have_count(0)
+    expect(page.locator("article.message.assistant")).to_have_count(4)
+    expect(page.locator("article.message.user")).to_have_count(4)
+    sent = [m["content"] for m in gateway.upstream.chat_bodies[-1]["messages"]]
+    assert sent[-1].startswith("3:") and not any(m.startswith(("0:", "1:")) for m in sent)
+    expect(page.locator("#status")).to_contain_text("older exchanges left out to fit")
+
+
+def test_a_server_that_is_gone_is_named_so(page, gateway):
+    page.select_option("#model", "echo")
+    page.route("**/v1/chat/completions", lambda route: route.abort("connectionrefused"))
+    send(page, "hello")
+    expect(page.locator("article.message.error")).to_contain_text("Cannot reach the server")
+    expect(page.locator("#status")).to_contain_text("Answer interrupted")
 
 
 def test_conversations_are_kept_and_edit_regenerate_work(page, gateway):
@@ -245,6 +285,8 @@ def test_a_server_with_keys_asks_for_one(browser, tiny_gguf):
         page = context.new_page()
         page.goto(keyed.server.base_url + "/")
         expect(page.locator("#status")).to_have_text("This server needs an API key")
+        send(page, "hello")
+        expect(page.locator("article.message.error")).to_contain_text("needs an API key")
         key = page.get_by_label("API key")
         expect(key).to_be_visible()
         key.fill("sk-page-test")

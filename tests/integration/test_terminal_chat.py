@@ -137,6 +137,34 @@ def test_model_switch_and_settings(gateway, tmp_path):
     assert child.exitstatus == 0
 
 
+def test_a_long_chat_goes_on_without_its_oldest_exchanges(gateway, tmp_path):
+    """``short`` has a 60-word window (the fake counts words): each turn adds 14, so from the
+    third turn on the oldest exchanges are left out of the request, and the chat says so."""
+    child = spawn(gateway.server.base_url, "short", tmp_path)  # /v1 implied
+    words = "one two three four five six seven eight nine ten eleven twelve"
+    say(child, f"0: {words}", until="Sure")
+    say(child, f"1: {words}", until="Sure")
+    say(child, f"2: {words}", until="1 older exchange left out")
+    say(child, f"3: {words}", until="2 older exchanges left out")
+    sent = [m["content"] for m in gateway.upstream.chat_bodies[-1]["messages"]]
+    assert sent[-1].startswith("3:") and not any(m.startswith(("0:", "1:")) for m in sent)
+    assert gateway.upstream.chat_bodies[-1]["max_tokens"] == 30  # half the window
+    say(child, "/reset", until="conversation cleared")
+    say(child, f"4: {words}", until="Sure")
+    assert len(gateway.upstream.chat_bodies[-1]["messages"]) == 1
+    assert finish(child) == 0
+
+
+def test_embedding_models_are_not_offered_for_chat(gateway, tmp_path):
+    child = spawn(gateway.server.base_url + "/v1", "echo", tmp_path)
+    child.sendline("/models")
+    child.expect("short")
+    child.expect(PROMPT)
+    assert "vectors" not in (child.before or "")
+    say(child, "/model vectors", until="is not served there")
+    assert finish(child) == 0
+
+
 def test_multi_line_input_completion_and_history_across_sessions(gateway, tmp_path):
     child = spawn(gateway.server.base_url + "/v1", "echo", tmp_path)
     say(child, "/stats", until="on")
@@ -189,6 +217,19 @@ def exit_code(url: str, model: str, tmp_path: Path, expected: str) -> int:
 def test_a_down_server_or_an_unknown_model_is_a_clear_error(gateway, tmp_path):
     down = "http://127.0.0.1:9/v1"
     assert exit_code(down, "default", tmp_path, f"cannot reach {down}") == 1
+    assert exit_code("http://", "default", tmp_path, "is not an http:// or https:// URL") == 2
     url = gateway.server.base_url + "/v1"
     unknown = "model 'nope' is not served there; available: smollm2, tiny, hostile"
     assert exit_code(url, "nope", tmp_path, unknown) == 2
+
+
+def test_models_url_takes_the_servers_address_and_prints_errors_as_one_line(gateway, capsys):
+    from gateway.cli import main
+
+    assert main(["models", "--url", gateway.server.base_url]) == 0  # /v1 implied
+    listed = capsys.readouterr().out
+    assert "smollm2" in listed and "vectors" in listed  # every model, with its task
+    assert main(["models", "--url", gateway.server.base_url + "/nope"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("llmgate: ") and "not an OpenAI-compatible model list" in error
+    assert "{" not in error and error.count("\n") == 1
