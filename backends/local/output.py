@@ -66,6 +66,11 @@ class ChoiceOutput:
         self._budget = budget
         self._matcher = StopSequenceMatcher(list(stops))
         self._logprobs: list[TokenLogprob] | None = [] if logprobs else None
+        # where each token of ``_logprobs`` starts in the text fed so far, and how much of that
+        # text got past the stop strings: the tokens of a stop string are not the answer's
+        self._starts: list[int] = []
+        self._fed = 0
+        self._passed = 0
         # what the detokenizer still holds back at the end: at most an incomplete character,
         # which it spells U+FFFD; a choice cut there ends before it, as Ollama's runner does
         self._flush_text = flush_text
@@ -83,7 +88,14 @@ class ChoiceOutput:
         self.tokens += 1
         if self._logprobs is not None and logprob is not None:
             self._logprobs.append(logprob)
+            self._starts.append(self._fed)
+        self._fed += len(text)
         emit, hit = self._matcher.feed(text)
+        self._passed += len(emit)
+        if hit:  # the tokens that start inside the stop string go with it
+            keep = sum(1 for start in self._starts if start < self._passed)
+            if self._logprobs:
+                del self._logprobs[keep:]
         events = self._read(emit, final=False)
         if hit:
             return [*events, *self._finish("stop", flush=False)]
@@ -126,7 +138,7 @@ class ChoiceOutput:
     def _take_logprobs(self) -> tuple[TokenLogprob, ...] | None:
         if self._logprobs is None:
             return None
-        taken, self._logprobs = tuple(self._logprobs), []
+        taken, self._logprobs, self._starts = tuple(self._logprobs), [], []
         return taken
 
     def _finish(self, reason: FinishReason, flush: bool) -> list[Event]:

@@ -151,6 +151,13 @@ def test_stop_strings_end_the_text_before_them(client):
     )
     assert " 6" not in completion.choices[0].text
     assert completion.choices[0].finish_reason == "stop"
+    with_logprobs = client.completions.create(
+        model="smollm2", prompt="Count: 1, 2, 3,", max_tokens=20, temperature=0, stop=[" 6"],
+        logprobs=1,
+    )  # fmt: skip
+    [choice] = with_logprobs.choices
+    assert "".join(choice.logprobs.tokens) == choice.text  # the stop string's tokens went too
+    assert max(choice.logprobs.text_offset) < len(choice.text)
 
 
 def test_logprobs_come_in_the_legacy_shape(client):

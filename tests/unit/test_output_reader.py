@@ -202,6 +202,28 @@ def test_logprobs_ride_on_text_not_on_reasoning():
     assert texts[0].text == "ok" and texts[0].logprobs is not None and len(texts[0].logprobs) == 3
 
 
+@pytest.mark.parametrize(
+    ("tokens", "stop", "content", "logged"),
+    [
+        (["1", ".", " 1", "\n", "2"], "\n", "1. 1", ["1", ".", " 1"]),  # the stop is a token
+        (["x E", "N", "D", "!"], "END", "x ", ["x E"]),  # starts inside a token, ends in another
+        (["a", "bEN", "D"], "END", "ab", ["a", "bEN"]),
+    ],
+)
+def test_the_tokens_of_a_stop_string_have_no_logprobs(tokens, stop, content, logged):
+    """The logprobs are the answer's tokens: those that start inside the stop string went with
+    it (one that starts before it, and so shows in the text, stays)."""
+    output = ChoiceOutput(0, (stop,), 100, True)
+    events = []
+    for token in tokens:
+        events += output.token(token, TokenLogprob(token, -0.5, token.encode()))
+        if output.reason is not None:
+            break
+    texts = [e for e in events if isinstance(e, TextDelta)]
+    assert "".join(e.text for e in texts) == content
+    assert [lp.token for e in texts for lp in e.logprobs or ()] == logged
+
+
 def test_a_choice_cut_inside_a_character_ends_before_it():
     # the llama.cpp engine's decoder: bytes in, text out, U+FFFD for what is left at the end
     import codecs
