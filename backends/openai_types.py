@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from backends import events
+from backends.function_checks import check_function_name, check_parameters
 
 # ---------------------------------------------------------------------------------------------
 # Requests
@@ -101,6 +102,9 @@ class FunctionDefinition(_Request):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    _name = field_validator("name")(check_function_name)
+    _parameters = field_validator("parameters")(check_parameters)
 
 
 class FunctionName(_Request):

@@ -4,14 +4,24 @@ Requests tolerate unknown fields but validate every known one; an input item or 
 of a type llmgate does not know is parsed (``OtherItem``, ``InputPart``) so that the
 translator can refuse it by name. The response is exact: the shape of the openai SDK's
 ``Response`` model (its stream events are in ``backends.responses_events``). This module is a
-leaf: pydantic and the standard library only.
+leaf: pydantic, the standard library and ``backends.function_checks`` only.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
+
+from backends.function_checks import check_function_name, check_parameters
 
 # ---------------------------------------------------------------------------------------------
 # Requests
@@ -128,6 +138,13 @@ class ToolParam(_Request):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    _parameters = field_validator("parameters")(check_parameters)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str | None) -> str | None:
+        return name if name is None else check_function_name(name)
 
 
 class TextFormat(_Request):

@@ -18,7 +18,9 @@ NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 def parameters_of(tool: Tool) -> dict[str, Any]:
-    return dict(tool.parameters or NO_PARAMETERS)
+    """The tool's arguments' schema: an object's (a schema without a ``type`` is taken as one;
+    another type was refused with the request, ``backends.local.chat``)."""
+    return {"type": "object", **(tool.parameters or NO_PARAMETERS)}
 
 
 def call_schema(tools: Sequence[Tool], arguments_key: str = "arguments") -> dict[str, Any]:

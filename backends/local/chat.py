@@ -207,6 +207,16 @@ def _check_tools(request: GenerationRequest, features: ChatFeatures) -> None:
     names = [t.name for t in request.tools]
     if len(set(names)) != len(names):
         raise InvalidRequestError("two tools have the same name", param="tools")
+    for tool in request.tools:
+        if not tool.name.strip():
+            raise InvalidRequestError("a tool needs a name", param="tools")
+        kind = (tool.parameters or {}).get("type", "object")
+        if kind != "object":  # a call's arguments are a JSON object
+            raise InvalidRequestError(
+                f"tool '{tool.name}': its parameters must be a JSON schema of type \"object\", "
+                f"not {json.dumps(kind)}",
+                param="tools",
+            )
 
 
 def _tool_dict(tool: Any) -> dict[str, Any]:

@@ -380,6 +380,39 @@ def test_tools_on_a_model_with_tool_calling_off_are_a_400(tools_server):
     assert set(error) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.parametrize(
+    ("function", "param"),
+    [
+        ({"name": "", "parameters": {"type": "object"}}, "name"),
+        ({"name": "get weather"}, "name"),
+        ({"name": "f", "parameters": {"type": "array", "items": {}}}, "parameters"),
+    ],
+)
+def test_a_tool_no_call_could_satisfy_is_a_400_on_every_surface(tools_server, function, param):
+    """OpenAI's rules for a function (a name of a-z, 0-9, _ and -; arguments that are an
+    object), checked before anything is generated: a forced call could never be read back."""
+    tool = {"type": "function", "function": function}
+    forced = {"model": "smollm2", "messages": ask(), "tools": [tool], "tool_choice": "required"}
+    with httpx.Client(base_url=tools_server.base_url, timeout=30) as http:
+        reply = http.post("/v1/chat/completions", json=forced)
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["param"] == f"tools[0].function.{param}"
+        flat = {"type": "function", **function}
+        reply = http.post(
+            "/v1/responses",
+            json={"model": "smollm2", "input": "hi", "tools": [flat], "tool_choice": "required"},
+        )
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["param"] == f"tools[0].{param}"
+        if function["name"] != "get weather":  # Ollama takes any name; not an empty one here
+            reply = http.post(
+                "/api/chat",
+                json={"model": "smollm2", "messages": ask(), "tools": [tool], "stream": False},
+            )
+            assert reply.status_code == 400, reply.text
+            assert "tool" in reply.json()["error"]
+
+
 # -- SmolLM2: real answers -------------------------------------------------------------------
 
 SMOL = ("smollm2", "smollm2-hf")
