@@ -104,9 +104,12 @@ def build_grammar(
     if tools:
         assert spec.tools is not None
         param = "tools"
-        parallel = request.parallel_tool_calls is not False
+        choice = request.tool_choice
+        # a named function is called once (as vLLM's named tool choice), else as many as allowed
+        named = choice is not None and choice.mode == "function"
+        parallel = request.parallel_tool_calls is not False and not named
         rules.append(spec.tools.calls_rule(tools, parallel, lit))
-        forced = request.tool_choice is not None and request.tool_choice.mode != "auto"
+        forced = choice is not None and choice.mode != "auto"
         if forced:
             rules.append("answer: calls")
         elif constrained:

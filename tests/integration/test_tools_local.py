@@ -133,8 +133,7 @@ def test_a_named_function_is_the_one_called_and_streams_in_the_openai_shape(clie
         messages=ask(),
         tools=[WEATHER, CLOCK],
         tool_choice={"type": "function", "function": {"name": "get_time"}},
-        parallel_tool_calls=False,
-        temperature=0,
+        temperature=0,  # parallel_tool_calls unset: still exactly one call of a named function
         max_tokens=120,
         stream=True,
     )
