@@ -146,7 +146,8 @@ class ChoiceOutput:
         if flush:
             held = self._flush_text().rstrip(_REPLACEMENT)
             tail = self._matcher.feed(held)[0] + self._matcher.flush()
-        events = self._read(tail, final=True, cut=reason == "length")
+        # cut: by the token budget or a stop string (not by the model's own end)
+        events = self._read(tail, final=True, cut=reason == "length" or not flush)
         if self._logprobs:
             events.append(TextDelta(self.index, "", self._take_logprobs()))
         if reason == "stop" and self._calls is not None and self._calls.count:
@@ -180,12 +181,15 @@ class ToolCallReader:
         return self._scan_calls(final=False)
 
     def finish(self, cut: bool = False) -> list[Event]:
-        """The events the end of the answer completes. ``cut``: the token budget ended it;
-        what follows the whole calls then is an unfinished call (or text after the calls),
-        not the answer's text, and is dropped (never sent as content)."""
+        """The events the end of the answer completes. ``cut``: the token budget or a stop
+        string ended it; what follows the whole calls then is an unfinished call (or text after
+        the calls), not the answer's text, and is dropped (never sent as content); so is the
+        start of a trigger held back (``<tool_c``)."""
         if self._mode == "calls":
             return self._scan_calls(final=True, cut=cut)
         held, self._held = self._held, ""
+        if cut and self._mode == "text":
+            return []
         return self._text(held) if held.strip() or self._sent_text else []
 
     def _scan_text(self) -> list[Event]:

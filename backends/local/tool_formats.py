@@ -155,7 +155,7 @@ class Hermes(ToolFormat):
                     return CallScan(tuple(calls), at)  # the next trigger, still arriving
                 return CallScan(tuple(calls), at, malformed=True)
             body = start + len(self.trigger)
-            close = text.find(self.end, body)
+            close, call = self._closed_call(text, body)
             if close < 0:
                 if not final:
                     return CallScan(tuple(calls), at)
@@ -166,11 +166,35 @@ class Hermes(ToolFormat):
                 if call is None:
                     return CallScan(tuple(calls), at, malformed=True)
                 return CallScan((*calls, call), len(text))
-            call = self._call(text[body:close])
             if call is None:
                 return CallScan(tuple(calls), at, malformed=True)
             calls.append(call)
             at = close + len(self.end)
+
+    def _closed_call(self, text: str, body: int) -> tuple[int, ParsedCall | None]:
+        """Where the call whose JSON starts at ``body`` closes, and the call: at the first
+        closing tag after a whole JSON value (an argument string may hold the tag itself).
+        -1 while no closing tag follows a whole value; a call of None: the value between the
+        trigger and the last closing tag so far is not a call (malformed)."""
+        close = text.find(self.end, body)
+        last = -1
+        while close >= 0:
+            call = self._call(text[body:close])
+            if call is not None:
+                return close, call
+            last = close
+            close = text.find(self.end, close + 1)
+        if last >= 0 and self._whole_json_before(text, body, last):
+            return last, None  # a whole value, but not a call
+        return -1, None
+
+    @staticmethod
+    def _whole_json_before(text: str, body: int, close: int) -> bool:
+        try:
+            json.loads(text[body:close])
+        except ValueError:
+            return False
+        return True
 
     @staticmethod
     def _call(body: str) -> ParsedCall | None:

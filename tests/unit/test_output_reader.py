@@ -100,6 +100,35 @@ def test_a_call_cut_by_max_tokens_is_dropped_never_sent_as_markup(chunk):
     assert (content, calls, reason) == ("Checking.\n", [], "length")
 
 
+@pytest.mark.parametrize("text", ["<", "<tool", "<tool_call", "Checking <tool_"])
+def test_the_start_of_a_trigger_cut_by_max_tokens_is_not_content(text):
+    content, _, calls, reason = run(text, HERMES, 1, budget=len(text))
+    assert (content, calls, reason) == (text.partition("<")[0], [], "length")
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_a_call_cut_by_a_stop_string_is_dropped_never_sent_as_markup(chunk):
+    content, _, calls, reason = run('<tool_call>\n{"name": 1}', HERMES, chunk, stops=["{"])
+    assert (content, calls, reason) == ("", [], "stop")
+    # a stop string after a whole call: the call stands
+    content, _, calls, reason = run(CALL + "\nDone. END", HERMES, chunk, stops=["END"])
+    assert [c["name"] for c in calls] == ["get_weather"] and reason == "tool_calls"
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_a_closing_tag_inside_an_argument_string_does_not_end_the_call(chunk):
+    snippet = "<b>x</tool_call></b>"
+    text = f'<tool_call>\n{{"name": "render", "arguments": {{"html": "{snippet}"}}}}\n</tool_call>'
+    content, _, calls, reason = run(text, HERMES, chunk)
+    assert (content, reason) == ("", "tool_calls")
+    assert [json.loads(c["arguments"]) for c in calls] == [{"html": snippet}]
+
+
+def test_a_trigger_lookalike_the_model_ends_on_is_text():
+    content, _, calls, reason = run("a <tool", HERMES, 1)  # ended by the model, not cut
+    assert (content, calls, reason) == ("a <tool", [], "stop")
+
+
 @pytest.mark.parametrize("cut", ["\n", "\n</", "\n</tool_", "\n</tool_call"])
 def test_a_call_cut_inside_its_closing_tag_is_still_the_call(cut):
     text = CALL.removesuffix("\n</tool_call>") + cut
