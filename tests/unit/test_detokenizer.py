@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.transformers.detokenizer import IncrementalDetokenizer
+from backends.transformers.detokenizer import IncrementalDetokenizer, TokenTexts
 from tests.tiny_hf import tiny_tokenizer
 
 
@@ -38,3 +38,15 @@ def test_a_cut_character_is_flushed_as_a_replacement(tokenizer):
     detok = IncrementalDetokenizer(tokenizer)
     assert detok.push(ids[0]) == ""
     assert detok.flush() == "\ufffd"
+
+
+@pytest.mark.parametrize("text", ["おわん", "🙂 ok", "café"])
+def test_logprob_bytes_are_each_tokens_own_and_join_to_the_text(tokenizer, text):
+    """A token inside a character reads as U+FFFD, but its bytes are its own, as OpenAI's
+    ``bytes`` field is: a client rebuilds the text from them."""
+    ids = tokenizer.encode(text)
+    texts = TokenTexts(tokenizer)
+    joined = b"".join(texts.bytes_of(i) for i in ids)
+    assert joined.decode("utf-8") == text
+    logprob = texts.logprob(ids[0], (-0.5, [(ids[0], -0.5)]))
+    assert logprob.bytes == logprob.top[0].bytes == texts.bytes_of(ids[0])
