@@ -36,7 +36,14 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class Started:
+    """Choice ``index`` began. The first choice's carries the request's prompt tokens and how
+    many of them a cache held, when the backend knows them before it generates (in-process
+    engines; an upstream says only at the end, in ``Usage``): Anthropic's ``message_start``
+    reports them."""
+
     index: int
+    prompt_tokens: int | None = None
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,8 +234,16 @@ async def message_events(
     errors raise. Closing it closes ``events``."""
     builder = MessageEventBuilder(model)
     try:
+        first = await anext(events, None)  # an engine's first Started knows the prompt's size
+        if isinstance(first, ev.Started) and first.prompt_tokens is not None:
+            usage = builder.message.usage
+            usage.input_tokens = first.prompt_tokens - first.cached_tokens
+            usage.cache_read_input_tokens = first.cached_tokens
         for out in builder.start():
             yield out
+        if first is not None:
+            for out in builder.feed(first):
+                yield out
         async for event in events:
             for out in builder.feed(event):
                 yield out

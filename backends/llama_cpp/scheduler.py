@@ -284,7 +284,8 @@ class SequenceScheduler:
         pending = plan.prompt[reuse:]
         job.started += 1
         job.running += 1
-        outbox.put(job.bridge, Started(index))
+        counts = (len(plan.prompt), reuse) if index == 0 else (None, 0)
+        outbox.put(job.bridge, Started(index, *counts))
         return RunningSequence(
             job, index, slot, pending, sampler, output, utf8, visible=plan.visible
         )

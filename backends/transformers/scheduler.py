@@ -189,8 +189,10 @@ class BatchScheduler:
             logits = logits.expand(n, -1)
         request.remaining = n
         sequences = [self._sequence(request, i, prefill.adapter) for i in range(n)]
+        prompt = (len(request.job.prompt), request.cached_tokens)
         for sequence in sequences:
-            self._outbox.put(request.bridge, Started(sequence.output.index))
+            index = sequence.output.index
+            self._outbox.put(request.bridge, Started(index, *(prompt if index == 0 else (None, 0))))
         drawn = draw(logits.float().clone(), [s.sampler for s in sequences])
         self._batch.add(cache, len(request.job.prompt), drawn.tokens)
         self._rows.extend(sequences)

@@ -97,6 +97,22 @@ def test_stream_text_and_the_final_message(claude):
     assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
 
 
+def test_message_start_reports_the_prompts_tokens_as_the_final_usage_does(claude):
+    """Anthropic sends the input tokens in ``message_start`` already (clients that read usage
+    there recorded 0); the in-process engine knows them before it generates."""
+    system = "You are a helpful assistant who answers in one word. " * 8  # a prefix worth copying
+    body = {"model": "smollm2", "max_tokens": 8, "extra_body": GREEDY, "system": system}
+    question = [{"role": "user", "content": "Name a colour, any colour at all, please."}]
+    for _ in range(2):  # cold, then with the prompt in the cache
+        with claude.messages.stream(**body, messages=question) as stream:
+            events = list(stream)
+            final = stream.get_final_message()
+        start = next(e for e in events if e.type == "message_start").message.usage
+        assert start.input_tokens == final.usage.input_tokens > 0
+        assert start.cache_read_input_tokens == final.usage.cache_read_input_tokens
+    assert final.usage.cache_read_input_tokens > 0  # the second time
+
+
 def test_count_tokens_is_the_input_tokens_of_the_answer(claude):
     body: dict[str, Any] = {
         "model": "smollm2",
