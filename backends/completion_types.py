@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from backends.check_errors import CrossFieldError
 from backends.openai_types import TextRequest, Usage, _Response
 
 # OpenAI's (and vLLM's) default when the client sends no max_tokens.
@@ -40,7 +41,7 @@ class CompletionRequest(TextRequest):
     @model_validator(mode="after")
     def _best_of_covers_n(self) -> CompletionRequest:
         if self.best_of is not None and self.best_of < (self.n or 1):
-            raise ValueError("best_of must be at least n")
+            raise CrossFieldError("best_of", "best_of must be at least n")
         return self
 
     @property

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from backends import events
+from backends.check_errors import CrossFieldError
 from backends.function_checks import check_function_name, check_parameters
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class ChatCompletionRequest(TextRequest):
     @model_validator(mode="after")
     def _logprobs_pair(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs requires logprobs to be true")
+            raise CrossFieldError("top_logprobs", "top_logprobs requires logprobs to be true")
         if self.functions is not None and self.tools is not None:
             raise ValueError("send 'tools' or the deprecated 'functions', not both")
         if self.function_call is not None and self.functions is None:

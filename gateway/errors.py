@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backends.check_errors import CrossFieldError
 from backends.errors import (
     GatewayError,
     InternalError,
@@ -107,7 +108,10 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
         if first.get("type") == "missing":
             return InvalidRequestError("request body is missing: send a JSON object")
         if first.get("type") == "value_error":  # a check across fields, on a JSON object
-            return InvalidRequestError(str(first.get("msg")).removeprefix("Value error, "))
+            error = first.get("ctx", {}).get("error")
+            param = error.param if isinstance(error, CrossFieldError) else None
+            message = str(first.get("msg")).removeprefix("Value error, ")
+            return InvalidRequestError(message, param=param)
         return InvalidRequestError(f"request body must be a JSON object: {first.get('msg')}")
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "missing":

@@ -58,7 +58,7 @@ async def test_malformed_json_is_400_not_422(app_client):
         ({**GOOD, "top_p": 0}, "top_p"),
         ({**GOOD, "logit_bias": {"abc": 1}}, "logit_bias"),
         ({**GOOD, "logit_bias": {"5": 500}}, "logit_bias.5"),
-        ({**GOOD, "top_logprobs": 3}, None),
+        ({**GOOD, "top_logprobs": 3}, "top_logprobs"),
         ({**GOOD, "stream": "yes please"}, "stream"),
         ({**GOOD, "response_format": {"type": "xml"}}, "response_format.type"),
         ({**GOOD, "messages": "hello"}, "messages"),
@@ -85,8 +85,12 @@ async def test_a_check_across_fields_says_what_is_wrong_not_that_the_body_is_no_
     # found by the fuzz tests: "request body must be a JSON object: Value error, top_logprobs..."
     async with app_client() as (client, _):
         reply = await client.post("/v1/chat/completions", json={**GOOD, "top_logprobs": 3})
-    assert_envelope(reply, 400, "invalid_request_error", "invalid_request")
+    assert_envelope(reply, 400, "invalid_request_error", "invalid_request", "top_logprobs")
     assert reply.json()["error"]["message"] == "top_logprobs requires logprobs to be true"
+    async with app_client() as (client, _):
+        body = {"model": GOOD["model"], "prompt": "x", "n": 3, "best_of": 2}
+        reply = await client.post("/v1/completions", json=body)
+    assert_envelope(reply, 400, "invalid_request_error", "invalid_request", "best_of")
 
 
 @pytest.mark.parametrize("raw", [b"", b"[]", b"42", b"null", b'"text"', b"\xff\xfe", b"{" * 5000])
