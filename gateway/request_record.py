@@ -144,8 +144,9 @@ def current_record() -> RequestRecord | None:
     return _RECORD.get()
 
 
-def surface_of_path(path: str) -> str:
-    """A bounded label for the surface a path belongs to."""
+def surface_of_path(path: str, method: str = "POST") -> str:
+    """A bounded label for the surface a request belongs to (``/``: the chat page when read,
+    the tutorial API when posted to)."""
     if path.startswith("/api/"):
         return "ollama"
     if path.startswith("/v1/messages"):
@@ -161,7 +162,9 @@ def surface_of_path(path: str) -> str:
         if path.startswith(prefix):
             return name
     if path == "/":
-        return "tutorial"
+        return "page" if method in ("GET", "HEAD") else "tutorial"
+    if path.startswith("/static/"):
+        return "page"
     return "other"
 
 
@@ -172,7 +175,7 @@ def open_record(scope: Scope, activity: BackendActivity | None = None) -> Reques
         request_id=_request_id(scope),
         method=scope["method"],
         path=path,
-        surface=surface_of_path(path),
+        surface=surface_of_path(path, scope["method"]),
         activity=activity,
     )
     scope.setdefault("state", {})["record"] = record

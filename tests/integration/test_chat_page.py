@@ -76,6 +76,18 @@ def test_the_page_is_served_with_its_assets_and_a_strict_policy(gateway):
             assert client.get(f"/static/{asset}").status_code == 200, asset
 
 
+def test_the_page_loads_without_a_console_error(browser, gateway):
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(gateway.server.base_url + "/")
+    expect(page.locator("#model option")).not_to_have_count(0)
+    page.wait_for_load_state("networkidle")
+    context.close()
+    assert errors == []  # a favicon.ico 404 was one
+
+
 def test_a_message_streams_in_and_shows_its_stats(page, gateway):
     page.select_option("#model", "smollm2")
     page.locator("#temperature").focus()

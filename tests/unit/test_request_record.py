@@ -142,3 +142,4 @@ def test_the_proxy_has_only_what_the_backend_has():
 )
 def test_surface_labels_are_bounded(path, surface):
     assert surface_of_path(path) == surface
+    assert surface_of_path("/", "GET") == surface_of_path("/static/chat.js", "GET") == "page"
