@@ -125,23 +125,18 @@ def gateway_over(port: int) -> tuple[ServerThread, RunningServer]:
 
 
 @pytest.fixture
-def stale() -> Iterator[tuple[DroppingUpstream, RunningServer]]:
-    with DroppingUpstream(answered=1) as upstream:
+def behind(request: pytest.FixtureRequest) -> Iterator[tuple[DroppingUpstream, RunningServer]]:
+    """A gateway in front of a ``DroppingUpstream`` that answers ``request.param`` requests
+    a connection."""
+    with DroppingUpstream(answered=request.param) as upstream:
         thread, server = gateway_over(upstream.port)
         yield upstream, server
         thread.stop()
 
 
-@pytest.fixture
-def rude() -> Iterator[tuple[DroppingUpstream, RunningServer]]:
-    with DroppingUpstream(answered=0) as upstream:
-        thread, server = gateway_over(upstream.port)
-        yield upstream, server
-        thread.stop()
-
-
-def test_a_kept_alive_connection_closed_as_it_is_reused_is_retried_unseen(stale):
-    upstream, server = stale
+@pytest.mark.parametrize("behind", [1], indirect=True)
+def test_a_kept_alive_connection_closed_as_it_is_reused_is_retried_unseen(behind):
+    upstream, server = behind
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         for _ in range(3):
             reply = http.post("/v1/chat/completions", json={"model": "m", "messages": HI})
@@ -150,9 +145,10 @@ def test_a_kept_alive_connection_closed_as_it_is_reused_is_retried_unseen(stale)
     assert upstream.answered >= 3 and upstream.dropped >= 2  # each reuse met a closed socket
 
 
+@pytest.mark.parametrize("behind", [0], indirect=True)
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_upstream_that_closes_without_answering_is_a_502_not_a_timeout(rude, stream):
-    upstream, server = rude
+def test_an_upstream_that_closes_without_answering_is_a_502_not_a_timeout(behind, stream):
+    upstream, server = behind
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         reply = http.post(
             "/v1/chat/completions", json={"model": "m", "messages": HI, "stream": stream}
