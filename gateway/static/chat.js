@@ -115,8 +115,8 @@ async function loadModels() {
   }
   windows.clear();
   for (const card of cards) {
-    const window = card.max_model_len || (card.capabilities && card.capabilities.context_length);
-    if (Number.isInteger(window) && window > 0) windows.set(card.id, window);
+    const size = card.max_model_len || (card.capabilities && card.capabilities.context_length);
+    if (Number.isInteger(size) && size > 0) windows.set(card.id, size);
   }
   select.replaceChildren(...cards.map((card) => {
     const option = document.createElement("option");
@@ -387,7 +387,7 @@ async function answer(convo) {
   // A chat longer than the model's window goes on without its oldest exchanges, as many as it
   // takes (remembered per conversation and model); the answer gets at most half the window.
   let skip = convo.fit && convo.fit.model === model ? convo.fit.skip : 0;
-  const window = windows.get(model);
+  const contextWindow = windows.get(model);
   const messages = $("messages");
   try {
     const body = {
@@ -395,7 +395,7 @@ async function answer(convo) {
       messages: requestMessages(convo, skip),
       stream: true,
       stream_options: { include_usage: true },
-      max_tokens: Math.min(Number(state.settings.max_tokens), window ? Math.max(16, Math.floor(window / 2)) : Infinity),
+      max_tokens: Math.min(Number(state.settings.max_tokens), contextWindow ? Math.max(16, Math.floor(contextWindow / 2)) : Infinity),
       temperature: Number(state.settings.temperature),
       top_p: Number(state.settings.top_p),
     };
