@@ -280,7 +280,7 @@ def test_an_openai_upstream_gets_the_request_relayed_as_sent(client, gateway):
         ({"max_tokens": 0}, "max_tokens"),
         ({"prompt": []}, "prompt"),
         ({"logprobs": 21}, "logprobs"),
-        ({"n": 2, "best_of": 1}, None),
+        ({"n": 2, "best_of": 1}, "best_of"),
     ],
 )
 def test_what_a_local_engine_cannot_do_is_a_400_naming_the_field(gateway, fields, param):
