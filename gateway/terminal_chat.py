@@ -10,12 +10,9 @@ and Esc then Enter inserts a newline. Exit codes: 0 done, 1 server unreachable, 
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,9 +21,8 @@ from rich.console import Console
 
 from gateway.chat_client import ChatClient, ChatError, is_chat_model, printable
 from gateway.ctrl_c import CtrlC
+from gateway.terminal_input import SETTINGS, line_reader
 
-COMMANDS = ["/model", "/models", "/system", "/set", "/reset", "/stats", "/help", "/exit"]
-SETTINGS = {"temperature": float, "top_p": float, "top_k": int, "max_tokens": int, "seed": int}
 HELP = """\
 /model NAME        switch model (Tab completes names)   /models   list models
 /system TEXT       set the system prompt (/system alone clears it)
@@ -60,14 +56,6 @@ class Answer:
         return " · ".join(parts)
 
 
-def history_path() -> Path:
-    explicit = os.environ.get("LLMGATE_CHAT_HISTORY")
-    if explicit:
-        return Path(explicit).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "llmgate" / "chat_history"
-
-
 class TerminalChat:
     def __init__(
         self,
@@ -89,81 +77,9 @@ class TerminalChat:
         self.console = console
         self.models: list[str] = []
         self.ctrl_c = CtrlC()
-        self._read_line = read_line or self._prompt_toolkit_reader()
+        self._read_line = read_line or line_reader(lambda: self.models, self.ctrl_c)
 
     # -- input ---------------------------------------------------------------------------
-
-    def _prompt_toolkit_reader(self) -> Callable[[str], str]:
-        if not sys.stdin.isatty():
-            return input
-        from prompt_toolkit import PromptSession
-        from prompt_toolkit.completion import Completer, Completion
-        from prompt_toolkit.history import FileHistory
-        from prompt_toolkit.key_binding import KeyBindings
-
-        chat = self
-
-        class ChatCompleter(Completer):
-            def get_completions(self, document: Any, complete_event: Any) -> Iterator[Completion]:
-                text = document.text_before_cursor
-                if text.startswith("/model "):
-                    word = text[len("/model ") :]
-                    for name in chat.models:
-                        if name.startswith(word):
-                            yield Completion(name, start_position=-len(word))
-                elif text.startswith("/set ") and " " not in text[5:]:
-                    word = text[5:]
-                    for key in SETTINGS:
-                        if key.startswith(word):
-                            yield Completion(key, start_position=-len(word))
-                elif text.startswith("/") and " " not in text:
-                    for command in COMMANDS:
-                        if command.startswith(text):
-                            yield Completion(command, start_position=-len(text))
-
-        keys = KeyBindings()
-
-        @keys.add("c-c")
-        def _(event: Any) -> None:
-            buffer = event.app.current_buffer
-            if buffer.text:
-                buffer.reset()
-            elif event.app.future is not None and event.app.future.done():
-                self.ctrl_c.held = True  # a second Ctrl-C in the same read: the next one
-            else:
-                event.app.exit(exception=KeyboardInterrupt)
-
-        @keys.add("escape", "enter")
-        def _(event: Any) -> None:
-            event.app.current_buffer.insert_text("\n")
-
-        history: Any
-        try:
-            path = history_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            history = FileHistory(str(path))
-        except OSError:
-            from prompt_toolkit.history import InMemoryHistory
-
-            history = InMemoryHistory()  # an unwritable home: history for this session only
-        session: Any = PromptSession(
-            history=history,
-            completer=ChatCompleter(),
-            complete_while_typing=False,  # Tab completes (a unique name at once)
-            key_bindings=keys,
-        )
-
-        def read(prompt: str) -> str:
-            # A Ctrl-C held while prompt_toolkit set up (its SIGINT handler, which restores
-            # CtrlC's afterwards, is in place from here on) ends this prompt as if typed.
-            def pre_run() -> None:
-                if self.ctrl_c.held:
-                    self.ctrl_c.held = False
-                    session.app.exit(exception=KeyboardInterrupt)
-
-            return str(session.prompt(prompt, pre_run=pre_run))
-
-        return read
 
     def _read_message(self) -> str:
         """One message: a line, or a \"\"\"-block spanning several."""
