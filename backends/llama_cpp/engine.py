@@ -23,7 +23,8 @@ from typing import Any
 
 from backends.events import Event
 from backends.llama_cpp.adapters import LoraAdapters, LoraFile
-from backends.llama_cpp.scheduler import LlamaContextHandles, SequenceScheduler, token_piece
+from backends.llama_cpp.native import LlamaContextHandles, token_piece
+from backends.llama_cpp.scheduler import SequenceScheduler
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.local.engine import EngineStats
 from backends.local.grammar import GrammarVocabulary

@@ -23,19 +23,17 @@ continues that prompt (the next turn of the chat) evaluates only its new tokens.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncGenerator
 
 from backends.errors import BackendUnavailableError, QueueFullError
 from backends.events import Event, Started, Usage
 from backends.llama_cpp.adapters import LoraAdapters
 from backends.llama_cpp.batch import Job, RunningSequence, batch_parts
+from backends.llama_cpp.native import DecodeBatch, LlamaContextHandles
 from backends.llama_cpp.sampling import SequenceSampler, token_logprob
 from backends.llama_cpp.slots import SlotCache, pick_slot
 from backends.local.bridge import Outbox, ThreadBridge
@@ -44,17 +42,6 @@ from backends.local.output import ChoiceOutput
 from backends.local.plan import GenerationPlan
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LlamaContextHandles:
-    """The native pieces the scheduler drives (owned by the engine, freed after ``join``)."""
-
-    ctx: Any  # llama_context_p
-    memory: Any  # llama_memory_t
-    vocab: Any  # llama_vocab_p
-    vocab_size: int
-    piece: Callable[[int, bool], bytes]  # token -> its bytes (special: spelled out)
 
 
 class SequenceScheduler:
@@ -72,8 +59,6 @@ class SequenceScheduler:
         max_queue: int,
         stats: EngineStats,
     ) -> None:
-        import llama_cpp
-
         self._name = name
         self._h = handles
         self._adapters = adapters
@@ -87,12 +72,7 @@ class SequenceScheduler:
         self._free = parallel  # free slots, as last counted by the thread
         self._closing = False
         self._tick = 0
-        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
-        # the batch's arrays, looked up once (a ctypes field access builds a new pointer object)
-        batch = self._batch
-        self._tokens, self._pos, self._n_seq_id = batch.token, batch.pos, batch.n_seq_id
-        self._seq_ids = [batch.seq_id[i] for i in range(self._n_batch)]
-        self._logits = batch.logits
+        self._batch = DecodeBatch(self._n_batch)
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -144,8 +124,6 @@ class SequenceScheduler:
     # -- the scheduler thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        import llama_cpp
-
         outbox: Outbox[Event] = Outbox()
         try:
             while True:
@@ -164,7 +142,7 @@ class SequenceScheduler:
             outbox.send()
             self.close()
         finally:
-            llama_cpp.llama_batch_free(self._batch)
+            self._batch.free()
 
     def _step(self, outbox: Outbox[Event]) -> None:
         for seq in list(self._running):
@@ -292,34 +270,15 @@ class SequenceScheduler:
 
     def _fill_batch(self) -> int:
         """Put this step's tokens in the batch (``batch_parts``); returns how many."""
-        n = 0
-        for part in batch_parts(self._running, self._n_batch):
-            seq = part.seq
-            start = len(seq.slot.tokens)
-            for i, token in enumerate(part.tokens):
-                last = i == len(part.tokens) - 1
-                self._put(n, token, start + i, seq.slot.seq_id, part.logits and last)
-                n += 1
-            seq.slot.tokens.extend(part.tokens)
-            if part.logits:
-                seq.logits_at = n - 1
-            if part.prefill:
-                self._stats.prefill_tokens += len(part.tokens)
-        self._batch.n_tokens = n
+        n, prefill = self._batch.fill(batch_parts(self._running, self._n_batch))
+        self._stats.prefill_tokens += prefill
         return n
-
-    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-        self._tokens[i] = token
-        self._pos[i] = pos
-        self._n_seq_id[i] = 1
-        self._seq_ids[i][0] = seq_id
-        self._logits[i] = logits
 
     def _decode(self, n: int, outbox: Outbox[Event]) -> None:
         import llama_cpp
 
         outbox.send()  # last step's tokens: the loop wakes while this thread leaves the GIL
-        status = llama_cpp.llama_decode(self._h.ctx, self._batch)
+        status = llama_cpp.llama_decode(self._h.ctx, self._batch.native)
         if status != 0:
             error = RuntimeError(f"llama_decode failed (status {status}) on {n} tokens")
             for seq in self._running:
@@ -396,20 +355,3 @@ class SequenceScheduler:
 
         llama_cpp.llama_memory_seq_rm(self._h.memory, slot.seq_id, -1, -1)
         slot.tokens.clear()
-
-
-def token_piece(vocab: Any) -> Callable[[int, bool], bytes]:
-    """``piece(token, special)``: the bytes a token adds to the text."""
-    import llama_cpp
-
-    buffer = ctypes.create_string_buffer(256)
-
-    def piece(token: int, special: bool) -> bytes:
-        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, special)
-        if n < 0:
-            big = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(vocab, token, big, len(big), 0, special)
-            return big.raw[: max(n, 0)]
-        return buffer.raw[:n]
-
-    return piece
