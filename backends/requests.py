@@ -110,7 +110,8 @@ class GenerationRequest:
 
     model: str
     messages: tuple[Message, ...] = ()
-    prompt: str | None = None
+    # a text, or the model's own token ids (OpenAI completions' token-id prompts), read as given
+    prompt: str | tuple[int, ...] | None = None
     max_tokens: int | None = None
     # max_tokens is only an upper bound (Ollama's num_predict): an in-process engine fits it to
     # the room the prompt leaves in the window instead of refusing the request

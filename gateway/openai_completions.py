@@ -58,7 +58,7 @@ def to_generation_requests(body: CompletionRequest) -> list[GenerationRequest]:
             user=body.user,
             extras=dict(body.model_extra or {}),
         )
-        for prompt in _text_prompts(body)
+        for prompt in _prompts(body)
     ]
 
 
@@ -88,15 +88,16 @@ def _refuse_unsupported(body: CompletionRequest) -> None:
         )
 
 
-def _text_prompts(body: CompletionRequest) -> list[str]:
-    prompts = body.prompts
-    if any(not isinstance(p, str) for p in prompts):
+def _prompts(body: CompletionRequest) -> list[str | tuple[int, ...]]:
+    """Each prompt: a text, or the model's own token ids (not echoed: there is no text)."""
+    prompts = [p if isinstance(p, str) else tuple(p) for p in body.prompts]
+    if body.echo and any(isinstance(p, tuple) for p in prompts):
         raise UnsupportedParameterError(
-            "token-id prompts are only passed through to OpenAI-compatible upstreams; "
-            "send the prompt as text",
-            param="prompt",
+            "'echo' repeats the prompt's text, and a token-id prompt has none here; "
+            "send the prompt as text to echo it",
+            param="echo",
         )
-    return [p for p in prompts if isinstance(p, str)]
+    return prompts
 
 
 # -- stream --------------------------------------------------------------------------------
@@ -262,7 +263,8 @@ async def _start(
     streams: list[EventStream] = await open_all(backend, requests)
     echoes = {}
     if body.echo:
-        echoes = {i * n + j: r.prompt or "" for i, r in enumerate(requests) for j in range(n)}
+        texts = [r.prompt if isinstance(r.prompt, str) else "" for r in requests]
+        echoes = {i * n + j: text for i, text in enumerate(texts) for j in range(n)}
     builder = CompletionChunks(model=body.model, echoes=echoes)
     return merge_events(streams, n), builder, streams[0].replica
 

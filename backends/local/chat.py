@@ -107,6 +107,8 @@ def _renders_tools(engine: ChatEngine) -> bool:
 def render_prompt(request: GenerationRequest, features: ChatFeatures, engine: ChatEngine) -> Prompt:
     """Tokens of ``request``'s prompt and how to read its output; 400s for tools the model
     cannot take and for a template that rejects the messages."""
+    if isinstance(request.prompt, tuple):  # the model's own token ids, read as given
+        return Prompt(list(request.prompt), OutputSpec())
     if request.prompt is not None:
         tokens = engine.tokenize(request.prompt, add_bos=True)
         if not tokens:  # an empty prompt for a model that adds no beginning-of-sequence token

@@ -105,6 +105,8 @@ def make_plan(
         raise UnsupportedParameterError(
             f"n={request.n} is more than this model decodes at once ({limits.max_n})", param="n"
         )
+    if isinstance(request.prompt, tuple):
+        _check_prompt_ids(request.prompt, limits.vocab_size)
     for token_id in request.sampling.logit_bias:
         if not 0 <= token_id < limits.vocab_size:
             raise InvalidRequestError(
@@ -126,6 +128,18 @@ def make_plan(
         n=request.n,
         adapter=adapter,
     )
+
+
+def _check_prompt_ids(ids: tuple[int, ...], vocab_size: int) -> None:
+    if not ids:
+        raise InvalidRequestError("the prompt has no token ids", param="prompt")
+    bad = next((t for t in ids if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise InvalidRequestError(
+            f"the prompt has token id {bad}, outside this model's vocabulary "
+            f"(0..{vocab_size - 1}); token ids are the model's own, not tiktoken's",
+            param="prompt",
+        )
 
 
 def resolve_sampling(

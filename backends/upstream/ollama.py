@@ -90,6 +90,11 @@ def _refuse_unsupported(request: GenerationRequest) -> None:
         (request.logprobs, "logprobs", "'logprobs' is not supported"),
         (request.n > 1, "n", "only one choice (n=1) is supported"),
         (
+            isinstance(request.prompt, tuple),
+            "prompt",
+            "token-id prompts are not supported (Ollama takes text); send the prompt as text",
+        ),
+        (
             request.constraint is not None and request.constraint.kind == "grammar",
             "response_format",
             "output cannot be constrained to a grammar",

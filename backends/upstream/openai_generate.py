@@ -33,7 +33,7 @@ def upstream_call(request: GenerationRequest, remote_model: str) -> tuple[str, d
 
 
 def to_completion_body(
-    request: GenerationRequest, prompt: str, remote_model: str
+    request: GenerationRequest, prompt: str | tuple[int, ...], remote_model: str
 ) -> dict[str, Any]:
     """A completions body for a raw prompt, streaming with usage. A raw prompt is never read
     for tool calls, so tools and constraints other than none are refused by name."""
@@ -51,7 +51,7 @@ def to_completion_body(
     return {
         **request.extras,
         "model": remote_model,
-        "prompt": prompt,
+        "prompt": prompt if isinstance(prompt, str) else list(prompt),
         "stream": True,
         "stream_options": {"include_usage": True},
         **fields,

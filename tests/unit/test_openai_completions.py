@@ -83,13 +83,19 @@ def test_a_prompt_list_is_one_request_per_prompt():
 
 
 @pytest.mark.parametrize(
+    ("prompt", "prompts"), [([5, 6], [(5, 6)]), ([[1], [2, 3]], [(1,), (2, 3)])]
+)
+def test_token_id_prompts_are_one_request_per_list(prompt, prompts):
+    assert [r.prompt for r in to_generation_requests(wire(prompt=prompt))] == prompts
+
+
+@pytest.mark.parametrize(
     ("fields", "error", "param"),
     [
         ({"suffix": "s"}, UnsupportedParameterError, "suffix"),
         ({"best_of": 3}, UnsupportedParameterError, "best_of"),
         ({"echo": True, "logprobs": 0}, UnsupportedParameterError, "echo"),
-        ({"prompt": [1, 2]}, UnsupportedParameterError, "prompt"),
-        ({"prompt": [[1], [2]]}, UnsupportedParameterError, "prompt"),
+        ({"prompt": [1, 2], "echo": True}, UnsupportedParameterError, "echo"),
         ({"max_tokens": 0}, InvalidRequestError, "max_tokens"),
     ],
 )
