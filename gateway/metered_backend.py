@@ -20,6 +20,7 @@ from typing import Any
 
 from backends import events as ev
 from backends.embeddings import EmbeddingResult
+from backends.errors import GatewayError, InternalError
 from backends.protocol import Backend, OpenStream, Relayed
 from gateway.request_record import RequestRecord
 from gateway.shutdown import cut_off_error
@@ -139,7 +140,11 @@ class MeteredBackend:
         except asyncio.CancelledError:
             if (cut := cut_off_error()) is None:
                 raise
+            self._failed(cut)
             raise cut from None
+        except Exception as exc:
+            self._failed(exc)
+            raise
 
     async def _chunks(self, stream: OpenStream[bytes]) -> AsyncIterator[bytes]:
         try:
@@ -152,7 +157,21 @@ class MeteredBackend:
         except asyncio.CancelledError:
             if (cut := cut_off_error()) is None:
                 raise
+            self._failed(cut)
             raise cut from None
+        except Exception as exc:
+            self._failed(exc)
+            raise
+
+    def _failed(self, error: Exception) -> None:
+        """A stream that failed after it started: its record says why (the status stays the
+        200 that went out)."""
+        if self._record is not None:
+            if isinstance(error, GatewayError):
+                code = error.code or error.error_type
+            else:
+                code = InternalError.default_code
+            self._record.error_type = code
 
     def _note_usage(self, data: bytes) -> None:
         assert self._record is not None

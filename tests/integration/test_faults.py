@@ -13,6 +13,7 @@ normal request afterwards. Redis dying mid-run is the rate limits' fault test.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -295,3 +296,23 @@ def test_a_burst_of_mixed_faults_and_answers_all_end_well_formed(gateway, fakes)
         fake.faults.clear()
     for upstream in ("ollama", "openai"):
         assert_still_serving(gateway.base_url, upstream)
+
+
+@pytest.mark.parametrize("ask", [a for a in ASKS if a.stream], ids=str)
+def test_a_stream_that_fails_after_it_started_is_logged_with_its_error(
+    gateway, fakes, ask: Ask, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="llmgate.requests")
+    fakes["openai"][0].faults.append(Fault("die_mid_stream", after=2))
+    request_id = f"dies-{ask}"
+    with httpx.Client(base_url=gateway.base_url, timeout=CLIENT_TIMEOUT) as http:
+        reply = http.post(ask.path, json=ask.body("openai"), headers={"X-Request-ID": request_id})
+    assert outcome(ask, reply).kind == "error"
+
+    def line() -> str | None:
+        tag = f"request_id={request_id} "
+        found = [r.getMessage() for r in caplog.records if tag in r.getMessage()]
+        return found[0] if found else None
+
+    assert wait_until(lambda: line() is not None)
+    assert f"{ask.path} 200 " in line() and " error=upstream_error " in line(), line()
