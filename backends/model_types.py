@@ -42,14 +42,29 @@ ModelState = Literal["loaded", "loading", "unloaded", "error"]
 
 
 class ModelPlacement(_Response):
-    """Where a loaded in-process model runs. ``device``: "cpu", "gpu" (llama.cpp: every layer
-    offloaded), "gpu+cpu" (some), or a torch device ("cuda:0"; several: "cuda:0,cuda:1").
-    ``layers`` / ``gpu_layers``: llama.cpp's offloadable layers (blocks plus the output layer)
-    and how many of them run on the GPU. ``parallel``: sequences decoded in one batch at most.
-    ``weights_bytes``: the weights in memory; ``gpu_bytes``: how much of them is on a GPU
-    (llama.cpp: the offloaded layers' share of its tensors, an estimate)."""
+    """Where a loaded in-process model runs, and what its weights are. ``device``: "cpu",
+    "gpu" (llama.cpp: every layer offloaded), "gpu+cpu" (some), or a torch device ("cuda:0";
+    several: "cuda:0,cuda:1"). ``layers`` / ``gpu_layers``: llama.cpp's offloadable layers
+    (blocks plus the output layer) and how many of them run on the GPU. ``parallel``: sequences
+    decoded in one batch at most. ``weights_bytes``: the weights in memory; ``gpu_bytes``: how
+    much of them is on a GPU (llama.cpp: the offloaded layers' share of its tensors, an
+    estimate). ``architecture`` (GGUF's ``general.architecture``, transformers' ``model_type``:
+    "llama", "qwen2", "bert"), ``parameters``, ``quantization`` (GGUF's file type, "Q4_1"; else
+    the weights' dtype, "BF16") and ``embedding_length`` (the hidden size) are what the Ollama
+    surface's ``/api/show`` and ``/api/tags`` report."""
 
-    _omit_if_none = frozenset({"layers", "gpu_layers", "weights_bytes", "gpu_bytes"})
+    _omit_if_none = frozenset(
+        {
+            "layers",
+            "gpu_layers",
+            "weights_bytes",
+            "gpu_bytes",
+            "architecture",
+            "parameters",
+            "quantization",
+            "embedding_length",
+        }
+    )
 
     device: str
     layers: int | None = None
@@ -57,6 +72,10 @@ class ModelPlacement(_Response):
     parallel: int
     weights_bytes: int | None = None
     gpu_bytes: int | None = None
+    architecture: str | None = None
+    parameters: int | None = None
+    quantization: str | None = None
+    embedding_length: int | None = None
 
 
 class ModelCard(_Response):

@@ -1,11 +1,13 @@
 """What the Ollama surface says about models (``/api/tags``, ``/api/show``, ``/api/ps``,
 ``/api/version``), built from what llmgate knows (``ModelCard``: backend kind, task, loaded,
-capabilities, context window, placement). ``size`` and ``size_vram`` are the weights' bytes in
-memory and on a GPU of a model loaded in-process (``ModelPlacement``), else 0 (not loaded, or
-an upstream's). llmgate does not know a digest or architecture: ``digest`` is a stable hash of
-the name, the backend kind stands for the family and architecture (``general.architecture``,
-``<kind>.context_length``). Names are llmgate's public names, without Ollama's ``:latest`` tag
-(``name:latest`` also resolves).
+capabilities, context window, placement). A model loaded in-process says what its weights say
+(``ModelPlacement``): ``size`` and ``size_vram`` (bytes in memory and on a GPU), the family and
+``general.architecture`` ("llama"), the parameter count and size ("134.52M", as Ollama writes
+it), the quantization ("Q4_1"), ``<arch>.embedding_length``. Otherwise (not loaded yet, or an
+upstream's) sizes are 0 and the backend kind stands for the family and architecture.
+``<arch>.context_length`` is the window llmgate serves, not the one the model was trained for.
+``digest`` is a stable hash of the name. Names are llmgate's public names, without Ollama's
+``:latest`` tag (``name:latest`` also resolves).
 """
 
 from __future__ import annotations
@@ -28,15 +30,33 @@ _FORMATS = {"llama_cpp": "gguf", "transformers": "safetensors"}
 _FOREVER = dt.timedelta(microseconds=(2**63 - 1) // 1000)
 
 
+def architecture(card: ModelCard) -> str:
+    """The model's architecture when loaded in-process ("llama"), else its backend kind."""
+    placement = card.placement
+    return (placement.architecture if placement else None) or card.backend
+
+
 def details(card: ModelCard) -> dict[str, Any]:
+    placement = card.placement
+    parameters = placement.parameters if placement else None
+    family = architecture(card)
     return {
         "parent_model": card.parent or "",
         "format": _FORMATS.get(card.backend, ""),
-        "family": card.backend,
-        "families": [card.backend],
-        "parameter_size": "",
-        "quantization_level": "",
+        "family": family,
+        "families": [family],
+        "parameter_size": human_number(parameters) if parameters else "",
+        "quantization_level": (placement.quantization if placement else None) or "",
     }
+
+
+def human_number(n: int) -> str:
+    """A count as Ollama writes parameter sizes: 134515008 -> "134.52M", 8030261248 -> "8.0B"."""
+    for scale, suffix, digits in ((10**9, "B", 1), (10**6, "M", 2), (10**3, "K", 0)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f}{suffix}" if value.is_integer() else f"{value:.{digits}f}{suffix}"
+    return str(n)
 
 
 def digest(name: str) -> str:
@@ -113,9 +133,15 @@ def capabilities(card: ModelCard) -> list[str]:
 
 def show(card: ModelCard) -> dict[str, Any]:
     """``POST /api/show``."""
-    info: dict[str, Any] = {"general.architecture": card.backend, "general.basename": card.id}
+    arch = architecture(card)
+    info: dict[str, Any] = {"general.architecture": arch, "general.basename": card.id}
+    placement = card.placement
+    if placement is not None and placement.parameters:
+        info["general.parameter_count"] = placement.parameters
     if card.max_model_len is not None:
-        info[f"{card.backend}.context_length"] = card.max_model_len
+        info[f"{arch}.context_length"] = card.max_model_len
+    if placement is not None and placement.embedding_length:
+        info[f"{arch}.embedding_length"] = placement.embedding_length
     return {
         "license": "",
         "modelfile": f"# llmgate model '{card.id}' ({card.backend} backend); "

@@ -60,6 +60,7 @@ def layer_placement(model: Any, n_gpu_layers: int, parallel: int) -> ModelPlacem
         on_gpu = min(layers if n_gpu_layers < 0 else n_gpu_layers, layers)
     device = "cpu" if on_gpu == 0 else "gpu" if on_gpu == layers else "gpu+cpu"
     size = int(llama_cpp.llama_model_size(model))
+    file_type = gguf_metadata(model, "general.file_type")
     return ModelPlacement(
         device=device,
         layers=layers,
@@ -67,7 +68,36 @@ def layer_placement(model: Any, n_gpu_layers: int, parallel: int) -> ModelPlacem
         parallel=parallel,
         weights_bytes=size,
         gpu_bytes=size * on_gpu // layers,
+        architecture=gguf_metadata(model, "general.architecture"),
+        parameters=int(llama_cpp.llama_model_n_params(model)),
+        quantization=GGUF_FILE_TYPES.get(file_type or ""),
+        embedding_length=int(llama_cpp.llama_model_n_embd(model)),
     )
+
+
+# GGUF's ``general.file_type`` (llama.cpp's ``llama_ftype``), as Ollama names quantizations
+GGUF_FILE_TYPES = {
+    str(number): name
+    for number, name in {
+        0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+        11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+        17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
+        23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
+        29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
+        38: "MXFP4_MOE",
+    }.items()
+}  # fmt: skip
+
+
+def gguf_metadata(model: Any, key: str) -> str | None:
+    """A GGUF metadata value of a loaded model, as text (None: the file has no such key)."""
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(256)
+    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
+    if n < 0:
+        return None
+    return buffer.value.decode("utf-8", errors="replace")
 
 
 class LlamaCppEngine:

@@ -13,9 +13,8 @@ from typing import Any
 
 from backends.embeddings import Vector, float32_from_bytes
 from backends.errors import BackendUnavailableError
-from backends.model_types import ModelPlacement
 from backends.transformers.engine import _torch_threads as torch_threads
-from backends.transformers.engine import model_devices, weight_bytes
+from backends.transformers.engine import model_placement
 from backends.transformers.loading import load_pretrained, resolve_device, resolve_dtype
 from backends.transformers.pooling import PoolingConfig, PoolingConfigError, pool
 from backends.transformers.pooling import read_pooling_config as read_pooling
@@ -45,13 +44,7 @@ class TransformersEmbeddingModel:
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self._pad_id = int(tokenizer.pad_token_id or 0)
         self._torch_threads = torch_threads
-        weights, on_gpu = weight_bytes(model)
-        self.placement = ModelPlacement(
-            device=model_devices(model),
-            parallel=parallel,
-            weights_bytes=weights,
-            gpu_bytes=on_gpu,
-        )
+        self.placement = model_placement(model, parallel)
 
     @classmethod
     def load(

@@ -34,13 +34,7 @@ class TransformersEngine:
             prefill_chunk=settings.prefill_chunk,
             prefix_cache_tokens=settings.prefix_cache_tokens,
         )
-        weights, on_gpu = weight_bytes(loaded.model)
-        self.placement = ModelPlacement(
-            device=model_devices(loaded.model),
-            parallel=settings.max_batch_size,
-            weights_bytes=weights,
-            gpu_bytes=on_gpu,
-        )
+        self.placement = model_placement(loaded.model, settings.max_batch_size)
         self.limits = EngineLimits(
             context_window=loaded.max_context,
             vocab_size=loaded.vocab_size,
@@ -111,6 +105,32 @@ def model_devices(model: Any) -> str:
     if spread:
         return ",".join(sorted(spread))
     return str(getattr(model, "device", "cpu"))
+
+
+def model_placement(model: Any, parallel: int) -> ModelPlacement:
+    """Where ``model``'s weights are, their size, and what they are (see ``ModelPlacement``)."""
+    weights, on_gpu = weight_bytes(model)
+    config = model.config
+    quantization = str(model.dtype).removeprefix("torch.").upper().replace("FLOAT", "F")
+    quantized = getattr(config, "quantization_config", None)  # bitsandbytes, GPTQ, AWQ...
+    if quantized is not None:
+        method = (
+            quantized.get("quant_method")
+            if isinstance(quantized, dict)
+            else getattr(quantized, "quant_method", None)
+        )
+        quantization = str(getattr(method, "value", method) or "quantized").upper()
+    hidden = getattr(config, "hidden_size", None)
+    return ModelPlacement(
+        device=model_devices(model),
+        parallel=parallel,
+        weights_bytes=weights,
+        gpu_bytes=on_gpu,
+        architecture=getattr(config, "model_type", None) or None,
+        parameters=int(sum(p.numel() for p in model.parameters())),
+        quantization=quantization,
+        embedding_length=int(hidden) if isinstance(hidden, int) else None,
+    )
 
 
 def weight_bytes(model: Any) -> tuple[int, int]:

@@ -184,8 +184,16 @@ def test_list_show_and_ps(smol, server):
     assert "smollm2" in names and "tiny" in names
     shown = smol.show("smollm2:latest")
     assert "completion" in shown.capabilities
-    assert shown.modelinfo["general.architecture"] == "llama_cpp"
-    assert shown.modelinfo["llama_cpp.context_length"] == 2048
+    # what the loaded GGUF says, as `ollama show` prints it
+    assert shown.modelinfo["general.architecture"] == "llama"
+    assert shown.modelinfo["llama.context_length"] == 2048  # the window served
+    assert shown.modelinfo["llama.embedding_length"] == 576
+    assert shown.modelinfo["general.parameter_count"] == 134_515_008
+    assert shown.details.family == "llama" and shown.details.families == ["llama"]
+    assert shown.details.parameter_size == "134.52M"
+    assert shown.details.quantization_level == "Q4_1"
+    listed = {m.model: m for m in smol.list().models}
+    assert listed["smollm2"].details.quantization_level == "Q4_1"
     loaded = {m.model: m for m in smol.ps().models}
     assert loaded["smollm2"].context_length == 2048 and loaded["smollm2"].expires_at is not None
     # the Q4_1 GGUF's tensors (~90 MB), all on the CPU: `ollama ps` says 100% CPU

@@ -17,6 +17,7 @@ from backends.llama_cpp.settings import LlamaCppSettings
 from backends.model_types import ModelCapabilities, ModelPlacement
 from gateway.app import create_app
 from gateway.config import GatewayConfig, ServerSettings
+from gateway.ollama_models import human_number
 from tests.fakes import FakeBackend, FakeEmbedder, FakeRelay, FakeScript
 from tests.unit.disconnect import call_then_disconnect
 
@@ -268,6 +269,14 @@ async def test_tags_show_and_ps():
     assert show["model_info"]["llama_cpp.context_length"] == 2048
     assert show_vec["capabilities"] == ["embedding"]
     assert version["version"].startswith("0.")
+
+
+@pytest.mark.parametrize(
+    ("count", "size"),
+    [(134_515_008, "134.52M"), (8_030_261_248, "8.0B"), (7_000_000_000, "7B"), (22_700, "23K")],
+)
+def test_parameter_sizes_are_written_as_ollama_writes_them(count, size):
+    assert human_number(count) == size
 
 
 async def test_embed_and_the_older_embeddings_route():
