@@ -23,6 +23,8 @@ class GatewayError(Exception):
     error_type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = "internal_error"
     retryable: ClassVar[bool] = False
+    # an upstream replica's failure (counts towards its cool-down) rather than the request's
+    replica_fault: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -147,6 +149,15 @@ class UpstreamError(GatewayError):
     error_type = "api_error"
     default_code = "upstream_error"
     retryable = True
+
+
+class UpstreamAnswerError(UpstreamError):
+    """502: the upstream answered this request with an error of its own (a 500 with an error
+    body): it is up and answering, so the failure is the request's, not the replica's. Another
+    replica may still try it, but it does not count towards the replica's cool-down (a client
+    must not be able to take a model down for everyone by repeating a bad request)."""
+
+    replica_fault = False
 
 
 class BackendUnavailableError(GatewayError):

@@ -21,7 +21,8 @@ from typing import Any
 from backends import events as ev
 from backends.embeddings import EmbeddingResult
 from backends.errors import GatewayError, InternalError
-from backends.protocol import Backend, OpenStream, Relayed
+from backends.protocol import Backend, OpenStream, Relayed, RelayEndpoint
+from backends.upstream.openai_compat import without_usage
 from gateway.request_record import RequestRecord
 from gateway.shutdown import cut_off_error
 
@@ -99,10 +100,12 @@ class MeteredBackend:
         return metered
 
     def _wrap_relay_stream(self, relay_stream: Callable[..., Any]) -> Callable[..., Any]:
-        async def metered(*args: Any, **kwargs: Any) -> Any:
-            stream = await relay_stream(*args, **kwargs)
+        async def metered(endpoint: RelayEndpoint, request: Any, keep_usage: bool) -> Any:
+            # usage always, to meter the request; left out here for a client that did not ask
+            stream = await relay_stream(endpoint, request, True)
             self._begin()
-            return OpenStream(self._chunks(stream), stream.replica, self._ender(stream))
+            chunks = self._chunks(stream, keep_usage)
+            return OpenStream(chunks, stream.replica, self._ender(stream))
 
         return metered
 
@@ -146,14 +149,17 @@ class MeteredBackend:
             self._failed(exc)
             raise
 
-    async def _chunks(self, stream: OpenStream[bytes]) -> AsyncIterator[bytes]:
+    async def _chunks(self, stream: OpenStream[bytes], keep_usage: bool) -> AsyncIterator[bytes]:
         try:
             async for chunk in stream:
                 if self._record is not None:
                     self._record.output()
                     if b'"usage"' in chunk:
                         self._note_usage(chunk)
-                yield chunk
+                if keep_usage:
+                    yield chunk
+                elif (unasked := without_usage(chunk)) is not None:
+                    yield unasked
         except asyncio.CancelledError:
             if (cut := cut_off_error()) is None:
                 raise

@@ -344,7 +344,8 @@ class UpstreamClient:
                 if not may_retry(exc):
                     self.pool.record_success(replica)  # the upstream works; the request was bad
                     raise
-                self.pool.record_failure(replica)
+                if exc.replica_fault:
+                    self.pool.record_failure(replica)
                 log.info("model %s: replica %s failed: %s", self.settings.name, replica.url, exc)
                 last = exc
                 continue

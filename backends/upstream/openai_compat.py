@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,32 +46,74 @@ def to_upstream_body(request: OpenAIRequest, remote_model: str) -> dict[str, Any
 
 def openai_error(status: int, body: bytes, model: str = "") -> GatewayError:
     """Map an upstream error reply (an OpenAI envelope, or not) onto the error tree."""
-    message, param, code = _parse_envelope(body)
-    context = code == "context_length_exceeded" or "context length" in message.lower()
+    envelope = parse_envelope(body)
     return status_error(
-        UpstreamReply(status, message, param, code, context_exceeded=context),
+        UpstreamReply(
+            status,
+            envelope.message,
+            envelope.param,
+            envelope.code,
+            context_exceeded=envelope.context_exceeded,
+            enveloped=envelope.enveloped,
+        ),
         model=model,
         upstream="the upstream",
         missing="the upstream answered 404",
     )
 
 
-def _parse_envelope(body: bytes) -> tuple[str, str | None, str | None]:
+# how OpenAI-compatible servers say a prompt does not fit: OpenAI's and vLLM's "maximum context
+# length", llama-server's "exceeds the available context size" (type exceed_context_size_error)
+_CONTEXT_WORDS = ("context length", "context size", "context window")
+_CONTEXT_TYPES = frozenset({"exceed_context_size_error", "context_length_exceeded"})
+
+
+@dataclass(frozen=True)
+class ErrorEnvelope:
+    """An upstream's error body, read leniently. ``code`` only when it is symbolic (OpenAI's
+    "context_length_exceeded"; llama-server's HTTP status number is not a code). ``enveloped``:
+    the body was a JSON error object (the server's own words)."""
+
+    message: str
+    param: str | None = None
+    code: str | None = None
+    kind: str | None = None
+    enveloped: bool = False
+
+    @property
+    def context_exceeded(self) -> bool:
+        lowered = self.message.lower()
+        return (
+            self.code == "context_length_exceeded"
+            or self.kind in _CONTEXT_TYPES
+            or any(words in lowered for words in _CONTEXT_WORDS)
+        )
+
+
+def parse_envelope(body: bytes) -> ErrorEnvelope:
     try:
         data = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", errors="replace").strip()[:500] or "no detail", None, None
+        return ErrorEnvelope(body.decode("utf-8", errors="replace").strip()[:500] or "no detail")
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        code = error.get("code")
-        return (
+        code, param, kind = error.get("code"), error.get("param"), error.get("type")
+        return ErrorEnvelope(
             str(error.get("message") or "no detail"),
-            error.get("param"),
-            str(code) if code is not None else None,
+            param if isinstance(param, str) else None,
+            code if isinstance(code, str) and not code.isdigit() else None,
+            kind if isinstance(kind, str) else None,
+            enveloped=True,
         )
-    if isinstance(data, dict) and "message" in data:  # some servers: {"message": ..., ...}
-        return str(data["message"]), None, None
-    return str(error or data)[:500], None, None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        # vLLM's older {"object": "error", "message": ..., "type": ...}, and other servers'
+        kind = data.get("type")
+        return ErrorEnvelope(
+            data["message"], kind=kind if isinstance(kind, str) else None, enveloped=True
+        )
+    if isinstance(error, str):
+        return ErrorEnvelope(error[:500] or "no detail", enveloped=True)
+    return ErrorEnvelope(str(data)[:500])
 
 
 class ModelRewriter:
@@ -103,6 +146,17 @@ class ModelRewriter:
         if twins:
             add_reasoning_twins(data, "message")
         return json.dumps(data, ensure_ascii=False).encode()
+
+
+def without_usage(payload: bytes) -> bytes | None:
+    """A relayed stream chunk as a client that did not ask for usage sees it: the usage chunk
+    (``choices: []``) is left out (None), and ``"usage":null`` (include_usage's mark on every
+    other chunk) dropped."""
+    if b'"choices":[]' in payload:
+        return None
+    if b'"usage":null' in payload:
+        return payload.replace(b',"usage":null', b"", 1)
+    return payload
 
 
 def with_reasoning_twins(payload: bytes) -> bytes:
@@ -159,10 +213,22 @@ async def sse_payloads(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 def _event_data(data: list[bytes]) -> bytes:
     payload = (data[0] if len(data) == 1 else b"\n".join(data)).strip()
-    if payload.startswith(b'{"error"'):
-        message, _, _ = _parse_envelope(payload)
+    if payload.startswith(b'{"error"') or _is_error_object(payload):
+        message = parse_envelope(payload).message
         raise UpstreamError(f"the upstream failed mid-stream: {message}")
     return payload
+
+
+def _is_error_object(payload: bytes) -> bool:
+    """vLLM's older error chunk, ``{"object": "error", "message": ...}`` (checked only for a
+    payload that names it, so a normal chunk costs one search)."""
+    if b'"object":"error"' not in payload and b'"object": "error"' not in payload:
+        return False
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("object") == "error"
 
 
 class OpenAICompatBackend(UpstreamBackend):
@@ -203,6 +269,9 @@ class OpenAICompatBackend(UpstreamBackend):
     ) -> OpenStream[bytes]:
         body = to_upstream_body(request, self.settings.remote_model)
         body["stream"] = True
+        # usage always, so that the request is metered (token limits, logs) whatever the client
+        # asked; ``_relay`` leaves it out for a client that did not ask
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         payloads, upstream = await self._open(endpoint, body)
         rewrite = ModelRewriter(self.settings.remote_model, request.model)
         relay = self._relay(payloads, rewrite, keep_usage, endpoint == "/chat/completions")
@@ -235,8 +304,10 @@ class OpenAICompatBackend(UpstreamBackend):
             async for payload in payloads:  # per chunk: the common cases inline
                 if payload == _DONE:
                     break
-                if not keep_usage and b'"choices":[]' in payload:
-                    continue
+                if not keep_usage:
+                    if (unasked := without_usage(payload)) is None:
+                        continue
+                    payload = unasked
                 if twins and _REASONING in payload:
                     payload = with_reasoning_twins(payload)
                 if needle in payload:

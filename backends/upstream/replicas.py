@@ -29,7 +29,7 @@ class ReplicaPool:
     """Least-busy choice among replicas that are healthy and not cooling down.
 
     ``failure_threshold`` consecutive failures put a replica in cool-down for ``cooldown``
-    seconds; a success or a passing health check brings it back.
+    seconds; a success, or a health check that passes after one failed, brings it back.
     """
 
     urls: list[str]
@@ -71,9 +71,14 @@ class ReplicaPool:
             )
 
     def record_health(self, replica: Replica, ok: bool) -> None:
-        replica.healthy = ok
-        if ok and replica.cooldown_until and self.clock() >= replica.cooldown_until:
+        """A health check's outcome: a failing one takes the replica out. A passing one after
+        a failing one (the upstream was down and is back) brings it back at once, its
+        cool-down ended; one that keeps passing leaves a cool-down alone (a replica can answer
+        its health route and still fail requests)."""
+        if ok and not replica.healthy:
+            replica.cooldown_until = 0.0
             replica.consecutive_failures = 0
+        replica.healthy = ok
 
     def availability(self) -> dict[str, bool]:
         """Each replica's URL and whether it takes requests now (healthy, not cooling down)."""

@@ -3,7 +3,9 @@
 Each upstream kind parses its own error body into an ``UpstreamReply`` (Ollama's
 ``{"error": "text"}``, OpenAI's envelope) and says whether it reports an over-long prompt;
 ``status_error`` picks the class. Whether the request may go to another replica or a fallback
-is then the class's ``retryable``: 429, 503 and 5xx yes, a client's 4xx no.
+is then the class's ``retryable``: 429, 503 and 5xx yes, a client's 4xx no. A 500 that carries
+the upstream's own error body is the request's failure, not the replica's
+(``UpstreamAnswerError``: no cool-down for it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from backends.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     RateLimitError,
+    UpstreamAnswerError,
     UpstreamError,
 )
 
@@ -31,6 +34,7 @@ class UpstreamReply:
     param: str | None = None
     code: str | None = None
     context_exceeded: bool = False
+    enveloped: bool = False  # the body was the upstream's own error object, not a proxy's page
 
 
 def status_error(reply: UpstreamReply, *, model: str, upstream: str, missing: str) -> GatewayError:
@@ -52,4 +56,6 @@ def status_error(reply: UpstreamReply, *, model: str, upstream: str, missing: st
         )
     if status == 503:
         return BackendUnavailableError(f"{upstream} is unavailable: {text}", retry_after=2)
+    if status == 500 and reply.enveloped:  # it answered, in its own words: this request failed
+        return UpstreamAnswerError(f"model '{model}': {upstream} failed ({status}): {text}")
     return UpstreamError(f"model '{model}': {upstream} failed ({status}): {text}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -346,6 +347,25 @@ def test_openai_relay_stream_keeps_usage_only_when_asked(client):
     assert "".join(c.choices[0].delta.content or "" for c in without) == "Hello from fake openai."
 
 
+def test_an_openai_relay_stream_is_metered_though_the_client_asked_no_usage(gateway, vllm, caplog):
+    """The upstream is always asked for usage (else token limits and logs see nothing of a
+    stream); a client that did not ask gets neither the usage chunk nor ``usage: null``."""
+    caplog.set_level(logging.INFO, logger="llmgate.requests")
+    body = {"model": "vllm", "messages": HI, "stream": True}
+    with httpx.Client(base_url=gateway.base_url) as http:
+        reply = http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "unasked"})
+    assert vllm[0].requests[-1].body["stream_options"] == {"include_usage": True}
+    payloads = [e[6:] for e in reply.text.split("\n\n") if e.startswith("data: {")]
+    assert payloads and all('"usage"' not in p for p in payloads)
+
+    def line() -> str | None:
+        found = [r.getMessage() for r in caplog.records if "request_id=unasked " in r.getMessage()]
+        return found[0] if found else None
+
+    assert wait_until(lambda: line() is not None)
+    assert " completion_tokens=5 " in line(), line()
+
+
 def test_langchain_through_openai_relay(gateway):
     llm = ChatOpenAI(base_url=gateway.v1, api_key="x", model="vllm", max_retries=0)
     assert llm.invoke("hello").content == "Hello from fake openai."
@@ -457,6 +477,21 @@ def test_failing_replica_is_retried_on_the_other_then_cooled_down(gateway, ollam
         assert len(ollama_b[0].chat_bodies) == 6
     finally:
         ollama_a[0].faults.clear()
+
+
+def test_a_request_that_makes_the_upstream_answer_500_does_not_cool_it_down(gateway, vllm):
+    """A 500 with the upstream's own error body (llama-server's answer to an image it cannot
+    read) fails that request; repeating it must not take the model down for everyone."""
+    with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
+        for _ in range(4):  # past failure_threshold (3)
+            vllm[0].faults.append(
+                Fault("status", status=500, message="image input is not supported")
+            )
+            reply = http.post("/v1/chat/completions", json={"model": "vllm", "messages": HI})
+            assert reply.status_code == 502
+            assert "image input is not supported" in reply.json()["error"]["message"]
+        reply = http.post("/v1/chat/completions", json={"model": "vllm", "messages": HI})
+    assert reply.status_code == 200
 
 
 def test_equally_idle_replicas_take_turns(gateway, ollama_a, ollama_b):

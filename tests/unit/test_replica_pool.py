@@ -50,3 +50,15 @@ def test_exclude_skips_tried_replicas():
     pool = ReplicaPool(["a", "b"])
     assert pool.choose(exclude={"a"}).url == "b"
     assert pool.choose(exclude={"a", "b"}) is None
+
+
+def test_a_replica_back_after_a_failed_health_check_leaves_its_cooldown_at_once():
+    clock = Clock()
+    pool = ReplicaPool(["a"], failure_threshold=1, cooldown=30, clock=clock)
+    a = pool.replicas[0]
+    pool.record_failure(a)
+    pool.record_health(a, ok=True)  # it answers its health route: the cool-down stands
+    assert pool.choose() is None
+    pool.record_health(a, ok=False)  # down
+    pool.record_health(a, ok=True)  # and back (restarted): serving again, not 30 s later
+    assert pool.choose() is a and a.consecutive_failures == 0
