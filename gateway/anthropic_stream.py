@@ -83,6 +83,7 @@ class _Block:
     id: str = ""
     name: str = ""
     pieces: list[str] = field(default_factory=list)
+    cut: bool = False  # max_tokens ended it: a call's arguments may be half written
 
     @property
     def text(self) -> str:
@@ -104,6 +105,8 @@ class _Block:
             value = json.loads(self.text)
         except ValueError:
             value = None
+        if not isinstance(value, dict) and self.cut:
+            return {}  # as Anthropic: the cut call is kept, and stop_reason says max_tokens
         if not isinstance(value, dict):
             raise UpstreamError(
                 f"the model's call of tool '{self.name}' has arguments that are not a JSON "
@@ -139,6 +142,8 @@ class MessageEventBuilder:
             return self._call(event)
         if isinstance(event, ev.Finished):
             self._finished = event
+            if self._open is not None:
+                self._open.cut = event.reason == "length"
             return self._close()
         if isinstance(event, ev.Usage):
             return self._end(event)

@@ -92,8 +92,9 @@ class _Call:
 class OllamaLineBuilder:
     """Ollama's lines for one response of ``surface``, ``model`` as the client sent it.
     Tool calls are sent whole, ``arguments`` as an object, on a ``done: false`` line after the
-    model finished (Ollama parses a call before sending it); a call whose arguments are not a
-    JSON object (cut by ``num_predict``) is sent as the text it is."""
+    model finished (Ollama parses a call before sending it). A call whose arguments are not a
+    JSON object is left out when ``num_predict`` cut it short (as the in-process engines leave
+    out a cut call), else sent as the text it is."""
 
     def __init__(self, surface: Surface, model: str, timings: Timings) -> None:
         self.surface = surface
@@ -134,7 +135,7 @@ class OllamaLineBuilder:
                 arguments = None
             if isinstance(arguments, dict):
                 calls.append({"function": {"name": call.name, "arguments": arguments}})
-            else:
+            elif self._reason != "length":  # a call num_predict cut short is left out
                 texts.append(text)
         self._calls.clear()
         lines = [self._line(content=text) for text in texts]

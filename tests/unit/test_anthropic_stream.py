@@ -208,6 +208,17 @@ async def test_arguments_that_are_not_an_object_are_an_error():
         await collect_message(scripted([*bad, ev.Usage(1, 1)]), "m")
 
 
+async def test_a_call_max_tokens_cut_short_is_kept_with_what_parses_and_max_tokens():
+    cut = [
+        ev.Started(0),
+        ev.ToolCallDelta(0, 0, "c", "f", '{"city": "Pa'),
+        ev.Finished(0, "length"),
+    ]
+    message = await collect_message(scripted([*cut, ev.Usage(1, 4)]), "m")
+    assert [(b.type, b.input) for b in message.content] == [("tool_use", {})]
+    assert message.stop_reason == "max_tokens"
+
+
 async def test_events_after_the_end_and_of_other_choices_are_ignored():
     builder = MessageEventBuilder("m")
     assert builder.feed(ev.TextDelta(1, "other choice")) == []

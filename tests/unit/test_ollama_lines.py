@@ -111,7 +111,7 @@ async def test_a_tool_call_comes_whole_with_object_arguments_and_finishes_as_sto
     assert lines[1]["done"] and lines[1]["done_reason"] == "stop"
 
 
-async def test_a_call_cut_short_is_sent_as_its_text():
+async def test_a_call_cut_short_is_left_out():
     events = [
         ev.Started(0),
         ev.ToolCallDelta(0, 0, "call_1", "get_weather", '{"city": "Pa'),
@@ -119,8 +119,19 @@ async def test_a_call_cut_short_is_sent_as_its_text():
         ev.Usage(30, 4),
     ]
     lines = await lines_of(events)
-    assert lines[0]["message"] == {"role": "assistant", "content": '{"city": "Pa'}
-    assert lines[1]["done_reason"] == "length"
+    assert len(lines) == 1 and "tool_calls" not in lines[0]["message"]
+    assert lines[0]["message"]["content"] == "" and lines[0]["done_reason"] == "length"
+
+
+async def test_a_finished_call_that_is_not_an_object_is_sent_as_its_text():
+    events = [
+        ev.Started(0),
+        ev.ToolCallDelta(0, 0, "call_1", "get_weather", "[1, 2]"),
+        ev.Finished(0, "tool_calls"),
+        ev.Usage(30, 4),
+    ]
+    lines = await lines_of(events)
+    assert lines[0]["message"] == {"role": "assistant", "content": "[1, 2]"}
 
 
 async def test_the_whole_answer_folds_the_lines():
