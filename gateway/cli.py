@@ -29,13 +29,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(handler(args))
 
 
+def _port(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 0-65535 (got {text!r})")
+    return value
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more (got {text!r})")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmgate", description="Self-hosted LLM gateway")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the OpenAI-compatible server")
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml")
     serve.add_argument("--host", help="override server.host")
-    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--port", type=_port, help="override server.port (0-65535)")
     serve.add_argument(
         "--log-level",
         type=str.lower,
@@ -57,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--model", default="default")
     chat.add_argument("--api-key", default=None)
     chat.add_argument("--system", default=None, help="system prompt")
-    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument(
+        "--max-tokens", type=_at_least_zero, default=512, help="per answer (0: no limit)"
+    )
     hash_key = sub.add_parser(
         "hash-key", help="print an API key as 'sha256:<hex>' for server.api_keys (key on stdin)"
     )

@@ -24,6 +24,7 @@ from backends.errors import (
     MethodNotAllowedError,
     NotFoundError,
 )
+from gateway.request_record import current_record
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ def surface_of(path: str) -> str:
 
 
 def error_response(exc: GatewayError, path: str = "") -> JSONResponse:
+    """``exc`` in the shape of ``path``'s surface; the request's record notes its code."""
+    record = current_record()
+    if record is not None and record.error_type is None:
+        record.error_type = exc.code or exc.error_type
     surface = surface_of(path)
     if surface == "ollama":
         body = ollama_error_body(exc)

@@ -27,10 +27,12 @@ layer (bench/passthrough.py: docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backends.errors import InternalError
 from gateway import (
     api_keys,
     disconnect,
@@ -47,6 +49,8 @@ from gateway.head import HeadAsGet
 from gateway.metered_backend import BackendActivity
 from gateway.rate_limits import Admission, RateLimiter
 from gateway.request_record import RecordObserver, RequestRecord
+
+log = logging.getLogger(__name__)
 
 
 class RequestMiddleware:
@@ -83,11 +87,25 @@ class RequestMiddleware:
             budget_token = limits.start_budget(self.limits)
             try:
                 await self._admitted(scope, receive, response)
+            except Exception:
+                if response.started:  # nothing left to answer with: the server ends it
+                    raise
+                await self._failed(scope, receive, response)
             finally:
                 limits.reset_budget(budget_token)
         finally:
             request_record.reset_current_record(record_token)
             request_record.close_record(record, self.observers)
+
+    @staticmethod
+    async def _failed(scope: Scope, receive: Receive, response: _Response) -> None:
+        """A bug before the response started: answered here, through ``response``, so the
+        500 carries the request's id and its record says 500 (outside this layer it would
+        be recorded as a client that went away)."""
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        response.record.error_type = InternalError.default_code
+        error = InternalError("internal server error")
+        await error_response(error, scope["path"])(scope, receive, response)
 
     async def _admitted(self, scope: Scope, receive: Receive, response: _Response) -> None:
         """Steps 2 to 4: the body within its limit, the key, the key's rate limits."""

@@ -65,10 +65,14 @@ def parse_body(raw: bytes) -> TutorialRequest:
         data: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequestError("request body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise InvalidRequestError('request body must be a JSON object: {"prompt": "..."}')
     try:
         return TutorialRequest.model_validate(data)
+    except RecursionError as exc:
+        raise InvalidRequestError("request body is nested too deeply") from exc
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         raise RequestValidationError(errors) from exc

@@ -155,7 +155,10 @@ def test_model_and_max_tokens_are_honoured(server):
         (b'{"prompt": "x", "history": "not a list"}', 400, "history"),
         (b'{"prompt": "x", "max_tokens": 0}', 400, "max_tokens"),
         (b'{"prompt": "x", "model": "nope"}', 404, None),
+        (b"[" * 100_000 + b"]" * 100_000, 400, None),  # nested past the decoder's depth
+        (b'{"prompt": "x", "history": ' + b"[" * 900 + b"]" * 900 + b"}", 400, None),
     ],
+    ids=lambda value: value[:24] if isinstance(value, bytes) else value,
 )
 def test_bad_input_is_a_4xx_in_the_error_envelope(server, raw, status, param):
     reply = requests.post(server.base_url, data=raw, timeout=30)

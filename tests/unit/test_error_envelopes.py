@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -179,6 +180,39 @@ async def test_a_bug_is_a_generic_500_and_the_server_keeps_serving(app_client):
         assert "internal detail" not in reply.text
         again = await client.post("/v1/chat/completions", json={**GOOD, "model": "beta"})
     assert again.status_code == 200
+
+
+async def test_a_bug_is_answered_and_logged_as_a_500_with_the_request_id(app_client, caplog):
+    caplog.set_level(logging.INFO, logger="llmgate.requests")
+    scripts = {"alpha": FakeScript(fail_before_first=KeyError("internal detail"))}
+    async with app_client(scripts=scripts) as (client, _):
+        headers = {"X-Request-ID": "bug-1"}
+        reply = await client.post("/v1/chat/completions", json=GOOD, headers=headers)
+    assert_envelope(reply, 500, "api_error", "internal_error")
+    assert reply.headers["x-request-id"] == "bug-1"
+    lines = [r.getMessage() for r in caplog.records if "request_id=bug-1 " in r.getMessage()]
+    assert lines and lines[0].startswith("POST /v1/chat/completions 500 "), lines
+    assert " error=internal_error " in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "keys", "status", "code"),
+    [
+        (GOOD, ["sekret"], 401, "invalid_api_key"),
+        ({**GOOD, "model": "nope"}, [], 404, "model_not_found"),
+        ({"model": "alpha"}, [], 400, "invalid_request"),
+    ],
+)
+async def test_a_refused_request_is_logged_with_its_error(
+    app_client, caplog, body, keys, status, code
+):
+    caplog.set_level(logging.INFO, logger="llmgate.requests")
+    async with app_client(api_keys=keys) as (client, _):
+        headers = {"X-Request-ID": "refused-1"}
+        reply = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert reply.status_code == status
+    lines = [r.getMessage() for r in caplog.records if "request_id=refused-1 " in r.getMessage()]
+    assert lines and f" error={code} " in lines[0], lines
 
 
 async def test_missing_or_wrong_api_key_is_401(app_client):
