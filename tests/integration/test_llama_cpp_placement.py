@@ -13,7 +13,7 @@ import pytest
 from backends.llama_cpp.settings import LlamaCppSettings
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from tests.integration.conftest import ServerThread
+from tests.integration.conftest import SMOLLM2_SOURCE, ServerThread
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +46,41 @@ def test_gpu_layers_on_a_cpu_build_warn_and_show_in_models(tiny_gguf: Path, capl
     assert placement["tiny-ngl"]["layers"] >= 2  # blocks plus the output layer
     assert placement["tiny-cpu"]["parallel"] == 2
     assert placement["tiny-ngl"]["weights_bytes"] > 0 and placement["tiny-ngl"]["gpu_bytes"] == 0
+
+
+@pytest.mark.gpu
+def test_gpu_layers_on_a_cuda_build_run_there_and_answer(caplog):
+    """With a build that offloads (CUDA and a GPU): every layer of ``n_gpu_layers: -1`` is on
+    the GPU, nothing is warned, and the model answers as it does on the CPU."""
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("needs a llama-cpp-python build that offloads to a GPU (GGML_CUDA=on)")
+    models = [
+        LlamaCppSettings(name=name, backend="llama_cpp", source=SMOLLM2_SOURCE, n_gpu_layers=ngl)
+        for name, ngl in (("smol-gpu", -1), ("smol-cpu", 0))
+    ]
+    caplog.set_level(logging.WARNING, logger="backends.llama_cpp.engine")
+    thread = ServerThread(create_app(GatewayConfig(models=models)))
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{thread.port}"
+        cards = httpx.get(f"{base}/v1/models", timeout=30).json()["data"]
+        answers = {
+            name: httpx.post(
+                f"{base}/v1/chat/completions",
+                json={"model": name, "temperature": 0, "max_tokens": 16,
+                      "messages": [{"role": "user", "content": "What is the capital of France?"}]},
+                timeout=60,
+            ).json()["choices"][0]["message"]["content"]
+            for name in ("smol-gpu", "smol-cpu")
+        }  # fmt: skip
+    finally:
+        thread.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    placement = {card["id"]: card["placement"] for card in cards}
+    gpu, cpu = placement["smol-gpu"], placement["smol-cpu"]
+    assert gpu["device"] == "gpu" and gpu["gpu_layers"] == gpu["layers"] == 31
+    assert gpu["gpu_bytes"] == gpu["weights_bytes"] > 0
+    assert cpu["device"] == "cpu" and cpu["gpu_layers"] == 0 and cpu["gpu_bytes"] == 0
+    assert all("Paris" in answer for answer in answers.values()), answers
