@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 runtime failure (server could not reach ready, chat server u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import math
 import sys
@@ -89,10 +90,21 @@ def _load(path: str) -> GatewayConfig | None:
         return None
 
 
+def _native_engines_first(config: GatewayConfig) -> None:
+    """Load llama-cpp-python's libraries before anything imports numpy or aiohttp: with a CUDA
+    build, the other order crashed the first model load (a segfault in
+    ``llama_model_load_from_file``; llama-cpp-python 0.3.36, CUDA 13, an H200:
+    docs/benchmarks.md, "GPU"). ``import llama_cpp`` loads them, then imports numpy itself."""
+    if any(model.backend == "llama_cpp" for model in config.models):
+        with contextlib.suppress(ImportError):  # the model's load says how to install it
+            import llama_cpp  # noqa: F401
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
+    _native_engines_first(config)
     import uvicorn
 
     from gateway.app import create_app

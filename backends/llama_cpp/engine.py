@@ -17,6 +17,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ from backends.local.plan import EngineLimits, GenerationPlan
 from backends.model_types import ModelPlacement
 
 log = logging.getLogger(__name__)
+
+# llama.cpp's model loading is not thread-safe: two models loading at once in one process
+# crashed a CUDA build (seen on an H200, in llama_model_load_from_file), and llama-cpp-python
+# redirects the process's stdout and stderr around each load. Loads take turns; nothing else does.
+_LOADS = threading.Lock()
 
 # llama.cpp server's sampling defaults, used where the request leaves a knob unset.
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05}
@@ -157,11 +163,20 @@ class LlamaCppEngine:
         """Load the GGUF at ``path`` and the LoRA adapters ``loras`` (blocking). Raises
         ``ValueError`` naming an adapter llama.cpp refuses (the model is freed again)."""
         import llama_cpp
-        from llama_cpp import _internals
         from llama_cpp._logger import set_verbose
 
         set_verbose(False)  # llama.cpp's own log goes to stderr only at ERROR
-        llama_cpp.llama_backend_init()
+        with _LOADS:
+            llama_cpp.llama_backend_init()
+            return cls._load(path, settings, loras)
+
+    @classmethod
+    def _load(
+        cls, path: Path, settings: LlamaCppSettings, loras: Sequence[LoraFile]
+    ) -> LlamaCppEngine:
+        import llama_cpp
+        from llama_cpp import _internals
+
         if settings.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
             log.warning(
                 "model '%s' asks for n_gpu_layers=%d, but this llama-cpp-python build cannot "

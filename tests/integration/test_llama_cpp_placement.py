@@ -5,6 +5,9 @@ model's device, offloaded layers and sequences per batch."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -84,3 +87,46 @@ def test_gpu_layers_on_a_cuda_build_run_there_and_answer(caplog):
     assert gpu["gpu_bytes"] == gpu["weights_bytes"] > 0
     assert cpu["device"] == "cpu" and cpu["gpu_layers"] == 0 and cpu["gpu_bytes"] == 0
     assert all("Paris" in answer for answer in answers.values()), answers
+
+
+def test_models_load_one_at_a_time(tiny_gguf: Path, monkeypatch):
+    """llama.cpp's loading is not thread-safe (two models loading at once crashed a CUDA
+    build): models that load on their first request, asked for together, take turns."""
+    from llama_cpp import _internals
+
+    real = _internals.LlamaModel.__init__
+    guard = threading.Lock()
+    active, peak = [0], [0]
+
+    def tracked(self, *args, **kwargs) -> None:
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            time.sleep(0.1)
+            real(self, *args, **kwargs)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(_internals.LlamaModel, "__init__", tracked)
+    models = [
+        LlamaCppSettings(name=f"tiny-{i}", backend="llama_cpp", source=str(tiny_gguf),
+                         parallel=1, preload=False)
+        for i in range(3)
+    ]  # fmt: skip
+    thread = ServerThread(create_app(GatewayConfig(models=models)))
+    thread.start()
+
+    def ask(model: str) -> int:
+        body = {"model": model, "prompt": "hi", "max_tokens": 1}
+        url = f"http://127.0.0.1:{thread.port}/v1/completions"
+        return httpx.post(url, json=body, timeout=60).status_code
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            codes = list(pool.map(ask, [m.name for m in models]))
+    finally:
+        thread.stop()
+    assert codes == [200, 200, 200]
+    assert peak[0] == 1
