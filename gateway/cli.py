@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import gc
 import math
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -100,21 +101,47 @@ def _native_engines_first(config: GatewayConfig) -> None:
             import llama_cpp  # noqa: F401
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port``, found before any model loads (the
+    server binds only after its models have loaded). Binds every address the name resolves
+    to, with the options asyncio's server uses, then lets go."""
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return str(exc)
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return exc.strerror or str(exc)
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    _native_engines_first(config)
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.shutdown import GRACE_SECONDS, draining_server, run_server
-
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    refused = _cannot_listen(host, port)
+    if refused is not None:
+        print(f"llmgate: cannot listen on {host}:{port}: {refused}", file=sys.stderr)
+        return 1
+    _native_engines_first(config)
+    import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from gateway.app import create_app
     from gateway.request_log import configure_logging
+    from gateway.shutdown import GRACE_SECONDS, draining_server, run_server
 
     level = (args.log_level or config.server.log_level).lower()
     json_logs = config.server.log_format == "json"

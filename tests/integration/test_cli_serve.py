@@ -117,3 +117,22 @@ def test_importing_the_app_does_not_import_engines():
         timeout=60,
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_port_in_use_is_refused_before_any_model_loads():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(ROOT / "config.yaml"),
+             "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"llmgate: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert time.monotonic() - started < 20  # config.yaml's three models were not loaded
