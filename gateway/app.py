@@ -12,6 +12,7 @@ from gateway.admin_api import install_lifecycle, running_lifecycle
 from gateway.anthropic_api import anthropic_api
 from gateway.api import api
 from gateway.config import GatewayConfig
+from gateway.cors import install_cors
 from gateway.embeddings_api import embeddings_api
 from gateway.errors import install_exception_handlers
 from gateway.limits import RequestLimits
@@ -80,4 +81,5 @@ def create_app(config: GatewayConfig, backend_factory: BackendFactory | None = N
         limiter=limiter,
         drain=app.state.drain,
     )
+    install_cors(app, config)  # outermost: preflights answered before the key is checked
     return app

@@ -89,6 +89,7 @@ class ModelLimits(BaseModel):
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 LOG_LEVELS: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+")
 
 
 class ServerSettings(BaseModel):
@@ -119,6 +120,10 @@ class ServerSettings(BaseModel):
     model_limits: dict[str, ModelLimits] = Field(default_factory=dict)
     redis_url: str | None = None
     rate_limit_failure: Literal["open", "closed"] = "open"
+    # Browsers (gateway/cors.py): the origins whose pages may call the API from JavaScript.
+    # Unset: pages served from this machine (localhost, 127.0.0.1, [::1]; any port), as
+    # Ollama allows by default; ["*"]: any page; []: none but the gateway's own.
+    cors_origins: list[str] | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -130,6 +135,16 @@ class ServerSettings(BaseModel):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(_REDIS_SCHEMES):
             raise ValueError("a redis URL starts with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str] | None) -> list[str] | None:
+        for origin in value or []:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port] with no path, or '*'"
+                )
         return value
 
     def api_key_entries(self) -> list[ApiKey]:

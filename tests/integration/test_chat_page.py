@@ -6,6 +6,8 @@ under test-artifacts/ (LLMGATE_TEST_ARTIFACTS)."""
 from __future__ import annotations
 
 import contextlib
+import http.server
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -306,3 +308,58 @@ def test_a_server_with_keys_asks_for_one(browser, tiny_gguf):
         key.blur()
         expect(page.locator("#model option")).not_to_have_count(0)
         context.close()
+
+
+CROSS_ORIGIN_CALL = """async (gateway) => {
+    try {
+        const reply = await fetch(gateway + "/v1/chat/completions", {
+            method: "POST",
+            headers: {"Content-Type": "application/json", "Authorization": "Bearer any"},
+            body: JSON.stringify({model: "echo", messages: [{role: "user", content: "hi"}]}),
+        });
+        const body = await reply.json();
+        return [reply.status, reply.headers.get("x-request-id") !== null,
+                body.choices[0].message.content];
+    } catch (error) {
+        return ["blocked", String(error)];
+    }
+}"""
+
+
+def test_pages_of_this_machine_may_call_the_api_and_other_sites_may_not(
+    gateway: ChatGateway, browser: Browser
+):
+    """A web UI served elsewhere on this machine (another port: another origin) calls the API
+    from JavaScript with a key header, so Chromium sends a preflight; the same page served
+    under another site's name is blocked by the browser (server.cors_origins unset)."""
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BlankPage)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    port = site.server_address[1]
+    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP chat.example 127.0.0.1"]
+    try:
+        # the module's browser, launched again with a name for the other site
+        named = browser.browser_type.launch(executable_path=chromium_path(), args=args)
+        page = named.new_page()
+        page.goto(f"http://localhost:{port}/")
+        local = page.evaluate(CROSS_ORIGIN_CALL, gateway.server.base_url)
+        page.goto(f"http://chat.example:{port}/")
+        foreign = page.evaluate(CROSS_ORIGIN_CALL, gateway.server.base_url)
+        named.close()
+    finally:
+        site.shutdown()
+        site.server_close()
+    assert local == [200, True, "Noted."]
+    assert foreign[0] == "blocked" and "Failed to fetch" in foreign[1]
+
+
+class _BlankPage(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>another web UI</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass

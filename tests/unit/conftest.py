@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -34,10 +35,11 @@ def app_client() -> AppClient:
         scripts: dict[str, FakeScript] | None = None,
         api_keys: list | None = None,
         models: list[LlamaCppSettings] | None = None,
+        **server: Any,
     ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, FakeBackend]]]:
         fakes: dict[str, FakeBackend] = {}
         config = GatewayConfig(
-            server=ServerSettings(api_keys=api_keys or []),
+            server=ServerSettings(api_keys=api_keys or [], **server),
             models=models or [fake_entry("alpha", ["default", "a"]), fake_entry("beta")],
         )
         app = create_app(config, backend_factory=fake_factory(scripts, fakes))
