@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.metadata
 import math
 import socket
 import sys
@@ -31,6 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(handler(args))
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("llmgate")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "(not installed)"
+
+
 def _port(text: str) -> int:
     value = int(text) if text.lstrip("-").isdigit() else -1
     if not 0 <= value <= 65535:
@@ -47,6 +55,7 @@ def _at_least_zero(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmgate", description="Self-hosted LLM gateway")
+    parser.add_argument("--version", action="version", version=f"llmgate {_version()}")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the OpenAI-compatible server")
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml")

@@ -21,3 +21,12 @@ def test_bad_numbers_are_refused_naming_the_argument(argv, named, capsys):
         main(argv)
     assert exited.value.code == 2
     assert f"argument {named}:" in capsys.readouterr().err
+
+
+def test_version_is_the_installed_package_version(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"llmgate {importlib.metadata.version('llmgate')}\n"
