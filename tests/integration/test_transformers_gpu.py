@@ -13,7 +13,8 @@ from backends.openai_types import ChatCompletionRequest
 from backends.transformers.backend import TransformersBackend
 from backends.transformers.sequences import BatchStats
 from backends.transformers.settings import AdapterSettings
-from gateway.openai_chat import collect_completion, to_generation_request
+from gateway.openai_chat import collect_completion
+from gateway.openai_chat_request import to_generation_request
 from tests.integration.conftest import SMOLLM2_SOURCE, hf_entry
 
 pytestmark = [

@@ -19,7 +19,8 @@ from openai import OpenAI
 from backends.errors import BackendUnavailableError
 from backends.openai_types import ChatCompletion, ChatCompletionRequest
 from backends.transformers.backend import TransformersBackend
-from gateway.openai_chat import collect_completion, to_generation_request
+from gateway.openai_chat import collect_completion
+from gateway.openai_chat_request import to_generation_request
 from tests.integration.conftest import hf_entry
 from tests.integration.test_transformers_engine import body, complete, complete_many, text
 from tests.tiny_gguf import write_tiny_gguf
@@ -132,8 +133,8 @@ from backends.openai_types import ChatCompletionRequest
 from backends.transformers.settings import TransformersSettings
 from backends.openai_types import ChatCompletion, ChatCompletionRequest
 from backends.transformers.backend import TransformersBackend
-from gateway.openai_chat import collect_completion, to_generation_request
-from gateway.openai_chat import collect_completion, to_generation_request
+from gateway.openai_chat import collect_completion
+from gateway.openai_chat_request import to_generation_request
 
 async def main(source):
     backend = TransformersBackend(TransformersSettings(

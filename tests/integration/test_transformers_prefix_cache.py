@@ -18,7 +18,8 @@ from backends.openai_types import ChatCompletionRequest
 from backends.settings import AdapterSettings
 from backends.transformers.backend import TransformersBackend
 from backends.transformers.sequences import BatchStats
-from gateway.openai_chat import collect_completion, to_generation_request
+from gateway.openai_chat import collect_completion
+from gateway.openai_chat_request import to_generation_request
 from tests.integration.conftest import hf_entry
 from tests.tiny_hf import write_tiny_hf_model, write_tiny_lora
 

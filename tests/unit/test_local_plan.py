@@ -22,7 +22,7 @@ from backends.local.plan import (
 )
 from backends.openai_types import ChatCompletionRequest
 from backends.requests import GenerationRequest, Sampling
-from gateway.openai_chat import to_generation_request
+from gateway.openai_chat_request import to_generation_request
 
 LIMITS = EngineLimits(context_window=64, vocab_size=100, sampling_defaults={}, max_n=4)
 

@@ -31,7 +31,7 @@ from backends.upstream.ollama import (
     to_ollama_request,
 )
 from backends.upstream.settings import OllamaSettings
-from gateway.openai_chat import to_generation_request
+from gateway.openai_chat_request import to_generation_request
 from tests.fake_upstreams import closed_port
 
 SETTINGS = OllamaSettings(

@@ -19,12 +19,8 @@ from backends.events import (
 )
 from backends.openai_types import ChatCompletionRequest
 from backends.requests import OtherPart, OutputConstraint, TextPart, ToolCall, ToolChoice
-from gateway.openai_chat import (
-    chunks_of,
-    collect_completion,
-    encoded_chunks,
-    to_generation_request,
-)
+from gateway.openai_chat import chunks_of, collect_completion, encoded_chunks
+from gateway.openai_chat_request import to_generation_request
 
 
 def translate(**extra: Any):
