@@ -62,6 +62,9 @@ from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository, for bench.chat_stream
+from bench.chat_stream import Stream, stream_chat  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "tests" / "templates" / "llama3.1.jinja"
 VOCAB = 128_256
@@ -231,43 +234,14 @@ def start_gateway(tmp: Path, folder: Path, args: argparse.Namespace) -> tuple[An
     raise RuntimeError("the gateway did not become ready")
 
 
-@dataclass
-class Stream:
-    ttft: float
-    decode_tok_s: float
-    prompt_tokens: int
-    tokens: int
-    done: float
-
-
 async def one_stream(client: httpx.AsyncClient, i: int, max_tokens: int) -> Stream:
-    body = {
+    return await stream_chat(client, {
         "model": "llama8b",
         "messages": [{"role": "user", "content": prompt(i)}],
         "max_tokens": max_tokens,
         "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
         "logit_bias": {str(t): -100 for t in (EOS, EOM, EOT)},
-    }
-    sent = time.perf_counter()
-    first = last = -1.0
-    tokens = prompt_tokens = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as reply:
-        reply.raise_for_status()
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
-                    last = time.perf_counter()
-                    first = last if first < 0 else first
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-                prompt_tokens = chunk["usage"]["prompt_tokens"]
-    rate = (tokens - 1) / (last - first) if last > first else float("nan")
-    return Stream(first - sent, rate, prompt_tokens, tokens, time.perf_counter())
+    })  # fmt: skip
 
 
 @dataclass

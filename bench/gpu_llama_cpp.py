@@ -37,6 +37,9 @@ from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(_HERE))  # the repository, for bench.chat_stream
+from bench.chat_stream import Stream, stream_chat  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -86,34 +89,20 @@ def start_gateway(tmp: Path, args: argparse.Namespace) -> tuple[subprocess.Popen
     raise RuntimeError("the gateway did not become ready")
 
 
-async def one_stream(client: httpx.AsyncClient, model: str, i: int, args: argparse.Namespace):
+async def one_stream(
+    client: httpx.AsyncClient, model: str, i: int, args: argparse.Namespace
+) -> Stream:
     body = {
         "model": model,
         "messages": [{"role": "user", "content": f"Story {i}: write a long story about the sea."}],
         "max_tokens": args.max_tokens,
         "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
         "logit_bias": {e: -100 for e in args.eos.split(",")},
     }
-    sent = time.perf_counter()
-    first = last = -1.0
-    tokens = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as reply:
-        reply.raise_for_status()
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
-                    last = time.perf_counter()
-                    first = last if first < 0 else first
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    if tokens != args.max_tokens:
-        raise RuntimeError(f"{model}: {tokens} tokens, expected {args.max_tokens}")
-    return first - sent, (tokens - 1) / (last - first), time.perf_counter()
+    stream = await stream_chat(client, body)
+    if stream.tokens != args.max_tokens:
+        raise RuntimeError(f"{model}: {stream.tokens} tokens, expected {args.max_tokens}")
+    return stream
 
 
 async def concurrent(url: str, model: str, n: int, offset: int, args: argparse.Namespace):
@@ -123,9 +112,9 @@ async def concurrent(url: str, model: str, n: int, offset: int, args: argparse.N
             *(one_stream(client, model, offset + i, args) for i in range(n))
         )
     return {
-        "aggregate": n * args.max_tokens / (max(s[2] for s in streams) - start),
-        "decode": statistics.median(s[1] for s in streams),
-        "ttft": statistics.median(s[0] for s in streams),
+        "aggregate": n * args.max_tokens / (max(s.done for s in streams) - start),
+        "decode": statistics.median(s.decode_tok_s for s in streams),
+        "ttft": statistics.median(s.ttft for s in streams),
     }
 
 
