@@ -15,6 +15,8 @@
   Anthropic), an ``{"error"}`` line (Ollama). Then the requests end, the lifespan unloads the
   engines, and ``run_server`` returns (uvicorn re-raises the SIGTERM it handled; here that
   signal is ignored so that the exit status is 0).
+- A second Ctrl-C or SIGTERM while draining expires the drain at once (the same cut-off, then
+  the same unload and exit 0); a third is uvicorn's force quit.
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ class Drain:
         log.info("draining: %d request(s) in flight, %.0fs to finish", len(self._running), seconds)
         return asyncio.get_running_loop().call_later(seconds, self.expire)
 
-    def expire(self) -> None:
+    def expire(self, why: str = "drain time is up") -> None:
         """Cut off every request still running (see the module docstring)."""
         self.draining = self.expired = True
         if self._running:
-            log.warning("drain time is up: ending %d request(s)", len(self._running))
+            log.warning("%s: ending %d request(s)", why, len(self._running))
         for task in list(self._running):
             self._cut.add(task)
             task.cancel(msg=_CUT)
@@ -147,6 +149,17 @@ def draining_server(config: uvicorn.Config, drain_seconds: float) -> uvicorn.Ser
         async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
             drain.begin(drain_seconds)
             await super().shutdown(sockets)  # type: ignore[arg-type]
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # A second Ctrl-C (or SIGTERM) while draining: stop waiting and end what runs now,
+            # each request in its surface's way, then unload and exit as after the drain. Only
+            # a further one is uvicorn's force quit (which skips the unload).
+            if self.should_exit and not drain.expired:
+                with contextlib.suppress(RuntimeError):  # no loop runs: let uvicorn handle it
+                    loop = asyncio.get_running_loop()
+                    loop.call_soon_threadsafe(drain.expire, "asked again to stop")
+                    return
+            super().handle_exit(sig, frame)
 
     return DrainingServer(config)
 

@@ -157,3 +157,47 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path, upstream):
     assert json.loads(frames[-2])["error"]["code"] == "server_shutting_down"
     assert sum('"content":"b"' in f for f in frames) < 80
     assert DRAIN_SECONDS - 0.5 <= ended < DRAIN_SECONDS + 5
+
+
+def test_a_second_ctrl_c_ends_the_streams_now_then_exits_0_without_a_traceback(
+    tmp_path, upstream
+):
+    """Ctrl-C starts the drain; Ctrl-C again stops waiting: the stream still running ends at
+    once (error frame, [DONE]), the models unload and the process exits 0, no traceback."""
+    config = tmp_path / "config.yaml"
+    base_url = f"http://127.0.0.1:{upstream}/v1"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"drain_seconds": 60},
+                "models": [{"name": "long", "backend": "openai", "base_url": base_url}],
+            }
+        )
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(config, port)
+    try:
+        wait_ready(url, proc)
+        long = Stream(url, "long").start()
+        assert long.started.wait(10)
+        proc.send_signal(signal.SIGINT)
+        assert refuses_connections(url, within=2), "new connections were still accepted"
+        asked_again = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert long.thread is not None
+        long.thread.join(15)
+        ended = time.monotonic() - asked_again
+        output = proc.communicate(timeout=30)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+    assert "asked again to stop: ending 1 request(s)" in output
+    assert "Application shutdown complete" in output  # the lifespan ran: models unloaded
+    frames = long.frames()
+    assert frames[-1] == "[DONE]"
+    assert json.loads(frames[-2])["error"]["code"] == "server_shutting_down"
+    assert ended < 5  # not the 60 s drain

@@ -33,8 +33,15 @@ def test_compose_parses_and_references_existing_files():
                 assert (ROOT / source).exists(), source
             else:
                 assert source in compose["volumes"]
-    assert "8000:8000" in gateway["ports"]
     assert "ollama" in gateway["depends_on"]
+
+
+def test_the_keyless_gateway_is_published_on_the_hosts_loopback_only():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    gateway = compose["services"]["gateway"]
+    mount = next(v for v in gateway["volumes"] if "config" in v)
+    assert load_config(ROOT / mount.split(":")[0]).server.api_keys == []
+    assert gateway["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_compose_config_routes_llama3_to_ollama_with_the_embedded_fallback():
