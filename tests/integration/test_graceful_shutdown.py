@@ -159,9 +159,7 @@ def test_sigterm_drains_streams_then_exits_0(tmp_path, upstream):
     assert DRAIN_SECONDS - 0.5 <= ended < DRAIN_SECONDS + 5
 
 
-def test_a_second_ctrl_c_ends_the_streams_now_then_exits_0_without_a_traceback(
-    tmp_path, upstream
-):
+def test_a_second_ctrl_c_ends_the_streams_now_then_exits_0_without_a_traceback(tmp_path, upstream):
     """Ctrl-C starts the drain; Ctrl-C again stops waiting: the stream still running ends at
     once (error frame, [DONE]), the models unload and the process exits 0, no traceback."""
     config = tmp_path / "config.yaml"

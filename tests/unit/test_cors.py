@@ -95,3 +95,14 @@ def test_a_bad_origin_is_a_config_error_naming_the_key(origin):
     with pytest.raises(ConfigError) as caught:
         parse_config(raw)
     assert "cors_origins" in str(caught.value) and "not an origin" in str(caught.value)
+
+
+async def test_a_request_without_an_origin_passes_untouched(app_client):
+    """SDKs and scripts send no Origin: no CORS headers, not even Vary (the layer is skipped)."""
+    async with app_client() as (client, _):
+        reply = await client.post("/v1/chat/completions", json=CHAT)
+        listed = await client.get("/v1/models")
+    for answer in (reply, listed):
+        assert answer.status_code == 200
+        assert not any(name.startswith("access-control-") for name in answer.headers)
+        assert "vary" not in answer.headers
