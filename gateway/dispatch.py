@@ -19,10 +19,10 @@ from typing import Generic, Protocol, TypeGuard, TypeVar
 
 from backends.errors import GatewayError, may_retry
 from backends.protocol import Backend, OpenAIRelay
-from gateway.lifecycle import leased
 from gateway.limits import LimitedBackend, guard
 from gateway.metered_backend import BackendActivity, MeteredBackend
 from gateway.rate_limits import ModelLimitedBackend
+from gateway.request_models import leased
 from gateway.request_record import current_record
 
 log = logging.getLogger(__name__)

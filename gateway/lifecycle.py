@@ -30,7 +30,6 @@ must be on ``time.monotonic``'s timeline (``BackendActivity`` stamps last use wi
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -42,24 +41,13 @@ from backends.model_types import ModelState
 from backends.protocol import Backend
 from backends.registry import BackendSettings
 from backends.settings import InProcessSettings
+from gateway import request_models
 from gateway.metered_backend import BackendActivity
 from gateway.routing import ModelRouter, Route
 
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL = 2.0  # seconds between idle checks
-
-# nanoseconds the request being served waited for its model to load (Ollama's load_duration)
-_LOAD_WAIT_NS: contextvars.ContextVar[int] = contextvars.ContextVar("llmgate_load_wait", default=0)
-
-# the models whose keep_alive this request set (set_keep_alive; the lease reads it)
-_KEPT_ALIVE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "llmgate_kept_alive", default=frozenset()
-)
-
-_LIFECYCLE: contextvars.ContextVar[ModelLifecycle | None] = contextvars.ContextVar(
-    "llmgate_lifecycle", default=None
-)
 
 
 class ModelBusyError(GatewayError):
@@ -296,7 +284,7 @@ class ModelLifecycle:
         managed = self._managed(name)
         if managed.in_process:
             managed.keep_alive, managed.keep_alive_set = seconds, True
-            _KEPT_ALIVE.set(_KEPT_ALIVE.get() | {managed.route.name})
+            request_models.keep_alive_set(managed.route.name)
 
     async def reap(self) -> list[str]:
         """Unload every idle in-process model whose idle time is up; returns their names."""
@@ -375,14 +363,14 @@ class _Lease:
 
     async def __aenter__(self) -> None:
         managed = self._managed
-        if managed.keep_alive_set and managed.route.name not in _KEPT_ALIVE.get():
+        if managed.keep_alive_set and managed.route.name not in request_models.kept_alive():
             managed.keep_alive_set, managed.keep_alive = False, None  # the last request's
         managed.leases += 1
         try:
             before = time.monotonic_ns()
             was_loaded = managed.backend.loaded
             await self._lifecycle._ensure_loaded(managed)
-            _LOAD_WAIT_NS.set(0 if was_loaded else time.monotonic_ns() - before)
+            request_models.set_load_wait(0 if was_loaded else time.monotonic_ns() - before)
         except BaseException:
             managed.leases -= 1
             raise
@@ -395,33 +383,3 @@ def _retrieved(task: asyncio.Task[None]) -> None:
     """Every waiter may have gone (clients disconnected): the failure is still logged."""
     if not task.cancelled() and task.exception() is not None:
         log.debug("model load failed: %s", task.exception())
-
-
-def current_lifecycle() -> ModelLifecycle | None:
-    """The app's lifecycle, in a request (None: not installed, e.g. a library user's app)."""
-    return _LIFECYCLE.get()
-
-
-def load_wait_ns() -> int:
-    """Nanoseconds this request's lease waited for its model to load (0: it was loaded)."""
-    return _LOAD_WAIT_NS.get()
-
-
-def leased(backend: Backend) -> AbstractAsyncContextManager[None]:
-    """``ModelLifecycle.lease`` of the request's app; nothing where none is installed."""
-    lifecycle = _LIFECYCLE.get()
-    return lifecycle.lease(backend) if lifecycle is not None else nullcontext()
-
-
-def set_current_lifecycle(
-    lifecycle: ModelLifecycle,
-) -> contextvars.Token[ModelLifecycle | None]:
-    """Make ``lifecycle`` the one ``leased`` uses in this context (``RequestMiddleware`` sets
-    the app's, ``app.state.lifecycle``, for each request; undo with ``reset_current_lifecycle``).
-    The request has set no ``keep_alive`` yet."""
-    _KEPT_ALIVE.set(frozenset())
-    return _LIFECYCLE.set(lifecycle)
-
-
-def reset_current_lifecycle(token: contextvars.Token[ModelLifecycle | None]) -> None:
-    _LIFECYCLE.reset(token)

@@ -17,7 +17,7 @@ inside the one before:
 5. for a POST, cancelling the handler when the client goes away (``gateway.disconnect``);
 6. the shutdown drain: 503 while draining, the request's task tracked and, when the drain
    time is up, cut off (``gateway.shutdown``);
-7. the app's model lifecycle made the request's (``gateway.lifecycle``);
+7. the app's model lifecycle made the request's (``gateway.request_models``);
 8. ``HEAD`` answered on every ``GET`` route (``gateway.head``).
 
 Folding them into one layer costs one coroutine call per response message instead of one per
@@ -37,9 +37,9 @@ from gateway import (
     api_keys,
     disconnect,
     json_body,
-    lifecycle,
     limits,
     rate_limits,
+    request_models,
     request_record,
     shutdown,
 )
@@ -183,11 +183,11 @@ class RequestMiddleware:
             if models is None:
                 await self.app(scope, receive, response)
                 return
-            lifecycle_token = lifecycle.set_current_lifecycle(models)
+            lifecycle_token = request_models.set_current_lifecycle(models)
             try:
                 await self.app(scope, receive, response)
             finally:
-                lifecycle.reset_current_lifecycle(lifecycle_token)
+                request_models.reset_current_lifecycle(lifecycle_token)
         except asyncio.CancelledError:
             if not drain.was_cut(task):
                 raise

@@ -21,7 +21,7 @@ from backends.protocol import Backend, Embedder, HasCapabilities, OpenAIRelay, R
 from backends.requests import GenerationRequest
 from backends.settings import parse_duration
 from gateway.dispatch import Primed, prime
-from gateway.lifecycle import ModelBusyError, ModelLifecycle, load_wait_ns
+from gateway.lifecycle import ModelBusyError, ModelLifecycle
 from gateway.ollama_stream import (
     OllamaLineBuilder,
     Surface,
@@ -31,6 +31,7 @@ from gateway.ollama_stream import (
     whole_answer,
 )
 from gateway.ollama_surface import check_num_ctx
+from gateway.request_models import load_wait_ns
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,8 @@ from backends.responses_types import (
     ToolParam,
 )
 from gateway.dispatch import Primed, prime
-from gateway.responses_stream import (
-    collect_response,
-    new_response_id,
-    response_events,
-    response_frames,
-)
+from gateway.responses_items import new_response_id
+from gateway.responses_stream import collect_response, response_events, response_frames
 
 STATELESS = (
     "llmgate is stateless and stores no responses: send the whole conversation in 'input' "

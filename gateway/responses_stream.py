@@ -9,12 +9,9 @@ item arrives or the choice finishes. Only choice 0 exists (``n`` is 1 on this su
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
 from typing import Literal
 
 from backends import events as ev
@@ -35,61 +32,19 @@ from backends.responses_events import (
 from backends.responses_types import (
     IncompleteDetails,
     ItemStatus,
-    OutputFunctionCall,
-    OutputItem,
-    OutputMessage,
-    OutputReasoning,
-    OutputText,
-    ReasoningText,
     ResponseError,
     ResponseObject,
     ResponseUsage,
 )
+from gateway.responses_items import (
+    ItemKind,
+    OutputItemDraft,
+    new_item_id,
+    whole_json,
+)
 from gateway.sse import event_frame
 
 log = logging.getLogger(__name__)
-
-ItemKind = Literal["message", "reasoning", "function_call"]
-_PREFIX: dict[ItemKind, str] = {"message": "msg", "reasoning": "rs", "function_call": "fc"}
-
-
-def new_response_id() -> str:
-    return f"resp_{secrets.token_hex(24)}"
-
-
-@dataclass
-class _Item:
-    """The output item being streamed."""
-
-    kind: ItemKind
-    output_index: int
-    id: str
-    call: int = -1  # a function call: its number in the choice
-    call_id: str = ""
-    name: str = ""
-    pieces: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-    def wire(self, status: ItemStatus, whole: bool = True) -> OutputItem:
-        """The item as sent: ``whole`` with its text, else as first announced (empty)."""
-        text = self.text if whole else ""
-        if self.kind == "function_call":
-            return OutputFunctionCall(
-                id=self.id, call_id=self.call_id, name=self.name, arguments=text, status=status
-            )
-        if self.kind == "reasoning":
-            content = [ReasoningText(text=text)] if whole else []
-            return OutputReasoning(id=self.id, content=content, status=status)
-        return OutputMessage(
-            id=self.id, status=status, content=[OutputText(text=text)] if whole else []
-        )
-
-    def part(self, whole: bool) -> OutputText | ReasoningText:
-        text = self.text if whole else ""
-        return ReasoningText(text=text) if self.kind == "reasoning" else OutputText(text=text)
 
 
 class ResponseEventBuilder:
@@ -102,7 +57,7 @@ class ResponseEventBuilder:
         self.response = template
         self.done = False
         self._sequence = 0
-        self._open: _Item | None = None
+        self._open: OutputItemDraft | None = None
         self._reason: ev.FinishReason | None = None
 
     def start(self) -> list[ResponseStreamEvent]:
@@ -206,10 +161,10 @@ class ResponseEventBuilder:
     def _open_item(
         self, kind: ItemKind, call: int = -1, call_id: str = "", name: str = ""
     ) -> list[ResponseStreamEvent]:
-        item = _Item(
+        item = OutputItemDraft(
             kind=kind,
             output_index=len(self.response.output),
-            id=f"{_PREFIX[kind]}_{secrets.token_hex(24)}",
+            id=new_item_id(kind),
             call=call,
             call_id=call_id,
             name=name,
@@ -256,7 +211,7 @@ class ResponseEventBuilder:
                 )
             )
             out.append(self._part_event("response.content_part.done", item, whole=True))
-        if item.kind == "function_call" and status == "incomplete" and _whole_json(item.text):
+        if item.kind == "function_call" and status == "incomplete" and whole_json(item.text):
             status = "completed"  # the call is whole: only the response after it was cut
         whole = item.wire(status)
         self.response.output.append(whole)
@@ -273,7 +228,7 @@ class ResponseEventBuilder:
     def _part_event(
         self,
         kind: Literal["response.content_part.added", "response.content_part.done"],
-        item: _Item,
+        item: OutputItemDraft,
         whole: bool,
     ) -> ContentPartEvent:
         return ContentPartEvent(
@@ -401,11 +356,3 @@ async def _close(events: AsyncIterator[ev.Event]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def _whole_json(text: str) -> bool:
-    """Whether a call's arguments are a whole JSON object (an upstream may stream a cut one)."""
-    try:
-        return isinstance(json.loads(text), dict)
-    except ValueError:
-        return False
