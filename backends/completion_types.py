@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from backends.check_errors import CrossFieldError
-from backends.openai_types import TextRequest, Usage, _Response
+from backends.openai_types import TextRequest, Usage
+from backends.wire_base import WireResponse
 
 # OpenAI's (and vLLM's) default when the client sends no max_tokens.
 DEFAULT_MAX_TOKENS = 16
@@ -55,7 +56,7 @@ class CompletionRequest(TextRequest):
         return list(value)  # type: ignore[arg-type]
 
 
-class CompletionLogprobs(_Response):
+class CompletionLogprobs(WireResponse):
     """The legacy logprobs shape: parallel lists, one entry per token of ``text``;
     ``text_offset`` is each token's character offset in the choice's text."""
 
@@ -68,14 +69,14 @@ class CompletionLogprobs(_Response):
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
-class CompletionChoice(_Response):
+class CompletionChoice(WireResponse):
     text: str
     index: int
     logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
-class Completion(_Response):
+class Completion(WireResponse):
     """A whole completion, or one stream chunk (the same object; a chunk's ``usage`` is
     left out except on the last chunk when the client asked for it)."""
 

@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from backends.openai_types import OpenAIRequest, _Response
+from backends.openai_types import OpenAIRequest
+from backends.wire_base import WireResponse
 
 # OpenAI's limit on the inputs of one request.
 MAX_EMBEDDING_INPUTS = 2048
@@ -44,18 +45,18 @@ class CreateEmbeddingRequest(OpenAIRequest):
         return value
 
 
-class Embedding(_Response):
+class Embedding(WireResponse):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str  # floats, or base64 of little-endian float32
 
 
-class EmbeddingUsage(_Response):
+class EmbeddingUsage(WireResponse):
     prompt_tokens: int
     total_tokens: int
 
 
-class CreateEmbeddingResponse(_Response):
+class CreateEmbeddingResponse(WireResponse):
     object: Literal["list"] = "list"
     data: list[Embedding]
     model: str

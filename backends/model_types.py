@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import Field, computed_field
 
-from backends.openai_types import _Response
+from backends.wire_base import WireResponse
 
 
-class ModelCapabilities(_Response):
+class ModelCapabilities(WireResponse):
     """What a model can do, discovered from its chat template and engine (or its upstream).
     ``tools``: "native" (the template renders tools), "prompted" (llmgate's documented
     fallback: tools described in the system prompt, calls constrained), "passthrough" (the
@@ -29,7 +29,7 @@ class ModelCapabilities(_Response):
     context_length: int | None = None
 
 
-class DownloadProgress(_Response):
+class DownloadProgress(WireResponse):
     """A model's weights being downloaded while it loads: bytes so far, and in all (None: not
     known yet)."""
 
@@ -41,7 +41,7 @@ class DownloadProgress(_Response):
 ModelState = Literal["loaded", "loading", "unloaded", "error"]
 
 
-class ModelPlacement(_Response):
+class ModelPlacement(WireResponse):
     """Where a loaded in-process model runs, and what its weights are. ``device``: "cpu",
     "gpu" (llama.cpp: every layer offloaded), "gpu+cpu" (some), or a torch device ("cuda:0";
     several: "cuda:0,cuda:1"). ``layers`` / ``gpu_layers``: llama.cpp's offloadable layers
@@ -78,7 +78,7 @@ class ModelPlacement(_Response):
     embedding_length: int | None = None
 
 
-class ModelCard(_Response):
+class ModelCard(WireResponse):
     """One entry of ``GET /v1/models``; ``aliases``/``backend``/``loaded``/``state``/``parent``/
     ``task``/``endpoints``/``capabilities``/``placement`` are llmgate extras (OpenAI clients
     ignore unknown keys). ``parent`` names the base model of a LoRA adapter (as vLLM reports
@@ -125,7 +125,7 @@ class ModelCard(_Response):
         return datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class ModelList(_Response):
+class ModelList(WireResponse):
     """OpenAI's list, which is also Anthropic's page of models (the whole list, one page)."""
 
     object: Literal["list"] = "list"

@@ -2,43 +2,38 @@
 endpoints' types build on these (``completion_types``, ``model_types``, ...).
 
 Requests tolerate unknown fields (clients send vendor extras) but validate every known one;
-responses are exact: ``None`` fields that OpenAI omits are omitted here too.
-This module is a leaf: pydantic, the standard library and ``backends.events`` only.
+responses are exact: ``None`` fields that OpenAI omits are omitted here too (the two bases are
+in ``backends.wire_base``). This module is a leaf: pydantic, the standard library and small
+``backends`` leaves (``events``, ``wire_base``, the checks) only.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from backends import events
 from backends.check_errors import CrossFieldError
 from backends.function_checks import check_function_name, check_parameters
+from backends.wire_base import WireRequest, WireResponse
 
 # ---------------------------------------------------------------------------------------------
 # Requests
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class TextContentPart(_Request):
+class TextContentPart(WireRequest):
     type: Literal["text"]
     text: str
 
 
-class OtherContentPart(_Request):
+class OtherContentPart(WireRequest):
     """A non-text part (image_url, input_audio, file...): parsed so an engine can refuse it
     by name instead of the request failing schema validation."""
 
@@ -49,18 +44,18 @@ class OtherContentPart(_Request):
 ContentPart = TextContentPart | OtherContentPart
 
 
-class FunctionCall(_Request):
+class FunctionCall(WireRequest):
     name: str
     arguments: str
 
 
-class ToolCall(_Request):
+class ToolCall(WireRequest):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(_Request):
+class ChatMessage(WireRequest):
     """A turn. ``function_call`` (an assistant's) and the ``function`` role (its result, named
     by ``name``) are the deprecated function-calling API's history, read as a tool call and
     its result."""
@@ -94,11 +89,11 @@ class ChatMessage(_Request):
         return list(self.content)
 
 
-class StreamOptions(_Request):
+class StreamOptions(WireRequest):
     include_usage: bool = False
 
 
-class FunctionDefinition(_Request):
+class FunctionDefinition(WireRequest):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
@@ -108,25 +103,25 @@ class FunctionDefinition(_Request):
     _parameters = field_validator("parameters")(check_parameters)
 
 
-class FunctionName(_Request):
+class FunctionName(WireRequest):
     """``function_call: {"name": ...}``: call this function."""
 
     name: str = Field(min_length=1)
 
 
-class ToolDefinition(_Request):
+class ToolDefinition(WireRequest):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class JsonSchemaFormat(_Request):
+class JsonSchemaFormat(WireRequest):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Request):
+class ResponseFormat(WireRequest):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -137,7 +132,7 @@ class ResponseFormat(_Request):
         return self
 
 
-class OpenAIRequest(_Request):
+class OpenAIRequest(WireRequest):
     """A request to one of the OpenAI endpoints a relay passes through (chat, completions,
     embeddings): it names its ``model`` and keeps unknown fields for the upstream."""
 
@@ -231,47 +226,29 @@ class ChatCompletionRequest(TextRequest):
 # Responses
 
 
-class _Response(BaseModel):
-    """Response types: ``None`` in a field named in ``_omit_if_none`` is left out of the JSON."""
-
-    model_config = ConfigDict(extra="forbid")
-    _omit_if_none: ClassVar[frozenset[str]] = frozenset()
-
-    @model_serializer(mode="wrap")
-    def _omit_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in self._omitted_if_none():
-            if data.get(key, 0) is None:
-                del data[key]
-        return data
-
-    def _omitted_if_none(self) -> frozenset[str]:
-        return self._omit_if_none
-
-
-class TopLogprob(_Response):
+class TopLogprob(WireResponse):
     token: str
     logprob: float
     bytes: list[int] | None
 
 
-class TokenLogprob(_Response):
+class TokenLogprob(WireResponse):
     token: str
     logprob: float
     bytes: list[int] | None
     top_logprobs: list[TopLogprob]
 
 
-class ChoiceLogprobs(_Response):
+class ChoiceLogprobs(WireResponse):
     content: list[TokenLogprob] | None
     refusal: list[TokenLogprob] | None = None
 
 
-class PromptTokensDetails(_Response):
+class PromptTokensDetails(WireResponse):
     cached_tokens: int
 
 
-class Usage(_Response):
+class Usage(WireResponse):
     """``prompt_tokens_details`` only when the backend counts cached prompt tokens."""
 
     _omit_if_none = frozenset({"prompt_tokens_details"})
@@ -297,18 +274,18 @@ class Usage(_Response):
         return cls.of(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
 
-class ToolCallFunction(_Response):
+class ToolCallFunction(WireResponse):
     name: str
     arguments: str
 
 
-class MessageToolCall(_Response):
+class MessageToolCall(WireResponse):
     id: str
     type: Literal["function"] = "function"
     function: ToolCallFunction
 
 
-class AssistantMessage(_Response):
+class AssistantMessage(WireResponse):
     """``reasoning`` and ``reasoning_content`` carry the same thinking, apart from the answer:
     vLLM and Ollama's /v1 moved to the first, DeepSeek and older clients read the second.
     ``function_call``: the call, for a request that used the deprecated ``functions``."""
@@ -325,14 +302,14 @@ class AssistantMessage(_Response):
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
 
-class Choice(_Response):
+class Choice(WireResponse):
     index: int
     message: AssistantMessage
     finish_reason: FinishReason | None
     logprobs: ChoiceLogprobs | None = None
 
 
-class ChatCompletion(_Response):
+class ChatCompletion(WireResponse):
     _omit_if_none = frozenset({"system_fingerprint"})
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -343,13 +320,13 @@ class ChatCompletion(_Response):
     usage: Usage
 
 
-class ToolCallFunctionDelta(_Response):
+class ToolCallFunctionDelta(WireResponse):
     _omit_if_none = frozenset({"name", "arguments"})
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCallDelta(_Response):
+class ToolCallDelta(WireResponse):
     _omit_if_none = frozenset({"id", "type", "function"})
     index: int
     id: str | None = None
@@ -357,7 +334,7 @@ class ToolCallDelta(_Response):
     function: ToolCallFunctionDelta | None = None
 
 
-class Delta(_Response):
+class Delta(WireResponse):
     """``reasoning`` and ``reasoning_content``: the same thinking, as in ``AssistantMessage``."""
 
     _omit_if_none = frozenset(
@@ -371,14 +348,14 @@ class Delta(_Response):
     function_call: ToolCallFunctionDelta | None = None
 
 
-class ChunkChoice(_Response):
+class ChunkChoice(WireResponse):
     index: int
     delta: Delta
     logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 
-class ChatCompletionChunk(_Response):
+class ChatCompletionChunk(WireResponse):
     """With ``stream_options.include_usage`` (``usage_in_every_chunk``), every chunk has a
     ``usage`` field, null but in the last one, as OpenAI's reference says; else none has."""
 
